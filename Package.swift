@@ -1,0 +1,47 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Kernels need FMA and F16C at compile time, or `addingProduct` and Float16
+// conversions become per-lane library calls (fmaf, __extendhfsf2). Haswell is the
+// oldest x86_64 with both; arm64 has them in the base ISA.
+#if arch(x86_64)
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let kernelFlags: [SwiftSetting] = []
+#endif
+let optimized: [SwiftSetting] = kernelFlags + [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "PocketDiffusion",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "pocketsd", targets: ["pocketsd"]),
+        .library(name: "SDPipeline", targets: ["SDPipeline"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "SDKernels", swiftSettings: optimized),
+        .target(name: "SDFormat", dependencies: ["SDKernels"], swiftSettings: kernelFlags),
+        .target(name: "SDTokenizer"),
+        .target(name: "SDSchedulers"),
+        .target(name: "SDModels", dependencies: ["SDKernels", "SDFormat"], swiftSettings: optimized),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .target(name: "SDConverter", dependencies: ["SDFormat", "SDTokenizer"], swiftSettings: kernelFlags),
+        .target(name: "SDPipeline",
+                dependencies: ["SDKernels", "SDFormat", "SDModels", "SDSchedulers", "SDTokenizer", "CPNG"],
+                swiftSettings: kernelFlags),
+        .executableTarget(name: "pocketsd",
+                          dependencies: ["SDPipeline", "SDConverter",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "SDKernelsTests", dependencies: ["SDKernels"], swiftSettings: kernelFlags),
+        .testTarget(name: "SDFormatTests", dependencies: ["SDFormat", "SDConverter"]),
+        .testTarget(name: "SDTokenizerTests", dependencies: ["SDTokenizer"]),
+        .testTarget(name: "SDSchedulersTests", dependencies: ["SDSchedulers"]),
+        .testTarget(name: "SDModelsTests", dependencies: ["SDModels", "SDConverter"]),
+        .testTarget(name: "SDPipelineTests", dependencies: ["SDPipeline", "SDConverter"]),
+        .testTarget(name: "CLITests", dependencies: ["pocketsd"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,213 @@
+import Glibc
+import SDFormat
+import SDKernels
+
+/// How weights are stored in the model file.
+public enum WeightMode: String, CaseIterable, Sendable {
+    case fp32, fp16, int8
+}
+
+public struct ConversionOptions: Sendable {
+    public var weights: WeightMode
+    /// A diffusers folder whose configs replace the inferred ones (single-file inputs).
+    public var configFolder: String?
+    public init(weights: WeightMode = .int8, configFolder: String? = nil) {
+        self.weights = weights
+        self.configFolder = configFolder
+    }
+}
+
+public struct ConversionReport: Sendable {
+    public struct Component: Sendable {
+        public var name: String
+        public var tensorCount = 0
+        public var parameterCount = 0
+        public var storedBytes = 0
+        public var dtypeCounts: [String: Int] = [:]
+        /// Largest |w − ŵ| / max|w| over the component's rounded tensors.
+        public var maxRelativeError: Double = 0
+        /// √(Σ(w − ŵ)² / Σw²) over the component's rounded tensors.
+        public var rmsRelativeError: Double { sumSquares > 0 ? (errorSquares / sumSquares).squareRoot() : 0 }
+        var errorSquares: Double = 0
+        var sumSquares: Double = 0
+    }
+    public var inputKind: String
+    public var tokenizerSource: String
+    public var components: [Component]
+    public var unusedKeys: [String]
+    public var outputBytes: Int
+}
+
+/// Converts a diffusers folder or a single-file checkpoint into one `.pdm` model file,
+/// one tensor at a time, in bounded memory.
+public enum Converter {
+    public static let version = "pocketsd-convert 1"
+    /// Elements converted per chunk: bounds the converter's working memory (~16 MB).
+    static let chunkElements = 1 << 22
+
+    public static func convert(input: String, output: String, options: ConversionOptions,
+                               progress: ((_ done: Int, _ total: Int, _ key: String) -> Void)? = nil) throws -> ConversionReport {
+        guard FileSystem.exists(input) else { throw FormatError(input, "no such file or folder") }
+        var source: SourceModel
+        if FileSystem.isDirectory(input) {
+            if options.configFolder != nil { throw FormatError(input, "--config applies to single-file checkpoints only") }
+            source = try DiffusersFolder.read(input)
+        } else {
+            source = try SingleFileCheckpoint.read(input, configFolder: options.configFolder)
+        }
+        try ModelCheck.validate(&source)
+
+        var planned: [ModelFileWriter.PlannedTensor] = []
+        var sources: [SourceModel.Tensor] = []
+        for component in source.components {
+            for t in ExecutionOrder.sorted(component.tensors, component: component.name, key: \.key) {
+                planned.append(.init(component: component.name, key: t.key,
+                                     dtype: storedType(key: t.key, shape: t.shape, mode: options.weights), shape: t.shape))
+                sources.append(t)
+            }
+        }
+        let writer = try ModelFileWriter(path: output, metadata: metadata(source, options: options), tensors: planned)
+        var reports = source.components.map { ConversionReport.Component(name: $0.name) }
+        var buffer = [Float](repeating: 0, count: chunkElements)
+        for (i, (plan, src)) in zip(planned, sources).enumerated() {
+            progress?(i, planned.count, plan.fileKey)
+            let c = reports.firstIndex { $0.name == plan.component }!
+            try write(src, as: plan, index: i, writer: writer, buffer: &buffer, report: &reports[c])
+            // The source was read once; drop its pages so memory stays flat.
+            src.file.file.release(src.entry.range)
+        }
+        progress?(planned.count, planned.count, "")
+        try writer.commit()
+        return ConversionReport(inputKind: source.kind, tokenizerSource: source.tokenizer.source, components: reports,
+                                unusedKeys: source.unusedKeys, outputBytes: writer.byteCount)
+    }
+
+    /// int8 for the matrices of linear and conv layers; embeddings, norms, biases and
+    /// tiny tensors keep 16 bits.
+    static func storedType(key: String, shape: [Int], mode: WeightMode) -> TensorDType {
+        switch mode {
+        case .fp32: return .f32
+        case .fp16: return .f16
+        case .int8:
+            let rows = shape.first ?? 0
+            let cols = rows > 0 ? shape.reduce(1, *) / rows : 0
+            let quantizable = key.hasSuffix(".weight") && shape.count >= 2 && !key.contains("embedding")
+                && rows >= 16 && cols >= 16
+            return quantizable ? .q8 : .f16
+        }
+    }
+
+    static func metadata(_ source: SourceModel, options: ConversionOptions) -> [(String, MetadataValue)] {
+        var m: [(String, MetadataValue)] = [
+            ("general.converter", .string(version)),
+            ("general.source_kind", .string(source.kind)),
+            ("general.weights", .string(options.weights.rawValue)),
+            ("general.components", .strings(source.components.map(\.name))),
+            ("general.family", .string(family(source))),
+            ("scheduler.config", .string(source.schedulerConfig.serialized)),
+        ]
+        for c in source.components { m.append(("\(c.name).config", .string(c.config.serialized))) }
+        m += source.tokenizer.metadata
+        return m
+    }
+
+    static func family(_ source: SourceModel) -> String {
+        let unet = source.components.first { $0.name == "unet" }?.config
+        return unet?["cross_attention_dim"]?.int == 1024 ? "sd2" : "sd1"
+    }
+
+    /// Converts one tensor in row chunks and records its rounding error.
+    static func write(_ src: SourceModel.Tensor, as plan: ModelFileWriter.PlannedTensor, index: Int,
+                      writer: ModelFileWriter, buffer: inout [Float], report: inout ConversionReport.Component) throws {
+        let count = plan.elementCount
+        let rows = max(plan.shape.first ?? 1, 1)
+        let cols = count / rows
+        let rowsPerChunk = max(1, chunkElements / max(cols, 1))
+        let base = src.file.file.base + src.entry.range.lowerBound
+        var scales: [Float] = plan.dtype == .q8 ? [Float](repeating: 0, count: rows) : []
+        var out = [UInt8](repeating: 0, count: min(count, rowsPerChunk * cols) * plan.dtype.byteSize)
+        var maxAbs: Float = 0, maxError: Float = 0
+        var sumSq: Double = 0, errSq: Double = 0
+        if count > buffer.count { precondition(cols <= buffer.count, "a row larger than the conversion buffer") }
+        var row = 0
+        while row < rows || (count == 0 && row == 0) {
+            let n = count == 0 ? 0 : min(rowsPerChunk, rows - row)
+            let elements = n * cols
+            let start = row * cols
+            try buffer.withUnsafeMutableBufferPointer { f in
+                try loadFloats(src.entry.dtype, base, from: start, count: elements, into: f.baseAddress!, key: src.key, path: src.file.sourceName)
+                for i in 0..<elements {
+                    let v = f[i]
+                    maxAbs = max(maxAbs, abs(v))
+                    sumSq += Double(v) * Double(v)
+                }
+                try out.withUnsafeMutableBytes { o in
+                    switch plan.dtype {
+                    case .f32:
+                        o.baseAddress!.copyMemory(from: f.baseAddress!, byteCount: elements * 4)
+                    case .f16:
+                        let h = o.baseAddress!.assumingMemoryBound(to: Float16.self)
+                        for i in 0..<elements {
+                            // Values beyond the f16 range saturate instead of becoming inf.
+                            let v = min(max(f[i], -65504), 65504)
+                            h[i] = Float16(v)
+                            let e = abs(Float(h[i]) - f[i])
+                            maxError = max(maxError, e)
+                            errSq += Double(e) * Double(e)
+                        }
+                    case .q8:
+                        let q = o.baseAddress!.assumingMemoryBound(to: Int8.self)
+                        scales.withUnsafeMutableBufferPointer { s in
+                            Quantization.quantizeRowsQ8(f.baseAddress!, rows: n, cols: cols, values: q, scales: s.baseAddress! + row)
+                            for r in 0..<n {
+                                for k in 0..<cols {
+                                    let e = abs(Float(q[r * cols + k]) * s[row + r] - f[r * cols + k])
+                                    maxError = max(maxError, e)
+                                    errSq += Double(e) * Double(e)
+                                }
+                            }
+                        }
+                    default:
+                        throw FormatError(src.file.sourceName, "internal error: cannot store \(plan.dtype)")
+                    }
+                    try writer.write(tensorAt: index, UnsafeRawBufferPointer(start: o.baseAddress, count: elements * plan.dtype.byteSize))
+                }
+            }
+            row += max(n, 1)
+        }
+        if plan.dtype == .q8 { try writer.writeScales(tensorAt: index, scales) }
+        report.tensorCount += 1
+        report.parameterCount += count
+        report.storedBytes += count * plan.dtype.byteSize + scales.count * 4
+        report.dtypeCounts[plan.dtype.rawValue, default: 0] += 1
+        if plan.dtype != .f32 {
+            if maxAbs > 0 { report.maxRelativeError = max(report.maxRelativeError, Double(maxError / maxAbs)) }
+            report.sumSquares += sumSq
+            report.errorSquares += errSq
+        }
+    }
+
+    /// Source elements [from, from + count) as Float.
+    static func loadFloats(_ dtype: TensorDType, _ base: UnsafeRawPointer, from: Int, count: Int,
+                           into f: UnsafeMutablePointer<Float>, key: String, path: String) throws {
+        switch dtype {
+        case .f32:
+            // Source offsets need not be aligned: copy or load unaligned.
+            UnsafeMutableRawPointer(f).copyMemory(from: base + from * 4, byteCount: count * 4)
+        case .f16:
+            let h = base + from * 2
+            for i in 0..<count { f[i] = Float(h.loadUnaligned(fromByteOffset: i * 2, as: Float16.self)) }
+        case .bf16:
+            let b = base + from * 2
+            for i in 0..<count { f[i] = Float(bitPattern: UInt32(b.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
+        case .f64:
+            let d = base + from * 8
+            for i in 0..<count { f[i] = Float(d.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) }
+        default:
+            throw FormatError(path, "tensor \(key) has dtype \(dtype.rawValue); weights must be F32, F16 or BF16")
+        }
+        for i in 0..<count where !f[i].isFinite {
+            throw FormatError(path, "tensor \(key) contains NaN or infinity")
+        }
+    }
+}

@@ -1,0 +1,194 @@
+import SDFormat
+
+/// Reads a single-file checkpoint in the original CompVis/LDM layout (SD 1.x), renames
+/// its keys to diffusers' and infers the component configs from tensor shapes, or takes
+/// them from a diffusers folder given with `configFolder` (as diffusers'
+/// `from_single_file(config=…)` does).
+enum SingleFileCheckpoint {
+    static let unetPrefix = "model.diffusion_model."
+    static let vaePrefix = "first_stage_model."
+    static let textPrefixes = ["cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."]
+
+    static func read(_ path: String, configFolder: String?) throws -> SourceModel {
+        let file = try SafetensorsFile(path: path)
+        let keys = file.tensorKeys
+        if keys.contains(where: { $0.hasPrefix("conditioner.embedders.") }) {
+            throw FormatError(path, "SDXL checkpoints are not supported yet")
+        }
+        if keys.contains(where: { $0.hasPrefix("cond_stage_model.model.") }) {
+            throw FormatError(path, "SD 2.x (OpenCLIP) checkpoints are not supported yet")
+        }
+        guard keys.contains(where: { $0.hasPrefix(unetPrefix) }) else {
+            throw FormatError(path, "not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)")
+        }
+        func sub(_ prefix: String) -> [String: SafetensorsFile.Entry] {
+            var d: [String: SafetensorsFile.Entry] = [:]
+            for e in file.entries where e.key.hasPrefix(prefix) { d[String(e.key.dropFirst(prefix.count))] = e }
+            return d
+        }
+        let unetSource = sub(unetPrefix)
+        let vaeSource = sub(vaePrefix)
+        var textSource = sub(textPrefixes[0])
+        var textPrefix = textPrefixes[0]
+        if textSource.isEmpty {
+            textPrefix = textPrefixes[1]
+            textSource = sub(textPrefix)
+        }
+        guard !vaeSource.isEmpty else { throw FormatError(path, "checkpoint has no VAE (first_stage_model.*)") }
+        guard !textSource.isEmpty else { throw FormatError(path, "checkpoint has no text encoder (cond_stage_model.transformer.*)") }
+
+        var configs: [String: JSON] = [:]
+        var scheduler = defaultSchedulerConfig
+        var tokenizer = TokenizerData.bundled()
+        if let configFolder {
+            for name in pipelineComponents {
+                configs[name] = try FileSystem.readJSON(FileSystem.join(configFolder, "\(name)/config.json"))
+            }
+            let schedulerPath = FileSystem.join(configFolder, "scheduler/scheduler_config.json")
+            if FileSystem.isFile(schedulerPath) { scheduler = try FileSystem.readJSON(schedulerPath) }
+            let tokenizerDir = FileSystem.join(configFolder, "tokenizer")
+            if FileSystem.isFile(FileSystem.join(tokenizerDir, "vocab.json")) { tokenizer = try TokenizerData.read(folder: tokenizerDir) }
+        } else {
+            let inferred = try ConfigInference(path: path, unet: unetSource.mapValues(\.shape),
+                                               vae: vaeSource.mapValues(\.shape), text: textSource.mapValues(\.shape))
+            configs = ["unet": inferred.unet, "vae": inferred.vae, "text_encoder": inferred.text]
+        }
+        guard let lpb = configs["unet"]!["layers_per_block"]?.int, lpb >= 1,
+              let levels = configs["vae"]!["block_out_channels"]?.array?.count, levels >= 1 else {
+            throw FormatError(configFolder ?? path, "config lacks layers_per_block or block_out_channels")
+        }
+        let unetRules = unetKeyRules(layersPerBlock: lpb)
+        let vaeRules = vaeKeyRules(levels: levels)
+
+        var used = Set<String>()
+        var components: [SourceModel.Component] = []
+        func add(_ name: String, _ prefix: String, _ source: [String: SafetensorsFile.Entry], _ rename: (String) -> String?) {
+            var tensors: [SourceModel.Tensor] = []
+            for (key, entry) in source.sorted(by: { $0.key < $1.key }) {
+                guard let newKey = rename(key) else { continue }
+                var shape = entry.shape
+                // LDM's VAE attention uses 1×1 convolutions where diffusers uses linear layers.
+                if name == "vae", newKey.contains("mid_block.attentions."), shape.count == 4, shape[2] == 1, shape[3] == 1 {
+                    shape = [shape[0], shape[1]]
+                }
+                used.insert(prefix + key)
+                tensors.append(SourceModel.Tensor(key: newKey, file: file, entry: entry, shape: shape))
+            }
+            components.append(SourceModel.Component(name: name, config: configs[name]!, tensors: tensors))
+        }
+        add("text_encoder", textPrefix, textSource) { key in
+            key.hasSuffix("position_ids") ? nil : (key.hasPrefix("text_model.") ? key : "text_model." + key)
+        }
+        add("unet", unetPrefix, unetSource) { key in
+            guard let k = unetRules.apply(key) else { return nil }
+            return renameInside(k, block: "resnets", unetResnetRenames)
+        }
+        add("vae", vaePrefix, vaeSource) { key in
+            let k = vaeRules.apply(key) ?? key
+            return renameInside(renameInside(k, block: "resnets", vaeResnetRenames), block: "attentions", vaeAttentionRenames)
+        }
+        let unused = keys.filter { !used.contains($0) }.sorted()
+        return SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
+                           unusedKeys: unused, kind: "single-file checkpoint")
+    }
+}
+
+/// Component configs of an SD 1.x checkpoint, read off its tensor shapes (LDM keys).
+struct ConfigInference {
+    var unet: JSON
+    var vae: JSON
+    var text: JSON
+
+    init(path: String, unet: [String: [Int]], vae: [String: [Int]], text: [String: [Int]]) throws {
+        func need(_ d: [String: [Int]], _ key: String, rank: Int) throws -> [Int] {
+            guard let s = d[key], s.count == rank else { throw FormatError(path, "cannot infer the model config: \(key) missing or misshapen") }
+            return s
+        }
+        func indices(_ d: [String: [Int]], _ prefix: String) -> [Int] {
+            Set(d.keys.compactMap { k -> Int? in
+                guard k.hasPrefix(prefix) else { return nil }
+                return Int(k.dropFirst(prefix.count).prefix { $0 != "." })
+            }).sorted()
+        }
+        func jsonInts(_ v: [Int]) -> JSON { .array(v.map { .number(Double($0)) }) }
+
+        // UNet: LDM numbers input blocks flatly: conv_in, then per level `layers` blocks and
+        // a downsampler (none after the last level).
+        let inputBlocks = indices(unet, "input_blocks.")
+        let downsamplers = inputBlocks.filter { unet["input_blocks.\($0).0.op.weight"] != nil }
+        let levels = downsamplers.count + 1
+        guard let lastInput = inputBlocks.last, (lastInput + 1) % levels == 0 else {
+            throw FormatError(path, "cannot infer the UNet layout from input_blocks")
+        }
+        let lpb = (lastInput + 1) / levels - 1
+        guard lpb >= 1 else { throw FormatError(path, "cannot infer the UNet layout from input_blocks") }
+        var channels: [Int] = []
+        var down: [JSON] = [], up: [JSON] = []
+        var hasAttention: [Bool] = []
+        for level in 0..<levels {
+            let first = 1 + level * (lpb + 1)
+            channels.append(try need(unet, "input_blocks.\(first).0.out_layers.3.weight", rank: 4)[0])
+            hasAttention.append(unet["input_blocks.\(first).1.proj_in.weight"] != nil)
+            down.append(.string(hasAttention[level] ? "CrossAttnDownBlock2D" : "DownBlock2D"))
+        }
+        for level in (0..<levels).reversed() { up.append(.string(hasAttention[level] ? "CrossAttnUpBlock2D" : "UpBlock2D")) }
+        guard let attentionLevel = hasAttention.firstIndex(of: true) else { throw FormatError(path, "UNet has no attention blocks") }
+        let probe = "input_blocks.\(1 + attentionLevel * (lpb + 1)).1."
+        let contextDim = try need(unet, probe + "transformer_blocks.0.attn2.to_k.weight", rank: 2)[1]
+        let linearProjection = unet[probe + "proj_in.weight"]?.count == 2
+        let depth = indices(unet, probe + "transformer_blocks.").count
+        // SD 2.x fixes the head size at 64; SD 1.x fixes the head count at 8.
+        let heads: JSON = contextDim == 1024 ? jsonInts(channels.map { $0 / 64 }) : .number(8)
+        let inChannels = try need(unet, "input_blocks.0.0.weight", rank: 4)[1]
+        let outChannels = try need(unet, "out.2.weight", rank: 4)[0]
+        self.unet = .object([
+            ("_class_name", .string("UNet2DConditionModel")),
+            ("act_fn", .string("silu")), ("attention_head_dim", heads),
+            ("block_out_channels", jsonInts(channels)), ("center_input_sample", .bool(false)),
+            ("cross_attention_dim", .number(Double(contextDim))),
+            ("down_block_types", .array(down)), ("downsample_padding", .number(1)),
+            ("flip_sin_to_cos", .bool(true)), ("freq_shift", .number(0)),
+            ("in_channels", .number(Double(inChannels))), ("layers_per_block", .number(Double(lpb))),
+            ("mid_block_scale_factor", .number(1)), ("norm_eps", .number(1e-5)), ("norm_num_groups", .number(32)),
+            ("out_channels", .number(Double(outChannels))), ("sample_size", .number(contextDim == 1024 ? 96 : 64)),
+            ("transformer_layers_per_block", .number(Double(max(depth, 1)))),
+            ("up_block_types", .array(up)), ("use_linear_projection", .bool(linearProjection)),
+        ])
+
+        // VAE: encoder levels and their widths.
+        let vaeLevels = indices(vae, "encoder.down.")
+        guard !vaeLevels.isEmpty else { throw FormatError(path, "cannot infer the VAE layout") }
+        let vaeChannels = try vaeLevels.map { try need(vae, "encoder.down.\($0).block.0.conv1.weight", rank: 4)[0] }
+        let vaeLayers = indices(vae, "encoder.down.0.block.").count
+        let latent = try need(vae, "decoder.conv_in.weight", rank: 4)[1]
+        let imageChannels = try need(vae, "decoder.conv_out.weight", rank: 4)[0]
+        self.vae = .object([
+            ("_class_name", .string("AutoencoderKL")), ("act_fn", .string("silu")),
+            ("block_out_channels", jsonInts(vaeChannels)),
+            ("down_block_types", .array(vaeChannels.map { _ in .string("DownEncoderBlock2D") })),
+            ("in_channels", .number(Double(imageChannels))), ("latent_channels", .number(Double(latent))),
+            ("layers_per_block", .number(Double(vaeLayers))), ("norm_num_groups", .number(32)),
+            ("out_channels", .number(Double(imageChannels))), ("sample_size", .number(512)),
+            ("scaling_factor", .number(0.18215)),
+            ("up_block_types", .array(vaeChannels.map { _ in .string("UpDecoderBlock2D") })),
+        ])
+
+        // Text encoder (CLIP ViT-L/14 in SD 1.x): heads of 64.
+        let tokenEmbedding = try need(text, "embeddings.token_embedding.weight", rank: 2)
+        let positions = try need(text, "embeddings.position_embedding.weight", rank: 2)[0]
+        let layers = indices(text, "encoder.layers.").count
+        let intermediate = try need(text, "encoder.layers.0.mlp.fc1.weight", rank: 2)[0]
+        let hidden = tokenEmbedding[1]
+        guard hidden % 64 == 0 else {
+            throw FormatError(path, "cannot infer the text encoder's head count (hidden size \(hidden)); pass --config with a diffusers folder")
+        }
+        self.text = .object([
+            ("architectures", .array([.string("CLIPTextModel")])), ("hidden_act", .string("quick_gelu")),
+            ("hidden_size", .number(Double(hidden))), ("intermediate_size", .number(Double(intermediate))),
+            ("layer_norm_eps", .number(1e-5)), ("max_position_embeddings", .number(Double(positions))),
+            ("num_attention_heads", .number(Double(hidden / 64))), ("num_hidden_layers", .number(Double(layers))),
+            ("vocab_size", .number(Double(tokenEmbedding[0]))),
+            ("bos_token_id", .number(49406)), ("eos_token_id", .number(49407)), ("pad_token_id", .number(1)),
+        ])
+    }
+}

@@ -1,0 +1,74 @@
+import SDFormat
+import SDTokenizer
+
+/// The CLIP tokenizer as stored in the model file: id-ordered vocabulary, BPE merges and
+/// the special token ids.
+struct TokenizerData {
+    var vocabulary: [String]
+    var merges: [String]
+    var bosTokenID: Int
+    var eosTokenID: Int
+    var padTokenID: Int
+    var maxLength: Int
+    var source: String
+
+    /// The standard CLIP vocabulary bundled with the project (SD 1.x conventions: pad with
+    /// the end token), for inputs that carry no tokenizer.
+    static func bundled() -> TokenizerData {
+        let t = CLIPTokenizer.bundled()
+        return TokenizerData(vocabulary: t.vocabulary, merges: t.merges, bosTokenID: Int(t.bosTokenID),
+                             eosTokenID: Int(t.eosTokenID), padTokenID: Int(t.padTokenID), maxLength: 77,
+                             source: "bundled CLIP BPE")
+    }
+
+    /// A transformers CLIPTokenizer folder: vocab.json, merges.txt, tokenizer_config.json.
+    static func read(folder: String) throws -> TokenizerData {
+        let vocabPath = FileSystem.join(folder, "vocab.json")
+        let mergesPath = FileSystem.join(folder, "merges.txt")
+        guard let entries = try FileSystem.readJSON(vocabPath).object else { throw FormatError(vocabPath, "not a JSON object") }
+        guard entries.count > 2, entries.count < 1_000_000 else { throw FormatError(vocabPath, "implausible vocabulary size \(entries.count)") }
+        var vocabulary = [String?](repeating: nil, count: entries.count)
+        for (token, value) in entries {
+            guard let id = value.int, id >= 0, id < entries.count, vocabulary[id] == nil else {
+                throw FormatError(vocabPath, "token ids must be 0..<\(entries.count), each once (\(token))")
+            }
+            vocabulary[id] = token
+        }
+        let merges = try FileSystem.readText(mergesPath).split(separator: "\n", omittingEmptySubsequences: true)
+            .filter { !$0.hasPrefix("#version") }.map(String.init)
+        let vocab = vocabulary.map { $0! }
+        func id(of token: String) -> Int? { entries.first { $0.0 == token }?.1.int }
+
+        var config = JSON.object([])
+        let configPath = FileSystem.join(folder, "tokenizer_config.json")
+        if FileSystem.isFile(configPath) { config = try FileSystem.readJSON(configPath) }
+        var special = JSON.object([])
+        let specialPath = FileSystem.join(folder, "special_tokens_map.json")
+        if FileSystem.isFile(specialPath) { special = try FileSystem.readJSON(specialPath) }
+        // A token is written either as a string or as {"content": "..."}.
+        func token(_ name: String) -> String? {
+            for source in [config, special] {
+                if let v = source[name] { return v.string ?? v["content"]?.string }
+            }
+            return nil
+        }
+        func specialID(_ name: String, default fallback: String) throws -> Int {
+            let t = token(name) ?? fallback
+            guard let i = id(of: t) else { throw FormatError(folder, "\(name) \(t) is not in the vocabulary") }
+            return i
+        }
+        var maxLength = config["model_max_length"]?.int ?? 77
+        if maxLength <= 0 || maxLength > 1024 { maxLength = 77 }
+        return TokenizerData(vocabulary: vocab, merges: merges,
+                             bosTokenID: try specialID("bos_token", default: "<|startoftext|>"),
+                             eosTokenID: try specialID("eos_token", default: "<|endoftext|>"),
+                             padTokenID: try specialID("pad_token", default: "<|endoftext|>"),
+                             maxLength: maxLength, source: folder)
+    }
+
+    var metadata: [(String, MetadataValue)] {
+        [("tokenizer.vocab", .strings(vocabulary)), ("tokenizer.merges", .strings(merges)),
+         ("tokenizer.bos_token_id", .int(Int64(bosTokenID))), ("tokenizer.eos_token_id", .int(Int64(eosTokenID))),
+         ("tokenizer.pad_token_id", .int(Int64(padTokenID))), ("tokenizer.model_max_length", .int(Int64(maxLength)))]
+    }
+}

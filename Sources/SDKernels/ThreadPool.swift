@@ -1,0 +1,204 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Runs data-parallel loops on a fixed number of threads: `threads − 1` persistent workers
+/// parked on a condition variable plus the calling thread, woken once per parallel region.
+/// Work is split statically (`parallelRanges(n)` hands part i the i-th contiguous range).
+///
+/// Measured on the 2-core EPYC (release, median of 2000 empty regions): this pool ≈ 6 µs
+/// per region, `DispatchQueue.concurrentPerform` ≈ 8 µs; see `KernelBenchmark.poolOverhead`.
+///
+/// A pool runs one region at a time and is not reentrant: calling kernels with the same
+/// pool from two threads at once, or from inside a region, traps. Each part owns a scratch
+/// buffer (`scratch(part:count:)`) that kernels reuse across calls instead of allocating.
+public final class ThreadPool: @unchecked Sendable {
+    public let threads: Int
+    private let state: PoolState
+    private var workers: [pthread_t] = []
+
+    /// Online CPU count: the default for `--threads`.
+    public static var defaultThreadCount: Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    public init(threads: Int) {
+        self.threads = max(1, threads)
+        state = PoolState(parts: self.threads)
+        for index in 1..<self.threads {
+            let context = Unmanaged.passRetained(WorkerContext(state: state, part: index)).toOpaque()
+            #if canImport(Glibc)
+            var thread = pthread_t()
+            #else
+            var thread: pthread_t?
+            #endif
+            let rc = pthread_create(&thread, nil, { raw in
+                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+                context.state.workerLoop(part: context.part)
+                return nil
+            }, context)
+            precondition(rc == 0, "pthread_create failed: \(rc)")
+            #if canImport(Glibc)
+            workers.append(thread)
+            #else
+            workers.append(thread!)
+            #endif
+        }
+    }
+
+    deinit {
+        state.stop()
+        for thread in workers { pthread_join(thread, nil) }
+    }
+
+    /// Calls `body(part)` for each part in 0..<parts (parts ≤ threads), each on its own
+    /// thread; part 0 runs on the caller. Returns when all parts are done.
+    public func run(parts: Int, _ body: (Int) -> Void) {
+        precondition(parts <= threads, "more parts than threads")
+        state.run(parts: parts, body)
+    }
+
+    /// Calls `body(range)` for `threads` (or fewer) disjoint ranges covering 0..<count.
+    public func parallelRanges(_ count: Int, _ body: (Range<Int>) -> Void) {
+        let parts = min(threads, count)
+        if parts <= 0 { return }
+        run(parts: parts) { part in
+            let lo = count * part / parts, hi = count * (part + 1) / parts
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+
+    /// Calls `body(i)` for every i in 0..<count, split across threads.
+    public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        parallelRanges(count) { range in for i in range { body(i) } }
+    }
+
+    /// A 64-byte aligned buffer of at least `count` floats owned by `part`, kept (and grown)
+    /// across calls. Only valid inside a region, for that part, until the region ends.
+    public func scratch(part: Int, count: Int) -> UnsafeMutablePointer<Float> {
+        state.scratch(part: part, count: count)
+    }
+}
+
+private final class WorkerContext {
+    let state: PoolState
+    let part: Int
+    init(state: PoolState, part: Int) {
+        self.state = state
+        self.part = part
+    }
+}
+
+/// Everything the workers share, separate from `ThreadPool` so that the workers do not keep
+/// the pool alive (its deinit stops them).
+private final class PoolState: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let parts: Int
+    // Guarded by `mutex`.
+    private var generation = 0
+    private var job: ((Int) -> Void)?
+    private var jobParts = 0
+    private var pending = 0
+    private var busy = false
+    private var stopping = false
+    // Per-part scratch; part i only touches slot i.
+    private let scratchBase: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private let scratchFloats: UnsafeMutablePointer<Int>
+
+    init(parts: Int) {
+        self.parts = parts
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(done, nil)
+        scratchBase = .allocate(capacity: parts)
+        scratchBase.initialize(repeating: nil, count: parts)
+        scratchFloats = .allocate(capacity: parts)
+        scratchFloats.initialize(repeating: 0, count: parts)
+    }
+
+    deinit {
+        for i in 0..<parts { free(scratchBase[i]) }
+        scratchBase.deallocate()
+        scratchFloats.deallocate()
+        pthread_cond_destroy(wake)
+        pthread_cond_destroy(done)
+        pthread_mutex_destroy(mutex)
+        wake.deallocate()
+        done.deallocate()
+        mutex.deallocate()
+    }
+
+    func stop() {
+        pthread_mutex_lock(mutex)
+        stopping = true
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(mutex)
+    }
+
+    func scratch(part: Int, count: Int) -> UnsafeMutablePointer<Float> {
+        if scratchFloats[part] < count {
+            free(scratchBase[part])
+            var raw: UnsafeMutableRawPointer?
+            let rc = posix_memalign(&raw, 64, max(count, 16) * MemoryLayout<Float>.stride)
+            precondition(rc == 0 && raw != nil, "out of memory for kernel scratch")
+            scratchBase[part] = raw
+            scratchFloats[part] = count
+        }
+        return scratchBase[part]!.assumingMemoryBound(to: Float.self)
+    }
+
+    func run(parts: Int, _ body: (Int) -> Void) {
+        pthread_mutex_lock(mutex)
+        precondition(!busy, "ThreadPool used from two places at once (it is not reentrant)")
+        busy = true
+        if parts <= 1 {
+            pthread_mutex_unlock(mutex)
+            if parts == 1 { body(0) }
+            pthread_mutex_lock(mutex)
+            busy = false
+            pthread_mutex_unlock(mutex)
+            return
+        }
+        withoutActuallyEscaping(body) { escaping in
+            job = escaping
+            jobParts = parts
+            pending = self.parts - 1
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+
+            escaping(0)
+
+            pthread_mutex_lock(mutex)
+            while pending > 0 { pthread_cond_wait(done, mutex) }
+            job = nil
+            busy = false
+            pthread_mutex_unlock(mutex)
+        }
+    }
+
+    func workerLoop(part: Int) {
+        var seen = 0
+        pthread_mutex_lock(mutex)
+        while true {
+            while generation == seen && !stopping { pthread_cond_wait(wake, mutex) }
+            if stopping { break }
+            seen = generation
+            var job = self.job
+            let active = part < jobParts
+            pthread_mutex_unlock(mutex)
+            if active { job?(part) }
+            // Drop the reference before reporting: `run` ends `withoutActuallyEscaping`,
+            // which checks that nobody still holds the closure.
+            job = nil
+            pthread_mutex_lock(mutex)
+            pending -= 1
+            if pending == 0 { pthread_cond_signal(done) }
+        }
+        pthread_mutex_unlock(mutex)
+    }
+}

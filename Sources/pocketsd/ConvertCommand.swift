@@ -1,0 +1,70 @@
+import ArgumentParser
+import SDConverter
+import SDFormat
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Convert a diffusers folder or a single-file .safetensors checkpoint into a .pdm model file.")
+
+    @Argument(help: "A diffusers folder (with model_index.json) or a single-file SD 1.x .safetensors checkpoint.")
+    var input: String
+
+    @Option(name: .shortAndLong, help: "The model file to write (.pdm).")
+    var output: String
+
+    @Option(help: "Weight storage: fp32, fp16 or int8 (per-output-channel int8 for linear and conv weights).")
+    var weights: String = "int8"
+
+    @Option(help: "For a single-file checkpoint: a diffusers folder whose configs (and tokenizer) to use instead of inferring them.")
+    var config: String?
+
+    @Flag(help: "Print the report as JSON on stdout.")
+    var json = false
+
+    func validate() throws {
+        guard WeightMode(rawValue: weights) != nil else {
+            throw ValidationError("--weights must be one of fp32, fp16, int8 (got \(weights))")
+        }
+    }
+
+    func run() throws {
+        let start = now()
+        let report = try Converter.convert(input: input, output: output,
+                                           options: ConversionOptions(weights: WeightMode(rawValue: weights)!, configFolder: config)) { done, total, key in
+            if done < total { Terminal.progress("[\(done + 1)/\(total)] \(key)") } else { Terminal.progress("", final: false) }
+        }
+        let seconds = now() - start
+        Terminal.progress("")
+        if json {
+            Terminal.printJSON(.object([
+                ("output", .string(output)), ("input_kind", .string(report.inputKind)), ("weights", .string(weights)),
+                ("bytes", .number(Double(report.outputBytes))), ("seconds", .number(seconds)),
+                ("tokenizer", .string(report.tokenizerSource)),
+                ("components", .array(report.components.map { c in
+                    .object([("name", .string(c.name)), ("tensors", .number(Double(c.tensorCount))),
+                             ("parameters", .number(Double(c.parameterCount))), ("bytes", .number(Double(c.storedBytes))),
+                             ("dtypes", .object(c.dtypeCounts.sorted { $0.key < $1.key }.map { ($0.key, .number(Double($0.value))) })),
+                             ("max_relative_error", .number(c.maxRelativeError)),
+                             ("rms_relative_error", .number(c.rmsRelativeError))])
+                })),
+                ("unused_keys", .array(report.unusedKeys.map { .string($0) })),
+            ]))
+            return
+        }
+        print("Converted \(report.inputKind) \(input) -> \(output) (\(weights), \(formatBytes(report.outputBytes))) in \(format(seconds, 1)) s")
+        print("tokenizer: \(report.tokenizerSource)")
+        print(pad("component", 14) + pad("tensors", 9, right: true) + pad("params", 10, right: true) + pad("stored", 12, right: true)
+              + "  dtypes" + pad("", 18) + pad("max rel err", 13, right: true) + pad("rms rel err", 13, right: true))
+        for c in report.components {
+            let dtypes = c.dtypeCounts.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " ")
+            print(pad(c.name, 14) + pad("\(c.tensorCount)", 9, right: true) + pad(formatCount(c.parameterCount), 10, right: true)
+                  + pad(formatBytes(c.storedBytes), 12, right: true) + "  " + pad(dtypes, 24)
+                  + pad(formatScientific(c.maxRelativeError), 13, right: true) + pad(formatScientific(c.rmsRelativeError), 13, right: true))
+        }
+        if !report.unusedKeys.isEmpty {
+            let shown = report.unusedKeys.prefix(20).joined(separator: ", ")
+            print("unused keys (\(report.unusedKeys.count)): \(shown)\(report.unusedKeys.count > 20 ? ", …" : "")")
+        }
+    }
+}
