@@ -9,7 +9,13 @@ let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
 #else
 let kernelFlags: [SwiftSetting] = []
 #endif
-let optimized: [SwiftSetting] = kernelFlags + [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+// The numeric targets are optimised in debug builds too (unoptimised SIMD code runs
+// ~100× slower); tools/test.sh still tests in release, since generic kernels are only
+// fully specialised with whole-module optimisation.
+let optimized: [SwiftSetting] = kernelFlags + [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
+]
 
 let package = Package(
     name: "PocketDiffusion",

@@ -23,7 +23,7 @@ enum DiffusersFolder {
             for file in try weightFiles(dir, base: name == "text_encoder" ? "model" : "diffusion_pytorch_model") {
                 let st = try SafetensorsFile(path: file)
                 for e in st.entries {
-                    tensors.append(SourceModel.Tensor(key: e.key, file: st, entry: e, shape: e.shape))
+                    tensors.append(SourceModel.Tensor(key: canonicalKey(e.key, component: name), file: st, entry: e, shape: e.shape))
                 }
             }
             components.append(SourceModel.Component(name: name, config: config, tensors: tensors))
@@ -35,6 +35,12 @@ enum DiffusersFolder {
             ? try TokenizerData.read(folder: tokenizerDir) : TokenizerData.bundled()
         return SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
                            unusedKeys: [], kind: "diffusers folder")
+    }
+
+    /// transformers ≥ 5.6 saves CLIPTextModel without the `text_model.` prefix that every
+    /// published SD checkpoint has; the model file always uses the prefixed keys.
+    static func canonicalKey(_ key: String, component: String) -> String {
+        component == "text_encoder" && !key.hasPrefix("text_model.") ? "text_model." + key : key
     }
 
     /// The safetensors files of a component, preferring full precision over the fp16

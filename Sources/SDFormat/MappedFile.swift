@@ -25,7 +25,7 @@ public final class MappedFile: @unchecked Sendable {
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), byteCount) }
 
-    static func errnoText(_ what: String) -> String {
+    public static func errnoText(_ what: String) -> String {
         "\(what): \(String(cString: strerror(errno)))"
     }
 

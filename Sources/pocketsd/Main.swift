@@ -6,7 +6,7 @@ struct PocketSD: ParsableCommand {
         commandName: "pocketsd",
         abstract: "Stable Diffusion on small boards: convert weights once, generate images offline.",
         version: "0.1.0",
-        subcommands: [ConvertCommand.self, InfoCommand.self, VerifyCommand.self])
+        subcommands: [GenerateCommand.self, ConvertCommand.self, InfoCommand.self, VerifyCommand.self, TokenizeCommand.self, BenchCommand.self])
 }
 
 /// Usage errors exit with 2, failures at run time with 1; each prints one line.

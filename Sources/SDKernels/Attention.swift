@@ -1,0 +1,189 @@
+/// Flash-style attention: softmax(q·kᵀ/√d)·v per (batch, head) without materialising the
+/// [Tq × Tk] scores. Queries are the vector lanes throughout, which matches the
+/// channel-major layout (q, y: [heads·d, B·Tq], rows contiguous along tokens):
+///   Sᵀ[j, i] = Σ_e Kᵀ[j, e] · Q[e, i]     GEMM micro-kernel, rows = keys, depth = d
+///   online softmax down the key rows       running max m[i] and sum l[i] are vectors
+///   O[e, i] += Σ_j V[e, j] · P[j, i]       GEMM micro-kernel, rows = d, depth = keys,
+///                                          V read in place (rows contiguous along keys)
+/// Work items are (batch, head, query tile); each thread transposes K for its current
+/// (batch, head) once into its scratch, [Tk × d], so the first product reads rows.
+enum Attention {
+    /// Query micro-panels (of 2V queries) per work item: K/V blocks are reused from L1
+    /// across them.
+    static let panelsPerTile = 4
+    /// Keys per block: multiple of the tile rows (6); Sᵀ block is blockKeys × 2V floats.
+    static let blockKeys = 96
+    /// Stands for −∞ in masked scores; exp of it minus any real score is 0.
+    static let masked: Float = -1e30
+
+    static func attention<V: FloatVector>(_: V.Type, query q: UnsafePointer<Float>, key k: UnsafePointer<Float>,
+                                          value v: UnsafePointer<Float>, heads: Int, headDim d: Int,
+                                          batch: Int, queryTokens tq: Int, keyTokens tk: Int, causal: Bool,
+                                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if tq == 0 || heads == 0 || batch == 0 || d == 0 { return }
+        precondition(tk > 0, "attention needs at least one key")
+        let w = 2 * V.scalarCount
+        let tileQueries = panelsPerTile * w
+        let tiles = (tq + tileQueries - 1) / tileQueries
+        let items = batch * heads * tiles
+        let parts = min(pool.threads, items)
+        // Scratch: Kᵀ [tk × d], packed Q [panels][d][w], Sᵀ/P [panels][blockKeys][w],
+        // O [panels][d][w], running max and sum [panels][w] each, edge tile [6 × w].
+        let kt = 0, qp = kt + tk * d, sp = qp + panelsPerTile * d * w
+        let op = sp + panelsPerTile * blockKeys * w, mp = op + panelsPerTile * d * w
+        let lp = mp + panelsPerTile * w, ep = lp + panelsPerTile * w
+        let scratchFloats = ep + Gemm.tileRows * w
+        pool.run(parts: parts) { part in
+            let scratch = pool.scratch(part: part, count: scratchFloats)
+            let layout = Scratch(keysT: scratch + kt, queries: scratch + qp, scores: scratch + sp, out: scratch + op,
+                                 runningMax: scratch + mp, runningSum: scratch + lp, edge: scratch + ep)
+            var packedHead = -1
+            for item in items * part / parts ..< items * (part + 1) / parts {
+                let head = item / tiles, tile = item - head * tiles  // head = b·heads + h
+                let b = head / heads, h = head - b * heads
+                if head != packedHead {
+                    transposeKeys(k + h * d * batch * tk + b * tk, rowStride: batch * tk, headDim: d, keys: tk,
+                                  into: layout.keysT)
+                    packedHead = head
+                }
+                queryTile(V.self, q: q + h * d * batch * tq + b * tq, v: v + h * d * batch * tk + b * tk,
+                          y: y + h * d * batch * tq + b * tq, qStride: batch * tq, vStride: batch * tk,
+                          headDim: d, firstQuery: tile * tileQueries,
+                          queries: min(tileQueries, tq - tile * tileQueries), keys: tk, causal: causal,
+                          scratch: layout)
+            }
+        }
+    }
+
+    struct Scratch {
+        let keysT, queries, scores, out, runningMax, runningSum, edge: UnsafeMutablePointer<Float>
+    }
+
+    /// kᵀ[j, e] = k[e·stride + j]: one head's keys as rows of d.
+    static func transposeKeys(_ k: UnsafePointer<Float>, rowStride: Int, headDim d: Int, keys tk: Int,
+                              into kt: UnsafeMutablePointer<Float>) {
+        for e in 0..<d {
+            let row = k + e * rowStride
+            for j in 0..<tk { kt[j * d + e] = row[j] }
+        }
+    }
+
+    /// One work item: queries i0 ..< i0+nq of one (batch, head); q, v, y point at that
+    /// head's row 0, token 0.
+    @inline(__always)
+    static func queryTile<V: FloatVector>(_: V.Type, q: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                          y: UnsafeMutablePointer<Float>, qStride: Int, vStride: Int, headDim d: Int,
+                                          firstQuery i0: Int, queries nq: Int, keys tk: Int, causal: Bool,
+                                          scratch s: Scratch) {
+        let lanes = V.scalarCount, w = 2 * lanes
+        let panels = (nq + w - 1) / w
+        // Scores come out in log2 units (softmax then uses exp2): Q is pre-scaled by
+        // log2(e)/√d.
+        let scale = 1.442_695_04 / Float(d).squareRoot()
+        // Q panels [d][w], pre-scaled, zero past the last query.
+        for panel in 0..<panels {
+            let first = panel * w, count = min(w, nq - first)
+            let dst = s.queries + panel * d * w
+            for e in 0..<d {
+                let src = q + e * qStride + i0 + first
+                if count == w {
+                    (V.load(src) * V(repeating: scale)).store(dst + e * w)
+                    (V.load(src + lanes) * V(repeating: scale)).store(dst + e * w + lanes)
+                } else {
+                    for j in 0..<w { dst[e * w + j] = j < count ? src[j] * scale : 0 }
+                }
+            }
+        }
+        for i in 0..<panels * w { s.runningMax[i] = masked; s.runningSum[i] = 0 }
+        for i in 0..<panels * d * w { s.out[i] = 0 }
+        // Query index of each lane, as Float, for the causal mask.
+        let laneIndex = V.laneIndex
+
+        let keyEnd = causal ? min(tk, i0 + nq) : tk
+        var j0 = 0
+        while j0 < keyEnd {
+            let nk = min(blockKeys, keyEnd - j0)
+            for panel in 0..<panels {
+                let firstQuery = i0 + panel * w
+                // Causal: a block wholly after the panel's last query contributes nothing.
+                if causal && j0 > firstQuery + w - 1 { continue }
+                let scores = s.scores + panel * blockKeys * w
+                let qPanel = UnsafePointer(s.queries + panel * d * w)
+                var r = 0
+                while r < nk {
+                    Gemm.microKernel(V.self, depth: d, a: s.keysT + (j0 + r) * d, rowStride: d,
+                                     rows: min(Gemm.tileRows, nk - r), b: qPanel, c: scores + r * w, rowStride: w,
+                                     columns: w, epilogue: Gemm.Epilogue(), edge: s.edge)
+                    r += Gemm.tileRows
+                }
+                let needsMask = causal && j0 + nk - 1 > firstQuery
+                let q0 = laneIndex + V(repeating: Float(firstQuery)), q1 = q0 + V(repeating: Float(lanes))
+                let mp = s.runningMax + panel * w, lp = s.runningSum + panel * w
+                let oldMax0 = V.load(mp), oldMax1 = V.load(mp + lanes)
+                var max0 = oldMax0, max1 = oldMax1
+                for j in 0..<nk {
+                    var s0 = V.load(scores + j * w), s1 = V.load(scores + j * w + lanes)
+                    if needsMask {
+                        // Query i sees keys j ≤ i: mask lanes whose query index is below j.
+                        let key = Float(j0 + j)
+                        s0 = V.select(s0, lanesBelow: key, of: q0, value: masked)
+                        s1 = V.select(s1, lanesBelow: key, of: q1, value: masked)
+                        s0.store(scores + j * w)
+                        s1.store(scores + j * w + lanes)
+                    }
+                    max0 = V.vmax(max0, s0)
+                    max1 = V.vmax(max1, s1)
+                }
+                var sum0 = V(), sum1 = V()
+                for j in 0..<nk {
+                    let p0 = VectorMath.exp2(V.load(scores + j * w) - max0)
+                    let p1 = VectorMath.exp2(V.load(scores + j * w + lanes) - max1)
+                    p0.store(scores + j * w)
+                    p1.store(scores + j * w + lanes)
+                    sum0 += p0
+                    sum1 += p1
+                }
+                max0.store(mp)
+                max1.store(mp + lanes)
+                let out = s.out + panel * d * w
+                if j0 == 0 {
+                    // First block: O and l are still zero, nothing to rescale.
+                    sum0.store(lp)
+                    sum1.store(lp + lanes)
+                } else {
+                    let alpha0 = VectorMath.exp2(oldMax0 - max0), alpha1 = VectorMath.exp2(oldMax1 - max1)
+                    (V.load(lp) * alpha0 + sum0).store(lp)
+                    (V.load(lp + lanes) * alpha1 + sum1).store(lp + lanes)
+                    for e in 0..<d {
+                        (V.load(out + e * w) * alpha0).store(out + e * w)
+                        (V.load(out + e * w + lanes) * alpha1).store(out + e * w + lanes)
+                    }
+                }
+                var e0 = 0
+                while e0 < d {
+                    let c = out + e0 * w
+                    Gemm.microKernel(V.self, depth: nk, a: v + e0 * vStride + j0, rowStride: vStride,
+                                     rows: min(Gemm.tileRows, d - e0), b: UnsafePointer(scores), c: c, rowStride: w,
+                                     columns: w, epilogue: Gemm.Epilogue(addend: UnsafePointer(c)), edge: s.edge)
+                    e0 += Gemm.tileRows
+                }
+            }
+            j0 += nk
+        }
+        for panel in 0..<panels {
+            let first = panel * w, count = min(w, nq - first)
+            let lp = s.runningSum + panel * w, out = s.out + panel * d * w
+            let inv0 = V(repeating: 1) / V.load(lp), inv1 = V(repeating: 1) / V.load(lp + lanes)
+            for e in 0..<d {
+                let dst = y + e * qStride + i0 + first
+                let o0 = V.load(out + e * w) * inv0, o1 = V.load(out + e * w + lanes) * inv1
+                if count == w {
+                    o0.store(dst)
+                    o1.store(dst + lanes)
+                } else {
+                    for j in 0..<count { dst[j] = j < lanes ? o0[j] : o1[j - lanes] }
+                }
+            }
+        }
+    }
+}

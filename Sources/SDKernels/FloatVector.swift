@@ -1,0 +1,218 @@
+/// The vector layer under every fast kernel: kernels are written once, generic over a
+/// `FloatVector`, and specialised inside this module for `NativeF32`.
+///
+/// Codegen notes (checked with `swiftc -emit-assembly`, -O, -target-cpu haswell):
+/// `+ - * /`, `addingProduct`, `init(repeating:)`, Float16/Int8 → Float conversions and
+/// `unsafeBitCast` compile to single vector instructions. `SIMDMask` compares,
+/// `replacing(with:where:)`, `pointwiseMin/Max`, `squareRoot()` and Float → Int conversion
+/// do NOT (per-lane loops or calls), so the helpers below use lane loops over plain scalar
+/// ops, which LLVM turns back into vmaxps/vminps/vblendvps.
+public protocol FloatVector: SIMD where Scalar == Float {
+    /// Same lane count, Int32 lanes: for bit manipulation (exp's 2ⁿ).
+    associatedtype Bits: SIMD where Bits.Scalar == Int32
+    /// Lanes read from `scalarCount` consecutive Float16 values.
+    static func loadHalf(_ p: UnsafeRawPointer) -> Self
+    /// Lanes read from `scalarCount` consecutive Int8 values.
+    static func loadInt8(_ p: UnsafeRawPointer) -> Self
+    /// Lanes p[0], p[2], …, p[2·(scalarCount − 1)] (reads 2·scalarCount floats): stride-2
+    /// gathers as one double-width load and a shuffle.
+    static func loadEven(_ p: UnsafePointer<Float>) -> Self
+}
+
+extension SIMD4: FloatVector where Scalar == Float {
+    public typealias Bits = SIMD4<Int32>
+    @inline(__always) public static func loadHalf(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD4<Float16>.self)) }
+    @inline(__always) public static func loadInt8(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD4<Int8>.self)) }
+    @inline(__always) public static func loadEven(_ p: UnsafePointer<Float>) -> Self {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self).evenHalf
+    }
+}
+
+extension SIMD8: FloatVector where Scalar == Float {
+    public typealias Bits = SIMD8<Int32>
+    @inline(__always) public static func loadHalf(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD8<Float16>.self)) }
+    @inline(__always) public static func loadInt8(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD8<Int8>.self)) }
+    @inline(__always) public static func loadEven(_ p: UnsafePointer<Float>) -> Self {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self).evenHalf
+    }
+}
+
+extension SIMD16: FloatVector where Scalar == Float {
+    public typealias Bits = SIMD16<Int32>
+    @inline(__always) public static func loadHalf(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD16<Float16>.self)) }
+    @inline(__always) public static func loadInt8(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD16<Int8>.self)) }
+    @inline(__always) public static func loadEven(_ p: UnsafePointer<Float>) -> Self {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD32<Float>.self).evenHalf
+    }
+}
+
+#if arch(x86_64)
+/// One ymm register (AVX2 + FMA, `-target-cpu haswell`): 16 architectural registers.
+public typealias NativeF32 = SIMD8<Float>
+#elseif arch(arm64)
+/// Two NEON q registers per value: 32 architectural registers, so the 6 × 2-vector GEMM
+/// tile (24 q accumulators) still fits, and per-k overhead halves versus SIMD4.
+public typealias NativeF32 = SIMD8<Float>
+#else
+public typealias NativeF32 = SIMD4<Float>
+#endif
+
+extension FloatVector {
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Self {
+        UnsafeRawPointer(p).loadUnaligned(as: Self.self)
+    }
+
+    @inline(__always) static func load(_ p: UnsafeMutablePointer<Float>) -> Self {
+        UnsafeRawPointer(p).loadUnaligned(as: Self.self)
+    }
+
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self)
+    }
+
+    @inline(__always) static func vmax(_ a: Self, _ b: Self) -> Self {
+        var r = a
+        for i in 0..<scalarCount { r[i] = a[i] > b[i] ? a[i] : b[i] }
+        return r
+    }
+
+    @inline(__always) static func vmin(_ a: Self, _ b: Self) -> Self {
+        var r = a
+        for i in 0..<scalarCount { r[i] = a[i] < b[i] ? a[i] : b[i] }
+        return r
+    }
+
+    /// Largest lane.
+    @inline(__always) func maxLane() -> Float {
+        var m = self[0]
+        for i in 1..<Self.scalarCount where self[i] > m { m = self[i] }
+        return m
+    }
+
+    @inline(__always) var bits: Bits { unsafeBitCast(self, to: Bits.self) }
+    @inline(__always) init(bits: Bits) { self = unsafeBitCast(bits, to: Self.self) }
+
+    /// All-ones lanes where the sign bit is set (x < 0 for the differences used below,
+    /// which are never −0: x − y is +0 when x = y).
+    @inline(__always) var signMask: Bits { bits &>> Bits(repeating: 31) }
+
+    /// `b` in the lanes where `mask` is all ones, `a` elsewhere (vblendvps / bsl).
+    @inline(__always) static func blend(_ a: Self, _ b: Self, where mask: Bits) -> Self {
+        Self(bits: (a.bits & ~mask) | (b.bits & mask))
+    }
+
+    /// Lanes i with `limit[i] < threshold` set to `value`.
+    @inline(__always) static func select(_ a: Self, lanesBelow threshold: Float, of limit: Self, value: Float) -> Self {
+        blend(a, Self(repeating: value), where: (limit - Self(repeating: threshold)).signMask)
+    }
+
+    /// Lanes i with lo ≤ index[i] < hi kept, the others zero.
+    @inline(__always) func keeping(index: Self, from lo: Float, below hi: Float) -> Self {
+        let inside = ~(index - Self(repeating: lo)).signMask & (index - Self(repeating: hi)).signMask
+        return Self(bits: bits & inside)
+    }
+
+    @inline(__always) var magnitude: Self { Self(bits: bits & Bits(repeating: 0x7FFF_FFFF)) }
+
+    /// 0, 1, 2, … as Float lanes.
+    @inline(__always) static var laneIndex: Self {
+        var r = Self()
+        for i in 0..<scalarCount { r[i] = Float(i) }
+        return r
+    }
+}
+
+/// Vectorised transcendental functions used by the epilogues (softmax, SiLU, GELU).
+enum VectorMath {
+    /// eˣ, relative error ≈ 2e-7 on the clamped range; inputs below −87.3 give ≈1e-38,
+    /// inputs above 88.3 saturate at ≈2^127·e^0.35 (callers never reach it).
+    /// Range reduction x = n·ln2 + r, |r| ≤ ln2/2, eʳ by a degree-6 Taylor polynomial,
+    /// 2ⁿ built in the exponent bits.
+    @inline(__always)
+    static func exp<V: FloatVector>(_ x: V) -> V {
+        let x = V.vmin(V.vmax(x, V(repeating: -87.33)), V(repeating: 88.3))
+        // Adding 1.5·2²³ rounds x·log2(e) to an integer that sits in the low mantissa bits.
+        let magic = V(repeating: 12_582_912)
+        let t = magic.addingProduct(x, V(repeating: 1.442_695_04))
+        let n = t - magic
+        var r = x.addingProduct(n, V(repeating: -0.693_145_75))          // ln2 high part
+        r = r.addingProduct(n, V(repeating: -1.428_606_8e-6))           // ln2 low part
+        var p = V(repeating: 1.0 / 720)
+        p = V(repeating: 1.0 / 120).addingProduct(p, r)
+        p = V(repeating: 1.0 / 24).addingProduct(p, r)
+        p = V(repeating: 1.0 / 6).addingProduct(p, r)
+        p = V(repeating: 0.5).addingProduct(p, r)
+        p = V(repeating: 1).addingProduct(p, r)
+        p = V(repeating: 1).addingProduct(p, r)
+        let bits = (unsafeBitCast(t, to: V.Bits.self) &+ V.Bits(repeating: 127)) &<< V.Bits(repeating: 23)
+        return p * unsafeBitCast(bits, to: V.self)
+    }
+
+    /// 2ˣ with the same polynomial as `exp` (the range reduction is then exact: x − n).
+    /// Softmax uses it with log2(e) folded into the query scale.
+    @inline(__always)
+    static func exp2<V: FloatVector>(_ x: V) -> V {
+        let x = V.vmin(V.vmax(x, V(repeating: -126)), V(repeating: 127))
+        let magic = V(repeating: 12_582_912)
+        let t = x + magic
+        let n = t - magic
+        let r = (x - n) * V(repeating: 0.693_147_18)
+        var p = V(repeating: 1.0 / 720)
+        p = V(repeating: 1.0 / 120).addingProduct(p, r)
+        p = V(repeating: 1.0 / 24).addingProduct(p, r)
+        p = V(repeating: 1.0 / 6).addingProduct(p, r)
+        p = V(repeating: 0.5).addingProduct(p, r)
+        p = V(repeating: 1).addingProduct(p, r)
+        p = V(repeating: 1).addingProduct(p, r)
+        let bits = (t.bits &+ V.Bits(repeating: 127)) &<< V.Bits(repeating: 23)
+        return p * V(bits: bits)
+    }
+
+    /// x·σ(x).
+    @inline(__always)
+    static func silu<V: FloatVector>(_ x: V) -> V {
+        x / (V(repeating: 1) + exp(-x))
+    }
+
+    /// x·σ(1.702·x), CLIP's quick GELU.
+    @inline(__always)
+    static func quickGelu<V: FloatVector>(_ x: V) -> V {
+        x / (V(repeating: 1) + exp(x * V(repeating: -1.702)))
+    }
+
+    /// erf(x), absolute error < 2e-7 everywhere, relative < 1e-6 for |x| < 0.5:
+    /// a Taylor series near 0 (where the relative error matters), Abramowitz & Stegun
+    /// 7.1.26 (|ε| ≤ 1.5e-7) elsewhere; both are computed and the lanes picked.
+    @inline(__always)
+    static func erf<V: FloatVector>(_ x: V) -> V {
+        let ax = x.magnitude
+        // A&S 7.1.26: erf(a) = 1 − (a1·t + … + a5·t⁵)·e^(−a²), t = 1 / (1 + p·a).
+        let t = V(repeating: 1) / V(repeating: 1).addingProduct(ax, V(repeating: 0.327_591_1))
+        var q = V(repeating: 1.061_405_429)
+        q = V(repeating: -1.453_152_027).addingProduct(q, t)
+        q = V(repeating: 1.421_413_741).addingProduct(q, t)
+        q = V(repeating: -0.284_496_736).addingProduct(q, t)
+        q = V(repeating: 0.254_829_592).addingProduct(q, t)
+        let far = V(repeating: 1) - q * t * exp(-(ax * ax))
+        // Taylor: 2/√π · Σ (−1)ⁿ x^(2n+1) / (n!(2n+1)), through x¹⁵ (error < 1e-9 at 0.5).
+        let x2 = x * x
+        var s = V(repeating: -1.0 / 75_600)
+        s = V(repeating: 1.0 / 9_360).addingProduct(s, x2)
+        s = V(repeating: -1.0 / 1_320).addingProduct(s, x2)
+        s = V(repeating: 1.0 / 216).addingProduct(s, x2)
+        s = V(repeating: -1.0 / 42).addingProduct(s, x2)
+        s = V(repeating: 1.0 / 10).addingProduct(s, x2)
+        s = V(repeating: -1.0 / 3).addingProduct(s, x2)
+        s = V(repeating: 1).addingProduct(s, x2)
+        let near = s * x * V(repeating: 1.128_379_167)
+        // far carries the sign of x; near where |x| < 0.5.
+        let signedFar = V(bits: far.bits | (x.bits & V.Bits(repeating: Int32(bitPattern: 0x8000_0000))))
+        return V.blend(signedFar, near, where: (ax - V(repeating: 0.5)).signMask)
+    }
+
+    /// Exact (erf) GELU: ½x(1 + erf(x/√2)).
+    @inline(__always)
+    static func gelu<V: FloatVector>(_ x: V) -> V {
+        V(repeating: 0.5) * x * (V(repeating: 1) + erf(x * V(repeating: 0.707_106_781)))
+    }
+}

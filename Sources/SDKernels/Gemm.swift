@@ -1,0 +1,303 @@
+/// Blocked GEMM C[N, P] (+)= A[N, K] · B[K, P] with vectors along P: the engine under
+/// `linear`, `conv2d` (implicit GEMM) and the two products inside `attention`.
+///
+/// Register tile: `tileRows` = 6 rows of A × 2 vectors of B columns.
+///   x86_64 AVX2 (NativeF32 = SIMD8, 16 ymm): 12 accumulators + 2 B vectors + 1 broadcast
+///   = 15 registers; 12 FMAs per k step cover the 4-cycle FMA latency on 2 FMA pipes.
+///   arm64 (SIMD8 = 2 q registers, 32 q): 24 accumulators + 4 B + 1 broadcast = 29.
+///   AVX-512 (SIMD16, 32 zmm): same 15 of 32 registers.
+/// Cache blocking (BLIS order jc → pc → ic → jr → ir): a packed B block [kc × nc] in
+/// L2/L3, one B micro-panel [kc × 2V] (16 KiB at kc = 256) stays in L1 while the
+/// micro-kernel walks the rows of an A block [mc × kc] that stays in L2.
+/// A is read in place with a row stride (f32 weights straight from the mapped file);
+/// f16/q8 weights are converted block by block into an f32 buffer of the same shape,
+/// once per (ic, pc, jc) block, which makes them run at f32 speed.
+enum Gemm {
+    static let tileRows = 6
+
+    /// Chosen by a sweep over kc ∈ {128…512}, mc ∈ {96, 192, 384}, nc ∈ {256…2048} on the SD
+    /// shapes (1 thread, EPYC Zen 4 with 32 KiB L1d / 1 MiB L2): within ~5 % of each
+    /// shape's best; nc = 512 rather than 1024 mattered most for the wide convolutions.
+    struct Blocking {
+        var maxDepth = 384       // kc: one B micro-panel (kc × 2V floats, 24 KiB) stays in L1
+        var maxRows = 96         // mc: A block (mc × kc floats, 144 KiB) stays in L2
+        var maxColumns = 512     // nc: packed B block (kc × nc floats, 768 KiB), reused by every A block
+
+        /// Splits `k` into equal blocks no deeper than `maxDepth`.
+        func depth(for k: Int) -> Int {
+            let blocks = (k + maxDepth - 1) / maxDepth
+            return (k + blocks - 1) / max(blocks, 1)
+        }
+    }
+    static let blocking = Blocking()
+
+    /// Floats of scratch one part needs: packed B block, converted A block, edge tile.
+    static func scratchCount<V: FloatVector>(_: V.Type, depth k: Int, columns: Int, blocking b: Blocking) -> Int {
+        let w = 2 * V.scalarCount
+        let kc = b.depth(for: k)
+        let nc = min(columns, b.maxColumns)
+        return kc * ((nc + w - 1) / w) * w + b.maxRows * kc + tileRows * w
+    }
+
+    /// Where the A rows come from: in place (f32) or converted into `buffer`.
+    @inline(__always)
+    static func rowsOfA<V: FloatVector>(_: V.Type, _ w: WeightMatrix, row n0: Int, count mc: Int,
+                                        column k0: Int, depth kc: Int,
+                                        buffer: UnsafeMutablePointer<Float>) -> (UnsafePointer<Float>, Int) {
+        let k = w.cols
+        switch w.type {
+        case .f32:
+            return (w.data.assumingMemoryBound(to: Float.self) + n0 * k + k0, k)
+        case .f16:
+            for r in 0..<mc {
+                let src = w.data + ((n0 + r) * k + k0) * 2
+                let dst = buffer + r * kc
+                var i = 0
+                while i + V.scalarCount <= kc {
+                    V.loadHalf(src + i * 2).store(dst + i)
+                    i += V.scalarCount
+                }
+                while i < kc {
+                    dst[i] = Float(src.load(fromByteOffset: i * 2, as: Float16.self))
+                    i += 1
+                }
+            }
+            return (UnsafePointer(buffer), kc)
+        case .q8:
+            for r in 0..<mc {
+                let src = w.data + (n0 + r) * k + k0
+                let dst = buffer + r * kc
+                let scale = w.scales![n0 + r]
+                let s = V(repeating: scale)
+                var i = 0
+                while i + V.scalarCount <= kc {
+                    (V.loadInt8(src + i) * s).store(dst + i)
+                    i += V.scalarCount
+                }
+                while i < kc {
+                    dst[i] = Float(src.load(fromByteOffset: i, as: Int8.self)) * scale
+                    i += 1
+                }
+            }
+            return (UnsafePointer(buffer), kc)
+        }
+    }
+
+    /// Packs B[k0 ..< k0+kc, p0 ..< p0+np] of a row-major [K, ldb] matrix into micro-panels
+    /// [⌈np / 2V⌉][kc][2V], the last one zero-padded.
+    @inline(__always)
+    static func packRows<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, rowStride ldb: Int,
+                                         row k0: Int, depth kc: Int, column p0: Int, count np: Int,
+                                         into dst: UnsafeMutablePointer<Float>) {
+        let v = V.scalarCount, w = 2 * v
+        let fullPanels = np / w, tail = np - fullPanels * w
+        for k in 0..<kc {
+            let src = x + (k0 + k) * ldb + p0
+            var d = dst + k * w
+            for panel in 0..<fullPanels {
+                let s = src + panel * w
+                V.load(s).store(d)
+                V.load(s + v).store(d + v)
+                d += kc * w
+            }
+            if tail > 0 {
+                let s = src + fullPanels * w
+                for j in 0..<tail { d[j] = s[j] }
+                for j in tail..<w { d[j] = 0 }
+            }
+        }
+    }
+
+    /// What the micro-kernel adds to its accumulators before storing a C tile.
+    struct Epilogue {
+        /// Added element-wise, same row stride as C; may be C itself (accumulate).
+        var addend: UnsafePointer<Float>?
+        /// Added per row.
+        var bias: UnsafePointer<Float>?
+    }
+
+    /// C[rows × columns] = acc + epilogue, acc = Σ_k A[r, k] · B[k, 0 ..< 2V].
+    /// Rows past `rows` read the last valid row of A again (no padding needed, results
+    /// dropped); columns past `columns` come from B's zero padding and are dropped.
+    @inline(__always)
+    static func microKernel<V: FloatVector>(_: V.Type, depth kc: Int,
+                                            a: UnsafePointer<Float>, rowStride lda: Int, rows: Int,
+                                            b: UnsafePointer<Float>,
+                                            c: UnsafeMutablePointer<Float>, rowStride ldc: Int, columns: Int,
+                                            epilogue: Epilogue, edge: UnsafeMutablePointer<Float>) {
+        let v = V.scalarCount, w = 2 * v
+        let last = rows - 1
+        let a0 = a
+        let a1 = a + min(1, last) * lda
+        let a2 = a + min(2, last) * lda
+        let a3 = a + min(3, last) * lda
+        let a4 = a + min(4, last) * lda
+        let a5 = a + min(5, last) * lda
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+        var bp = b
+        for k in 0..<kc {
+            let b0 = V.load(bp), b1 = V.load(bp + v)
+            var s = V(repeating: a0[k])
+            c00 = c00.addingProduct(b0, s); c01 = c01.addingProduct(b1, s)
+            s = V(repeating: a1[k])
+            c10 = c10.addingProduct(b0, s); c11 = c11.addingProduct(b1, s)
+            s = V(repeating: a2[k])
+            c20 = c20.addingProduct(b0, s); c21 = c21.addingProduct(b1, s)
+            s = V(repeating: a3[k])
+            c30 = c30.addingProduct(b0, s); c31 = c31.addingProduct(b1, s)
+            s = V(repeating: a4[k])
+            c40 = c40.addingProduct(b0, s); c41 = c41.addingProduct(b1, s)
+            s = V(repeating: a5[k])
+            c50 = c50.addingProduct(b0, s); c51 = c51.addingProduct(b1, s)
+            bp += w
+        }
+        if columns == w {
+            // Full-width tile: vector stores of the valid rows (row 0 always exists).
+            storeRow(c00, c01, row: 0, c: c, ldc: ldc, epilogue)
+            if rows > 1 { storeRow(c10, c11, row: 1, c: c, ldc: ldc, epilogue) }
+            if rows > 2 { storeRow(c20, c21, row: 2, c: c, ldc: ldc, epilogue) }
+            if rows > 3 { storeRow(c30, c31, row: 3, c: c, ldc: ldc, epilogue) }
+            if rows > 4 { storeRow(c40, c41, row: 4, c: c, ldc: ldc, epilogue) }
+            if rows > 5 { storeRow(c50, c51, row: 5, c: c, ldc: ldc, epilogue) }
+        } else {
+            c00.store(edge); c01.store(edge + v)
+            c10.store(edge + w); c11.store(edge + w + v)
+            c20.store(edge + 2 * w); c21.store(edge + 2 * w + v)
+            c30.store(edge + 3 * w); c31.store(edge + 3 * w + v)
+            c40.store(edge + 4 * w); c41.store(edge + 4 * w + v)
+            c50.store(edge + 5 * w); c51.store(edge + 5 * w + v)
+            for r in 0..<rows {
+                let bias = epilogue.bias?[r] ?? 0
+                for j in 0..<columns {
+                    var value = edge[r * w + j] + bias
+                    if let addend = epilogue.addend { value += addend[r * ldc + j] }
+                    c[r * ldc + j] = value
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func storeRow<V: FloatVector>(_ x0: V, _ x1: V, row r: Int, c: UnsafeMutablePointer<Float>,
+                                         ldc: Int, _ epilogue: Epilogue) {
+        var x0 = x0, x1 = x1
+        let v = V.scalarCount
+        if let bias = epilogue.bias {
+            let s = V(repeating: bias[r])
+            x0 += s
+            x1 += s
+        }
+        if let addend = epilogue.addend {
+            x0 += V.load(addend + r * ldc)
+            x1 += V.load(addend + r * ldc + v)
+        }
+        x0.store(c + r * ldc)
+        x1.store(c + r * ldc + v)
+    }
+
+    /// One part's share: y[rows, columns] = W · B (+ bias + residual), B supplied block by
+    /// block by `packB(k0, kc, p0, np, dst)` in `packRows`' panel layout.
+    /// y and residual are [N, ldc] row-major; residual may alias y.
+    @inline(__always)
+    static func multiply<V: FloatVector>(_: V.Type, _ weight: WeightMatrix, rows: Range<Int>, columns: Range<Int>,
+                                         output y: UnsafeMutablePointer<Float>, rowStride ldc: Int,
+                                         bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                         scratch: UnsafeMutablePointer<Float>, blocking: Blocking,
+                                         packB: (Int, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        let w = 2 * V.scalarCount
+        let k = weight.cols
+        if rows.isEmpty || columns.isEmpty { return }
+        if k == 0 {
+            for n in rows {
+                for p in columns { y[n * ldc + p] = (bias?[n] ?? 0) + (residual?[n * ldc + p] ?? 0) }
+            }
+            return
+        }
+        let kcMax = blocking.depth(for: k)
+        let ncMax = min(columns.count, blocking.maxColumns)
+        let packed = scratch
+        let converted = packed + kcMax * ((ncMax + w - 1) / w) * w
+        let edge = converted + blocking.maxRows * kcMax
+        var jc = columns.lowerBound
+        while jc < columns.upperBound {
+            let nc = min(ncMax, columns.upperBound - jc)
+            let panels = (nc + w - 1) / w
+            var pc = 0
+            while pc < k {
+                let kc = min(kcMax, k - pc)
+                packB(pc, kc, jc, nc, packed)
+                var ic = rows.lowerBound
+                while ic < rows.upperBound {
+                    let mc = min(blocking.maxRows, rows.upperBound - ic)
+                    let (a, lda) = rowsOfA(V.self, weight, row: ic, count: mc, column: pc, depth: kc, buffer: converted)
+                    for jr in 0..<panels {
+                        let columnsHere = min(w, nc - jr * w)
+                        let b = UnsafePointer(packed + jr * kc * w)
+                        var ir = 0
+                        while ir < mc {
+                            let rowsHere = min(tileRows, mc - ir)
+                            let n = ic + ir
+                            let c = y + n * ldc + jc + jr * w
+                            let epilogue = pc == 0
+                                ? Epilogue(addend: residual.map { $0 + n * ldc + jc + jr * w }, bias: bias.map { $0 + n })
+                                : Epilogue(addend: UnsafePointer(c), bias: nil)
+                            microKernel(V.self, depth: kc, a: a + ir * lda, rowStride: lda, rows: rowsHere,
+                                        b: b, c: c, rowStride: ldc, columns: columnsHere,
+                                        epilogue: epilogue, edge: edge)
+                            ir += tileRows
+                        }
+                    }
+                    ic += mc
+                }
+                pc += kc
+            }
+            jc += nc
+        }
+    }
+
+    /// How to split an [N × P] output over `threads` parts: along P when it is the longer
+    /// side (each part then packs only its own columns of B and re-reads all of A, which is
+    /// the smaller matrix), else along N. Boundaries are multiples of the tile.
+    static func partition(rows n: Int, columns p: Int, tileColumns w: Int, threads: Int, part: Int,
+                          parts: Int) -> (Range<Int>, Range<Int>) {
+        if splitsColumns(rows: n, columns: p, tileColumns: w, threads: threads) {
+            let units = (p + w - 1) / w
+            let lo = units * part / parts * w, hi = min(p, units * (part + 1) / parts * w)
+            return (0..<n, lo..<max(lo, hi))
+        }
+        let units = (n + tileRows - 1) / tileRows
+        let lo = units * part / parts * tileRows, hi = min(n, units * (part + 1) / parts * tileRows)
+        return (lo..<max(lo, hi), 0..<p)
+    }
+
+    static func splitsColumns(rows n: Int, columns p: Int, tileColumns w: Int, threads: Int) -> Bool {
+        p >= n && p >= threads * 4 * w
+    }
+
+    static func partCount(rows n: Int, columns p: Int, tileColumns w: Int, threads: Int) -> Int {
+        let units = splitsColumns(rows: n, columns: p, tileColumns: w, threads: threads)
+            ? (p + w - 1) / w : (n + tileRows - 1) / tileRows
+        return max(1, min(threads, units))
+    }
+
+    /// y[N, P] = W[N, K] · x[K, P] (+ bias) (+ residual), threaded.
+    static func linear<V: FloatVector>(_: V.Type, _ weight: WeightMatrix, input x: UnsafePointer<Float>, columns p: Int,
+                                       bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                                       output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
+                                       blocking: Blocking = Gemm.blocking) {
+        let w = 2 * V.scalarCount
+        let n = weight.rows
+        let parts = partCount(rows: n, columns: p, tileColumns: w, threads: pool.threads)
+        pool.run(parts: parts) { part in
+            let (rows, columns) = partition(rows: n, columns: p, tileColumns: w, threads: pool.threads,
+                                            part: part, parts: parts)
+            let scratch = pool.scratch(part: part, count: scratchCount(V.self, depth: weight.cols,
+                                                                       columns: columns.count, blocking: blocking))
+            multiply(V.self, weight, rows: rows, columns: columns, output: y, rowStride: p,
+                     bias: bias, residual: residual, scratch: scratch, blocking: blocking) { k0, kc, p0, np, dst in
+                packRows(V.self, x, rowStride: p, row: k0, depth: kc, column: p0, count: np, into: dst)
+            }
+        }
+    }
+}

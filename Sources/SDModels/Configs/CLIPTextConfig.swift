@@ -1,0 +1,39 @@
+// Matches transformers.CLIPTextConfig (defaults of transformers 5.x).
+import SDFormat
+
+public struct CLIPTextConfig: Sendable, Equatable {
+    public enum HiddenAct: String, Sendable { case quickGelu = "quick_gelu", gelu }
+
+    public var vocabSize: Int              // vocab_size
+    public var hiddenSize: Int             // hidden_size
+    public var intermediateSize: Int       // intermediate_size
+    public var numHiddenLayers: Int        // num_hidden_layers
+    public var numAttentionHeads: Int      // num_attention_heads
+    public var maxPositionEmbeddings: Int  // max_position_embeddings
+    public var hiddenAct: HiddenAct        // hidden_act
+    public var layerNormEps: Double        // layer_norm_eps
+
+    public var headDim: Int { hiddenSize / numAttentionHeads }
+
+    /// Reads a text encoder's config.json; a full CLIPConfig (`model_type` "clip") is read
+    /// through its `text_config`.
+    public init(json: JSON) throws {
+        let root = json["text_config"].flatMap { $0.isNull ? nil : $0 } ?? json
+        let r = try ConfigReader(root, component: "text_encoder")
+        vocabSize = try r.positiveInt("vocab_size", 49408)
+        hiddenSize = try r.positiveInt("hidden_size", 512)
+        intermediateSize = try r.positiveInt("intermediate_size", 2048)
+        numHiddenLayers = try r.positiveInt("num_hidden_layers", 12)
+        numAttentionHeads = try r.positiveInt("num_attention_heads", 8)
+        maxPositionEmbeddings = try r.positiveInt("max_position_embeddings", 77)
+        let act = try r.string("hidden_act", "quick_gelu")
+        guard let hiddenAct = HiddenAct(rawValue: act) else {
+            throw r.fail("hidden_act \"\(act)\" is not supported yet (quick_gelu or gelu)")
+        }
+        self.hiddenAct = hiddenAct
+        layerNormEps = try r.double("layer_norm_eps", 1e-5)
+        guard hiddenSize % numAttentionHeads == 0 else {
+            throw r.fail("hidden_size \(hiddenSize) is not divisible by num_attention_heads \(numAttentionHeads)")
+        }
+    }
+}

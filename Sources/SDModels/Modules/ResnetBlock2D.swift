@@ -1,0 +1,44 @@
+// Matches diffusers.models.resnet.ResnetBlock2D (time_embedding_norm "default").
+import SDKernels
+
+struct ResnetBlock2D {
+    let norm1: GroupNorm           // norm1: [in]
+    let conv1: Conv2d              // conv1: [out, in, 3, 3]
+    let timeEmbProj: Linear?       // time_emb_proj: [out, temb] (absent in the VAE)
+    let norm2: GroupNorm           // norm2: [out]
+    // dropout: parameterless
+    let conv2: Conv2d              // conv2: [out, out, 3, 3]
+    let convShortcut: Linear?      // conv_shortcut: [out, in, 1, 1], only when in != out
+    let outputScaleFactor: Float
+
+    init(_ w: Weights, in inChannels: Int, out outChannels: Int, timeEmbeddingChannels: Int?,
+         groups: Int, eps: Float, outputScaleFactor: Float = 1) throws {
+        norm1 = try GroupNorm(w["norm1"], channels: inChannels, groups: groups, eps: eps)
+        conv1 = try Conv2d(w["conv1"], in: inChannels, out: outChannels, kernelSize: 3, padding: 1)
+        timeEmbProj = try timeEmbeddingChannels.map { try Linear(w["time_emb_proj"], in: $0, out: outChannels) }
+        norm2 = try GroupNorm(w["norm2"], channels: outChannels, groups: groups, eps: eps)
+        conv2 = try Conv2d(w["conv2"], in: outChannels, out: outChannels, kernelSize: 3, padding: 1)
+        convShortcut = inChannels == outChannels ? nil
+            : try Linear(conv1x1: w["conv_shortcut"], in: inChannels, out: outChannels)
+        self.outputScaleFactor = outputScaleFactor
+    }
+
+    /// x: [in, B, H, W] → [out, B, H, W]. `timeEmbedding` is SiLU(emb): [temb, 1, 1, 1],
+    /// one timestep for the whole batch, so its projection folds into conv1's bias.
+    func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, pool: ThreadPool) -> Tensor {
+        var bias = conv1.bias
+        if let timeEmbProj, let timeEmbedding {
+            let t = timeEmbProj(timeEmbedding, pool: pool)  // [out, 1]
+            for c in 0..<bias.count { bias[c] += t.data[c] }
+        }
+        var h = norm1(x, silu: true, pool: pool)
+        h = conv1(h, bias: bias, pool: pool)
+        h = norm2(h, silu: true, pool: pool)
+        let shortcut = convShortcut.map { $0(x, pool: pool) } ?? x
+        let y = conv2(h, residual: shortcut, pool: pool)
+        if outputScaleFactor != 1 {
+            for i in 0..<y.count { y.data[i] /= outputScaleFactor }
+        }
+        return y
+    }
+}

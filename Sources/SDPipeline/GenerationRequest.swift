@@ -1,0 +1,71 @@
+import SDSchedulers
+
+/// What to generate: the options of diffusers' StableDiffusionPipeline for text-to-image.
+public struct GenerationRequest {
+    /// One or more prompts, generated as one batch.
+    public var prompts: [String]
+    /// None (the empty prompt, diffusers' default), one for every prompt, or one per prompt.
+    public var negativePrompts: [String]
+    public var steps: Int = 50
+    public var guidanceScale: Float = 7.5
+    public var seed: UInt64 = 0
+    public var width: Int = 512
+    public var height: Int = 512
+    public var imagesPerPrompt: Int = 1
+    public var scheduler: SchedulerKind = .pndm
+
+    public init(prompts: [String], negativePrompts: [String] = []) {
+        self.prompts = prompts
+        self.negativePrompts = negativePrompts
+    }
+
+    /// The negative prompt that goes with prompt i.
+    public func negativePrompt(for i: Int) -> String {
+        switch negativePrompts.count {
+        case 0: return ""
+        case 1: return negativePrompts[0]
+        default: return negativePrompts[i]
+        }
+    }
+
+    /// The largest side accepted: 4096 px is 16.8 megapixels, beyond any SD 1.x use.
+    public static let maxSide = 4096
+    /// Images in one run (prompts × images per prompt).
+    public static let maxImages = 64
+
+    public var imageCount: Int { prompts.count * imagesPerPrompt }
+
+    /// Checks every number before anything is allocated from it.
+    public func validate() throws {
+        func fail(_ message: String) -> PipelineError { .invalidRequest(message) }
+        guard !prompts.isEmpty else { throw fail("at least one prompt is needed") }
+        guard negativePrompts.count <= 1 || negativePrompts.count == prompts.count else {
+            throw fail("give one negative prompt, or one per prompt (\(prompts.count)), not \(negativePrompts.count)")
+        }
+        for (name, v) in [("width", width), ("height", height)] {
+            guard v > 0, v % 8 == 0 else { throw fail("\(name) must be a positive multiple of 8 (got \(v))") }
+            guard v <= Self.maxSide else { throw fail("\(name) must be at most \(Self.maxSide) (got \(v))") }
+        }
+        guard steps >= 1, steps <= 1000 else { throw fail("steps must be between 1 and 1000 (got \(steps))") }
+        guard imagesPerPrompt >= 1 else { throw fail("images per prompt must be at least 1 (got \(imagesPerPrompt))") }
+        guard imageCount <= Self.maxImages else { throw fail("at most \(Self.maxImages) images per run (got \(imageCount))") }
+        guard guidanceScale.isFinite, guidanceScale >= 0, guidanceScale <= 100 else {
+            throw fail("guidance scale must be between 0 and 100 (got \(guidanceScale))")
+        }
+    }
+
+    /// Classifier-free guidance runs only when it changes the result (diffusers: scale > 1).
+    public var usesGuidance: Bool { guidanceScale > 1 }
+}
+
+public enum PipelineError: Error, CustomStringConvertible, Equatable {
+    case invalidRequest(String)
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .invalidRequest(let m): return m
+        case .cancelled: return "cancelled"
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import CPNG
+import Glibc
+import SDFormat
+
+/// An 8-bit RGB image, rows top to bottom.
+public struct RGBImage: Sendable {
+    public let width: Int
+    public let height: Int
+    /// width × height × 3 bytes.
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3)
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+    }
+
+    /// Converts one NCHW image in [-1, 1] (the VAE's output) to 8 bits as diffusers does:
+    /// clamp((x + 1) / 2, 0, 1), then round(v · 255).
+    public init(decoded: UnsafeBufferPointer<Float>, width: Int, height: Int) {
+        precondition(decoded.count == 3 * width * height)
+        let plane = width * height
+        var pixels = [UInt8](repeating: 0, count: plane * 3)
+        for c in 0..<3 {
+            for i in 0..<plane {
+                let v = min(max(decoded[c * plane + i] / 2 + 0.5, 0), 1)
+                pixels[i * 3 + c] = UInt8((v * 255).rounded(.toNearestOrEven))
+            }
+        }
+        self.init(width: width, height: height, pixels: pixels)
+    }
+
+    /// Images laid out in a rows × columns grid (diffusers' `make_image_grid`); all
+    /// images must share a size, and rows · columns must equal their count.
+    public static func grid(_ images: [RGBImage], rows: Int, columns: Int) -> RGBImage {
+        precondition(rows * columns == images.count && !images.isEmpty)
+        let w = images[0].width, h = images[0].height
+        var pixels = [UInt8](repeating: 0, count: w * columns * h * rows * 3)
+        for (n, image) in images.enumerated() {
+            let (gy, gx) = (n / columns, n % columns)
+            for y in 0..<h {
+                let src = y * w * 3
+                let dst = ((gy * h + y) * w * columns + gx * w) * 3
+                for i in 0..<(w * 3) { pixels[dst + i] = image.pixels[src + i] }
+            }
+        }
+        return RGBImage(width: w * columns, height: h * rows, pixels: pixels)
+    }
+}
+
+/// PNG output through libpng, with text chunks (AUTOMATIC1111 keeps the generation
+/// settings in a `parameters` chunk). Writes to a temporary file renamed into place, so a
+/// failure never leaves a half-written image.
+public enum PNGWriter {
+    public static func write(_ image: RGBImage, to path: String, text: [(String, String)] = []) throws {
+        let temporary = path + ".partial-\(getpid())"
+        guard let fp = fopen(temporary, "wb") else { throw FormatError(path, MappedFile.errnoText("cannot write image")) }
+        var ok = false
+        defer {
+            if !ok { unlink(temporary) }
+        }
+        let written = encode(image, fp, text: text)
+        let closed = fclose(fp) == 0
+        guard written, closed else { throw FormatError(path, "cannot write image (libpng or disk error)") }
+        guard rename(temporary, path) == 0 else { throw FormatError(path, MappedFile.errnoText("cannot write image")) }
+        ok = true
+    }
+
+    /// libpng reports errors through longjmp, which Swift cannot catch; the "simplified"
+    /// API would, but cannot write text chunks. So errors become a failed write: an error
+    /// callback that returns would be undefined behaviour, hence the checks before calling.
+    private static func encode(_ image: RGBImage, _ fp: UnsafeMutablePointer<FILE>, text: [(String, String)]) -> Bool {
+        guard image.width > 0, image.height > 0, image.width < 1 << 24, image.height < 1 << 24 else { return false }
+        guard let png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nil, nil, nil) else { return false }
+        var pngOpt: png_structp? = png
+        guard let info = png_create_info_struct(png) else {
+            png_destroy_write_struct(&pngOpt, nil)
+            return false
+        }
+        var infoOpt: png_infop? = info
+        defer { png_destroy_write_struct(&pngOpt, &infoOpt) }
+        png_init_io(png, fp)
+        png_set_IHDR(png, info, png_uint_32(image.width), png_uint_32(image.height), 8, PNG_COLOR_TYPE_RGB,
+                     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT)
+        // Keys and values as C strings that live until png_write_info returns.
+        let cStrings = text.map { (strdup($0.0)!, strdup($0.1)!) }
+        defer { for (k, v) in cStrings { free(k); free(v) } }
+        var chunks = cStrings.map { key, value -> png_text in
+            var t = png_text()
+            // Long texts compress well; short ones are stored plain, as A1111 reads either.
+            t.compression = strlen(value) > 1024 ? PNG_TEXT_COMPRESSION_zTXt : PNG_TEXT_COMPRESSION_NONE
+            t.key = key
+            t.text = value
+            t.text_length = strlen(value)
+            return t
+        }
+        if !chunks.isEmpty { png_set_text(png, info, &chunks, Int32(chunks.count)) }
+        png_write_info(png, info)
+        image.pixels.withUnsafeBufferPointer { p in
+            for y in 0..<image.height {
+                png_write_row(png, p.baseAddress! + y * image.width * 3)
+            }
+        }
+        png_write_end(png, nil)
+        return ferror(fp) == 0
+    }
+}

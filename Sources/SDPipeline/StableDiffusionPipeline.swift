@@ -1,0 +1,208 @@
+import Glibc
+import SDFormat
+import SDKernels
+import SDModels
+import SDSchedulers
+import SDTokenizer
+
+/// Text-to-image with a model file, matching diffusers' StableDiffusionPipeline
+/// (pipelines/stable_diffusion/pipeline_stable_diffusion.py) step for step: the same
+/// tokenisation, guidance batching, noise draws and scheduler, so the same seed gives
+/// the same image as diffusers on CPU.
+public final class StableDiffusionPipeline {
+    public let file: ModelFileReader
+    public let tokenizer: CLIPTokenizer
+    public let textConfig: CLIPTextConfig
+    public let unetConfig: UNet2DConditionConfig
+    public let vaeConfig: AutoencoderKLConfig
+    public let schedulerConfig: SchedulerConfig
+    public let pool: ThreadPool
+    /// Image pixels per latent pixel: 2^(VAE levels − 1).
+    public let vaeScaleFactor: Int
+
+    public init(modelPath: String, threads: Int) throws {
+        file = try ModelFileReader(path: modelPath)
+        let path = file.sourceName
+        tokenizer = try Self.tokenizer(of: file)
+        do {
+            textConfig = try CLIPTextConfig(json: file.config("text_encoder"))
+            unetConfig = try UNet2DConditionConfig(json: file.config("unet"))
+            vaeConfig = try AutoencoderKLConfig(json: file.config("vae"))
+            schedulerConfig = try SchedulerConfig(diffusersConfig: Self.schedulerValues(file.config("scheduler")))
+        } catch let error as FormatError {
+            throw error
+        } catch {
+            throw FormatError(path, "\(error)")
+        }
+        pool = ThreadPool(threads: threads)
+        vaeScaleFactor = 1 << (vaeConfig.blockOutChannels.count - 1)
+    }
+
+    /// The CLIP tokenizer stored in a model file.
+    public static func tokenizer(of file: ModelFileReader) throws -> CLIPTokenizer {
+        guard let merges = file.strings("tokenizer.merges"), let vocab = file.strings("tokenizer.vocab") else {
+            throw FormatError(file.sourceName, "the model file has no tokenizer")
+        }
+        do {
+            return try CLIPTokenizer(merges: merges, vocabulary: vocab,
+                                     padTokenID: Int32(file.int("tokenizer.pad_token_id") ?? 49407),
+                                     maxLength: file.int("tokenizer.model_max_length") ?? 77)
+        } catch {
+            throw FormatError(file.sourceName, "tokenizer: \(error)")
+        }
+    }
+
+    static func schedulerValues(_ json: JSON) -> [String: SchedulerConfig.Value] {
+        var values: [String: SchedulerConfig.Value] = [:]
+        for (key, value) in json.object ?? [] {
+            switch value {
+            case .null: values[key] = .null
+            case .bool(let b): values[key] = .bool(b)
+            case .number(let n): values[key] = n == n.rounded() && abs(n) < 1e15 ? .int(Int(n)) : .double(n)
+            case .string(let s): values[key] = .string(s)
+            case .array(let items): values[key] = .doubles(items.compactMap(\.double))
+            case .object: break
+            }
+        }
+        return values
+    }
+
+    /// Where the run is, for progress lines and cancellation.
+    public struct Progress: Sendable {
+        public enum Phase: String, Sendable { case textEncoder = "text encoder", denoising, vaeDecode = "vae decode" }
+        public let phase: Phase
+        public let step: Int
+        public let totalSteps: Int
+    }
+
+    public struct PhaseReport: Sendable {
+        public let name: String
+        public let seconds: Double
+        public let memory: MemoryStats
+    }
+
+    public struct Result: Sendable {
+        public var images: [RGBImage]
+        /// Final latents before the VAE: NCHW [images, latent channels, h, w].
+        public var latents: [Float]
+        public var latentShape: [Int]
+        public var phases: [PhaseReport]
+    }
+
+    /// Runs the whole pipeline. `progress` is called before each phase and after each
+    /// denoising step; returning false cancels the run.
+    public func generate(_ request: GenerationRequest, progress: ((Progress) -> Bool)? = nil) throws -> Result {
+        try request.validate()
+        guard request.width % vaeScaleFactor == 0, request.height % vaeScaleFactor == 0 else {
+            throw PipelineError.invalidRequest("width and height must be multiples of \(vaeScaleFactor) for this model")
+        }
+        var phases: [PhaseReport] = []
+        var clock = PhaseClock()
+        func report(_ p: Progress) throws {
+            if let progress, !progress(p) { throw PipelineError.cancelled }
+        }
+        let scheduler0 = try makeScheduler(request.scheduler, config: schedulerConfig, steps: request.steps)
+        let count = request.imageCount
+        let h = request.height / vaeScaleFactor, w = request.width / vaeScaleFactor
+        let latentChannels = unetConfig.inChannels
+        let tokens = tokenizer.maxLength
+
+        // 1. Text: prompts (and the negative prompt when guiding) in one batch of
+        //    [negatives…, prompts…], each repeated imagesPerPrompt times as diffusers does.
+        try report(Progress(phase: .textEncoder, step: 0, totalSteps: request.steps))
+        let context: [Float]
+        do {
+            let textModel = try CLIPTextModel(config: textConfig, weights: file.component("text_encoder"))
+            var ids: [Int32] = []
+            let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
+            let texts = (request.usesGuidance ? negatives : []) + request.prompts
+            for text in texts { ids += tokenizer.tokenize(text) }
+            let hidden = try textModel.encode(ids: ids, batch: texts.count, pool: pool)
+            let width = hidden.count / texts.count
+            var repeated: [Float] = []
+            repeated.reserveCapacity(width * texts.count * request.imagesPerPrompt)
+            for t in 0..<texts.count {
+                for _ in 0..<request.imagesPerPrompt { repeated += hidden[(t * width)..<((t + 1) * width)] }
+            }
+            context = repeated
+        }
+        release("text_encoder")
+        phases.append(clock.lap("text encoder"))
+
+        // 2. Denoising: latents from torch's generator, scaled by the initial sigma.
+        var generator = TorchGenerator(seed: request.seed)
+        var scheduler = scheduler0
+        var latents = generator.randn(count: count * latentChannels * h * w)
+        let sigma = scheduler.initNoiseSigma
+        if sigma != 1 { for i in latents.indices { latents[i] *= sigma } }
+        let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"))
+        let guidance = request.guidanceScale
+        for (i, t) in scheduler.timesteps.enumerated() {
+            let input = scheduler.scaleModelInput(latents, stepIndex: i)
+            let batchInput = request.usesGuidance ? input + input : input
+            let prediction = unet.predictNoise(sample: batchInput, batch: request.usesGuidance ? 2 * count : count,
+                                               height: h, width: w, timestep: t, context: context,
+                                               contextTokens: tokens, pool: pool)
+            var noise: [Float]
+            if request.usesGuidance {
+                let n = latents.count
+                noise = [Float](repeating: 0, count: n)
+                prediction.withUnsafeBufferPointer { p in
+                    for j in 0..<n { noise[j] = p[j] + guidance * (p[n + j] - p[j]) }
+                }
+            } else {
+                noise = prediction
+            }
+            latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
+            try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count))
+        }
+        release("unet")
+        phases.append(clock.lap("denoising"))
+
+        // 3. Decode: latents / scaling_factor through the VAE, then to 8 bits.
+        try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
+        let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"))
+        let scale = Float(vaeConfig.scalingFactor)
+        let scaled = latents.map { $0 / scale }
+        var images: [RGBImage] = []
+        let plane = latentChannels * h * w
+        for n in 0..<count {
+            // One image at a time: the decoder's activations are the largest of the run.
+            let decoded = vae.decode(latents: Array(scaled[(n * plane)..<((n + 1) * plane)]), batch: 1,
+                                     height: h, width: w, pool: pool)
+            decoded.withUnsafeBufferPointer {
+                images.append(RGBImage(decoded: $0, width: request.width, height: request.height))
+            }
+        }
+        release("vae")
+        phases.append(clock.lap("vae decode"))
+        return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases)
+    }
+
+    /// Drops a finished component's weight pages (they stay in the page cache).
+    func release(_ component: String) {
+        if let range = file.components.first(where: { $0.name == component })?.range { file.file.release(range) }
+    }
+}
+
+/// Times phases and records each one's peak memory.
+struct PhaseClock {
+    var start = monotonicSeconds()
+
+    init() { MemoryStats.resetPeak() }
+
+    mutating func lap(_ name: String) -> StableDiffusionPipeline.PhaseReport {
+        let t = monotonicSeconds()
+        defer {
+            start = t
+            MemoryStats.resetPeak()
+        }
+        return .init(name: name, seconds: t - start, memory: .current())
+    }
+}
+
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}

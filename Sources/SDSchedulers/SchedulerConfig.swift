@@ -1,0 +1,197 @@
+// The scheduler settings of a model, i.e. its diffusers scheduler/scheduler_config.json.
+//
+// diffusers builds any scheduler class from any stored config (`Class.from_config`): keys the
+// class reads are taken from the file, keys absent from the file take that class's own
+// default. (diffusers 0.42 remembers which values were defaults, so even
+// `Euler.from_config(pipe.scheduler.config)` falls back to Euler's defaults, not PNDM's.)
+// So: build the config from the file's keys starting at `diffusersDefaults`, and a field whose
+// default differs between classes is optional here, `nil` meaning "absent, use the class's
+// default".
+//
+//  JSON key                 field                 type       default when absent
+//  num_train_timesteps      numTrainTimesteps     Int        1000
+//  beta_start               betaStart             Double     0.0001
+//  beta_end                 betaEnd               Double     0.02
+//  beta_schedule            betaSchedule          String     "linear"  (also "scaled_linear", "squaredcos_cap_v2")
+//  trained_betas            trainedBetas          [Double]?  nil (overrides the three above)
+//  prediction_type          predictionType        String     "epsilon" (also "v_prediction", "sample")
+//  steps_offset             stepsOffset           Int        0
+//  timestep_spacing         timestepSpacing       String?    PNDM, DDIM: "leading"; LMS, Euler, Euler a, DPM: "linspace"
+//  set_alpha_to_one         setAlphaToOne         Bool?      PNDM: false; DDIM: true
+//  skip_prk_steps           skipPrkSteps          Bool       false (PNDM)
+//  clip_sample              clipSample            Bool       true  (DDIM)
+//  clip_sample_range        clipSampleRange       Double     1.0   (DDIM)
+//  thresholding             thresholding          Bool       false (DDIM, DPM; true is unsupported)
+//  rescale_betas_zero_snr   rescaleBetasZeroSnr   Bool       false (DDIM, Euler, Euler a, DPM)
+//  use_karras_sigmas        useKarrasSigmas       Bool       false (LMS, Euler, DPM; set by the kind in makeScheduler)
+//  final_sigmas_type        finalSigmasType       String     "zero" (Euler, DPM; also "sigma_min")
+//  interpolation_type       interpolationType     String     "linear" (Euler; only "linear" supported)
+//  timestep_type            timestepType          String     "discrete" (Euler; only "discrete" supported)
+//  solver_order             solverOrder           Int        2 (DPM; 1...3)
+//  algorithm_type           algorithmType         String     "dpmsolver++" (DPM; only "dpmsolver++" supported)
+//  solver_type              solverType            String     "midpoint" (DPM; also "heun")
+//  lower_order_final        lowerOrderFinal       Bool       true  (DPM)
+//  euler_at_final           eulerAtFinal          Bool       false (DPM)
+//  lambda_min_clipped       lambdaMinClipped      Double     -infinity (DPM)
+//
+// Other keys (e.g. "_class_name", "sigma_min", "use_exponential_sigmas") are not read; see
+// `knownKeys`. Unsupported values are reported by the scheduler initialisers, not here.
+
+public struct SchedulerConfig: Equatable, Sendable {
+    public var numTrainTimesteps: Int
+    public var betaStart: Double
+    public var betaEnd: Double
+    public var betaSchedule: String
+    public var trainedBetas: [Double]?
+    public var predictionType: String
+    public var stepsOffset: Int
+    public var timestepSpacing: String?
+    public var setAlphaToOne: Bool?
+    public var skipPrkSteps: Bool
+    public var clipSample: Bool
+    public var clipSampleRange: Double
+    public var thresholding: Bool
+    public var rescaleBetasZeroSnr: Bool
+    public var useKarrasSigmas: Bool
+    public var finalSigmasType: String
+    public var interpolationType: String
+    public var timestepType: String
+    public var solverOrder: Int
+    public var algorithmType: String
+    public var solverType: String
+    public var lowerOrderFinal: Bool
+    public var eulerAtFinal: Bool
+    public var lambdaMinClipped: Double
+
+    /// Stable Diffusion 1.x's scheduler_config.json (PNDMScheduler: scaled_linear 0.00085–0.012,
+    /// steps_offset 1, skip_prk_steps, set_alpha_to_one false, clip_sample false); keys that
+    /// file does not have keep their diffusers defaults (`timestepSpacing` nil).
+    public init() {
+        self = .diffusersDefaults
+        betaStart = 0.00085
+        betaEnd = 0.012
+        betaSchedule = "scaled_linear"
+        stepsOffset = 1
+        setAlphaToOne = false
+        skipPrkSteps = true
+        clipSample = false
+    }
+
+    private init(numTrainTimesteps: Int) {
+        self.numTrainTimesteps = numTrainTimesteps
+        betaStart = 0.0001
+        betaEnd = 0.02
+        betaSchedule = "linear"
+        trainedBetas = nil
+        predictionType = "epsilon"
+        stepsOffset = 0
+        timestepSpacing = nil
+        setAlphaToOne = nil
+        skipPrkSteps = false
+        clipSample = true
+        clipSampleRange = 1.0
+        thresholding = false
+        rescaleBetasZeroSnr = false
+        useKarrasSigmas = false
+        finalSigmasType = "zero"
+        interpolationType = "linear"
+        timestepType = "discrete"
+        solverOrder = 2
+        algorithmType = "dpmsolver++"
+        solverType = "midpoint"
+        lowerOrderFinal = true
+        eulerAtFinal = false
+        lambdaMinClipped = -.infinity
+    }
+
+    /// What diffusers uses for a key that the stored config does not have.
+    public static let diffusersDefaults = SchedulerConfig(numTrainTimesteps: 1000)
+
+    /// A value read from scheduler_config.json.
+    public enum Value: Equatable, Sendable {
+        case null
+        case bool(Bool)
+        case int(Int)
+        case double(Double)
+        case string(String)
+        case doubles([Double])
+    }
+
+    /// The JSON keys this type reads.
+    public static let knownKeys: Set<String> = [
+        "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+        "prediction_type", "steps_offset", "timestep_spacing", "set_alpha_to_one", "skip_prk_steps",
+        "clip_sample", "clip_sample_range", "thresholding", "rescale_betas_zero_snr",
+        "use_karras_sigmas", "final_sigmas_type", "interpolation_type", "timestep_type",
+        "solver_order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
+        "lambda_min_clipped",
+    ]
+
+    /// Builds the config from the stored keys; absent keys keep `diffusersDefaults`, unknown
+    /// keys are ignored (as diffusers does), a `null` value counts as absent.
+    /// Throws `SchedulerError.invalidConfigValue` when a known key has the wrong type.
+    public init(diffusersConfig values: [String: Value]) throws {
+        self = .diffusersDefaults
+        for (key, value) in values.sorted(by: { $0.key < $1.key }) where value != .null {
+            try set(key, value)
+        }
+    }
+
+    private mutating func set(_ key: String, _ value: Value) throws {
+        func bad() -> SchedulerError { .invalidConfigValue(key: key, value: "\(value)") }
+        func int() throws -> Int {
+            switch value {
+            case .int(let v): return v
+            case .double(let v) where v.rounded() == v && abs(v) < 1e15: return Int(v)
+            default: throw bad()
+            }
+        }
+        func double() throws -> Double {
+            switch value {
+            case .double(let v): return v
+            case .int(let v): return Double(v)
+            case .string(let s) where s == "-inf" || s == "-Infinity": return -.infinity
+            default: throw bad()
+            }
+        }
+        func bool() throws -> Bool {
+            guard case .bool(let v) = value else { throw bad() }
+            return v
+        }
+        func string() throws -> String {
+            guard case .string(let v) = value else { throw bad() }
+            return v
+        }
+        switch key {
+        case "num_train_timesteps": numTrainTimesteps = try int()
+        case "beta_start": betaStart = try double()
+        case "beta_end": betaEnd = try double()
+        case "beta_schedule": betaSchedule = try string()
+        case "trained_betas":
+            switch value {
+            case .doubles(let v): trainedBetas = v
+            default: throw bad()
+            }
+        case "prediction_type": predictionType = try string()
+        case "steps_offset": stepsOffset = try int()
+        case "timestep_spacing": timestepSpacing = try string()
+        case "set_alpha_to_one": setAlphaToOne = try bool()
+        case "skip_prk_steps": skipPrkSteps = try bool()
+        case "clip_sample": clipSample = try bool()
+        case "clip_sample_range": clipSampleRange = try double()
+        case "thresholding": thresholding = try bool()
+        case "rescale_betas_zero_snr": rescaleBetasZeroSnr = try bool()
+        case "use_karras_sigmas": useKarrasSigmas = try bool()
+        case "final_sigmas_type": finalSigmasType = try string()
+        case "interpolation_type": interpolationType = try string()
+        case "timestep_type": timestepType = try string()
+        case "solver_order": solverOrder = try int()
+        case "algorithm_type": algorithmType = try string()
+        case "solver_type": solverType = try string()
+        case "lower_order_final": lowerOrderFinal = try bool()
+        case "euler_at_final": eulerAtFinal = try bool()
+        case "lambda_min_clipped": lambdaMinClipped = try double()
+        default: break
+        }
+    }
+}

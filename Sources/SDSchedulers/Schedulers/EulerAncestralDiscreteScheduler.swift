@@ -1,0 +1,48 @@
+// Matches diffusers/schedulers/scheduling_euler_ancestral_discrete.py
+// (EulerAncestralDiscreteScheduler), k-diffusion's sample_euler_ancestral with eta = 1:
+//     σ_up   = sqrt(σ_{i+1}² (σ_i² - σ_{i+1}²) / σ_i²),   σ_down = sqrt(σ_{i+1}² - σ_up²)
+//     d = (x_i - x̂_0) / σ_i,    x_{i+1} = x_i + (σ_down - σ_i) d + σ_up z,   z ~ N(0, I)
+// z is one torch.randn of the sample's size per step (also the last, where σ_up = 0), drawn
+// from the caller's generator, so a seed reproduces diffusers' picture.
+
+public struct EulerAncestralDiscreteScheduler: Scheduler, Sendable {
+    public let timesteps: [Float]
+    /// σ_0 ... σ_{n-1}, 0 (float32).
+    public let sigmas: [Float]
+    public let initNoiseSigma: Float
+
+    private let prediction: PredictionType
+
+    public init(config: SchedulerConfig, steps: Int) throws {
+        let name = "EulerAncestralDiscreteScheduler"
+        guard steps > 0, steps <= config.numTrainTimesteps else {
+            throw SchedulerError.invalidStepCount(steps: steps, numTrainTimesteps: config.numTrainTimesteps)
+        }
+        prediction = try PredictionType(config, scheduler: name, allowSample: false)
+        let table = try TrainingNoiseSchedule(config: config, scheduler: name, clampTerminalAlpha: true).sigmas
+        let spacing = try TimestepSpacing(config, default: .linspace, scheduler: name)
+        timesteps = sigmaSchedulerTimesteps(spacing, steps: steps, config: config)
+        sigmas = timesteps.map { Float(numpyInterp(Double($0), table: table)) } + [0]
+        let maxSigma = sigmas.max()!
+        initNoiseSigma = spacing == .leading ? (maxSigma * maxSigma + 1).squareRoot() : maxSigma
+    }
+
+    public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] {
+        let sigma = sigmas[stepIndex]
+        let scale = (sigma * sigma + 1).squareRoot()
+        return elementwise(sample) { $0 / scale }
+    }
+
+    public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
+        let sigma = sigmas[stepIndex]
+        let predictedOriginal = sigmaSpaceOriginalSample(prediction, sigma: sigma, sample: sample, modelOutput: modelOutput)
+        let sigmaTo = sigmas[stepIndex + 1]
+        let sigmaUp = (sigmaTo * sigmaTo * (sigma * sigma - sigmaTo * sigmaTo) / (sigma * sigma)).squareRoot()
+        let sigmaDown = (sigmaTo * sigmaTo - sigmaUp * sigmaUp).squareRoot()
+        let dt = sigmaDown - sigma
+        let derivative = elementwise(sample, predictedOriginal) { ($0 - $1) / sigma }
+        let deterministic = elementwise(sample, derivative) { $0 + $1 * dt }
+        let noise = generator.randn(count: modelOutput.count)
+        return elementwise(deterministic, noise) { $0 + $1 * sigmaUp }
+    }
+}

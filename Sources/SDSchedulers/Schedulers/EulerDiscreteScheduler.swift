@@ -1,0 +1,60 @@
+// Matches diffusers/schedulers/scheduling_euler_discrete.py (EulerDiscreteScheduler, s_churn = 0),
+// Karras et al. 2022, Algorithm 2 without churn: one Euler step of the probability-flow ODE
+//     d = (x_i - x̂_0(x_i, σ_i)) / σ_i,     x_{i+1} = x_i + (σ_{i+1} - σ_i) d
+// with x̂_0 as in LMSDiscreteScheduler.swift; the model sees x / sqrt(σ² + 1).
+
+public struct EulerDiscreteScheduler: Scheduler, Sendable {
+    public let timesteps: [Float]
+    /// σ_0 ... σ_{n-1}, then 0 (final_sigmas_type "zero") or σ_min of the table ("sigma_min").
+    public let sigmas: [Float]
+    public let initNoiseSigma: Float
+
+    private let prediction: PredictionType
+
+    public init(config: SchedulerConfig, steps: Int) throws {
+        let name = "EulerDiscreteScheduler"
+        guard steps > 0, steps <= config.numTrainTimesteps else {
+            throw SchedulerError.invalidStepCount(steps: steps, numTrainTimesteps: config.numTrainTimesteps)
+        }
+        guard config.interpolationType == "linear" else {
+            throw SchedulerError.unsupported(scheduler: name, setting: "interpolation_type", value: config.interpolationType)
+        }
+        guard config.timestepType == "discrete" else {
+            throw SchedulerError.unsupported(scheduler: name, setting: "timestep_type", value: config.timestepType)
+        }
+        prediction = try PredictionType(config, scheduler: name)
+        let table = try TrainingNoiseSchedule(config: config, scheduler: name, clampTerminalAlpha: true).sigmas
+        let spacing = try TimestepSpacing(config, default: .linspace, scheduler: name)
+        var times = sigmaSchedulerTimesteps(spacing, steps: steps, config: config)
+        var schedule = times.map { numpyInterp(Double($0), table: table) }
+        if config.useKarrasSigmas {
+            schedule = karrasSigmas(sigmaMin: schedule[schedule.count - 1], sigmaMax: schedule[0], count: steps)
+            let logTable = table.map { ElementaryMath.log($0) }
+            times = schedule.map { Float(sigmaToTimestep($0, logSigmas: logTable)) }
+        }
+        let last: Float
+        switch config.finalSigmasType {
+        case "zero": last = 0
+        case "sigma_min": last = table[0]
+        default: throw SchedulerError.unsupported(scheduler: name, setting: "final_sigmas_type", value: config.finalSigmasType)
+        }
+        timesteps = times
+        sigmas = schedule.map { Float($0) } + [last]
+        let maxSigma = sigmas.max()!
+        initNoiseSigma = spacing == .leading ? (maxSigma * maxSigma + 1).squareRoot() : maxSigma
+    }
+
+    public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] {
+        let sigma = sigmas[stepIndex]
+        let scale = (sigma * sigma + 1).squareRoot()
+        return elementwise(sample) { $0 / scale }
+    }
+
+    public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
+        let sigma = sigmas[stepIndex]
+        let predictedOriginal = sigmaSpaceOriginalSample(prediction, sigma: sigma, sample: sample, modelOutput: modelOutput)
+        let dt = sigmas[stepIndex + 1] - sigma
+        let derivative = elementwise(sample, predictedOriginal) { ($0 - $1) / sigma }
+        return elementwise(sample, derivative) { $0 + $1 * dt }
+    }
+}

@@ -1,0 +1,82 @@
+// Matches diffusers/schedulers/scheduling_lms_discrete.py (LMSDiscreteScheduler, order 4),
+// the linear multistep sampler of Karras et al. 2022 / k-diffusion in sigma space:
+//     d_i = (x_i - x̂_0(x_i, σ_i)) / σ_i,     x̂_0 = x - σ ε  (eps) or the v/sample forms
+//     x_{i+1} = x_i + Σ_{k<order} c_k d_{i-k},   c_k = ∫_{σ_i}^{σ_{i+1}} Π_{j≠k} (τ - σ_{i-j}) / (σ_{i-k} - σ_{i-j}) dτ
+// with order = min(i + 1, 4). diffusers integrates the Lagrange basis with scipy's quad;
+// the integrand is a polynomial of degree <= 3, so 3-point Gauss–Legendre is exact.
+// The model sees x / sqrt(σ² + 1).
+
+public struct LMSDiscreteScheduler: Scheduler, Sendable {
+    public let timesteps: [Float]
+    /// σ_0 ... σ_{n-1}, 0 (float32).
+    public let sigmas: [Float]
+    public let initNoiseSigma: Float
+
+    private let prediction: PredictionType
+    private let order = 4
+    private var derivatives: [[Float]] = []
+    private var stepsTaken = 0
+
+    public init(config: SchedulerConfig, steps: Int) throws {
+        let name = "LMSDiscreteScheduler"
+        guard steps > 0, steps <= config.numTrainTimesteps else {
+            throw SchedulerError.invalidStepCount(steps: steps, numTrainTimesteps: config.numTrainTimesteps)
+        }
+        prediction = try PredictionType(config, scheduler: name)
+        let table = try TrainingNoiseSchedule(config: config, scheduler: name, clampTerminalAlpha: false).sigmas
+        let spacing = try TimestepSpacing(config, default: .linspace, scheduler: name)
+        var times = sigmaSchedulerTimesteps(spacing, steps: steps, config: config)
+        var schedule = times.map { numpyInterp(Double($0), table: table) }
+        if config.useKarrasSigmas {
+            schedule = karrasSigmas(sigmaMin: schedule[schedule.count - 1], sigmaMax: schedule[0], count: steps)
+            let logTable = table.map { ElementaryMath.log($0) }
+            times = schedule.map { Float(sigmaToTimestep($0, logSigmas: logTable)) }
+        }
+        timesteps = times
+        sigmas = schedule.map { Float($0) } + [0]
+        let maxSigma = sigmas.max()!
+        initNoiseSigma = spacing == .leading ? (maxSigma * maxSigma + 1).squareRoot() : maxSigma
+    }
+
+    public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] {
+        let sigma = sigmas[stepIndex]
+        let scale = (sigma * sigma + 1).squareRoot()
+        return elementwise(sample) { $0 / scale }
+    }
+
+    public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
+        precondition(stepIndex == stepsTaken, "LMSDiscreteScheduler: steps must be taken in order (expected \(stepsTaken), got \(stepIndex))")
+        let sigma = sigmas[stepIndex]
+        let predictedOriginal = sigmaSpaceOriginalSample(prediction, sigma: sigma, sample: sample, modelOutput: modelOutput)
+        derivatives.append(elementwise(sample, predictedOriginal) { ($0 - $1) / sigma })
+        if derivatives.count > order { derivatives.removeFirst() }
+
+        let currentOrder = min(stepIndex + 1, order)
+        let coefficients = (0..<currentOrder).map { Float(lmsCoefficient(order: currentOrder, index: stepIndex, term: $0)) }
+        // Python's sum(): 0 + c0 d_i + c1 d_{i-1} + ..., then added to the sample.
+        var update = [Float](repeating: 0, count: sample.count)
+        for (k, derivative) in derivatives.reversed().prefix(currentOrder).enumerated() {
+            let c = coefficients[k]
+            update = elementwise(update, derivative) { $0 + c * $1 }
+        }
+        stepsTaken += 1
+        return elementwise(sample, update) { $0 + $1 }
+    }
+
+    /// ∫ over [σ_i, σ_{i+1}] of the Lagrange basis polynomial for node σ_{i-term}.
+    func lmsCoefficient(order: Int, index i: Int, term: Int) -> Double {
+        let node = Double(sigmas[i - term])
+        func basis(_ tau: Double) -> Double {
+            var product = 1.0
+            for k in 0..<order where k != term {
+                let other = Double(sigmas[i - k])
+                product *= (tau - other) / (node - other)
+            }
+            return product
+        }
+        let a = Double(sigmas[i]), b = Double(sigmas[i + 1])
+        let mid = 0.5 * (a + b), half = 0.5 * (b - a)
+        let offset = 0.7745966692414834     // sqrt(3/5): 3-point Gauss–Legendre, weights 5/9, 8/9
+        return half * (5.0 / 9.0 * basis(mid - half * offset) + 8.0 / 9.0 * basis(mid) + 5.0 / 9.0 * basis(mid + half * offset))
+    }
+}

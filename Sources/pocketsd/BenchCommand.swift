@@ -1,0 +1,250 @@
+import ArgumentParser
+import Glibc
+import SDFormat
+import SDKernels
+import SDModels
+import SDPipeline
+
+/// `pocketsd bench`: kernel GFLOP/s on the model's own shapes against the machine's FMA
+/// peak, then the time and peak RSS of each pipeline phase (docs/BENCHMARKS.md).
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure kernel GFLOP/s and per-phase time and memory with a .pdm model file.")
+
+    @Option(name: .shortAndLong, help: "The model file (.pdm).")
+    var model: String
+
+    @Option(help: "Image width in pixels, a multiple of 8.")
+    var width: Int = 512
+
+    @Option(help: "Image height in pixels, a multiple of 8.")
+    var height: Int = 512
+
+    @Option(help: "Guided UNet steps (batch 2) to time; the first one also pages the weights in.")
+    var steps: Int = 1
+
+    @Option(help: "Timed repetitions per kernel, after one warm-up run.")
+    var repeats: Int = 3
+
+    @Option(help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    @Flag(help: "Skip the kernel table.")
+    var skipKernels = false
+
+    @Flag(help: "Skip the pipeline phases.")
+    var skipPhases = false
+
+    @Flag(help: "Print the result as JSON on stdout.")
+    var json = false
+
+    func validate() throws {
+        guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
+            throw ValidationError("width and height must be positive multiples of 8 (got \(width)x\(height))")
+        }
+        guard width <= GenerationRequest.maxSide, height <= GenerationRequest.maxSide else {
+            throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
+        }
+        guard steps >= 1, steps <= 100 else { throw ValidationError("--steps must be between 1 and 100 (got \(steps))") }
+        guard repeats >= 1, repeats <= 1000 else { throw ValidationError("--repeats must be between 1 and 1000 (got \(repeats))") }
+        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+    }
+
+    struct KernelRow { let name: String, shape: String, result: KernelBenchmark.Result }
+    struct PhaseRow { let name: String, runs: String, seconds: [Double], peakResident: Int }
+
+    func run() throws {
+        let openStart = now()
+        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        let openSeconds = now() - openStart
+        let file = pipeline.file, pool = pipeline.pool
+        let type = Self.weightType(file)
+        let h = height / pipeline.vaeScaleFactor, w = width / pipeline.vaeScaleFactor
+        let load = Self.loadAverage()
+
+        var peak = 0.0
+        var kernels: [KernelRow] = []
+        if !skipKernels {
+            Terminal.progress("measuring FMA peak…")
+            peak = KernelBenchmark.measurePeakGFLOPS(pool: pool)
+            for (name, shape, measure) in kernelCases(pipeline, type: type, h: h, w: w) {
+                Terminal.progress("\(name) \(shape)…")
+                kernels.append(KernelRow(name: name, shape: shape, result: measure()))
+            }
+        }
+        let phases = skipPhases ? [] : try measurePhases(pipeline, h: h, w: w)
+        Terminal.progress("")
+        let peakResident = max(MemoryStats.current().peakResident, phases.map(\.peakResident).max() ?? 0)
+        let weights = file.string("general.weights") ?? "\(type)"
+
+        if json {
+            Terminal.printJSON(.object([
+                ("model", .string(model)), ("weights", .string(weights)), ("kernel_weight_type", .string("\(type)")),
+                ("width", .number(Double(width))), ("height", .number(Double(height))),
+                ("threads", .number(Double(pool.threads))), ("load_average", .array(load.map { .number($0) })),
+                ("open_seconds", .number(openSeconds)), ("fma_peak_gflops", .number(peak)),
+                ("kernels", .array(kernels.map { k in
+                    .object([("name", .string(k.name)), ("shape", .string(k.shape)), ("gflops", .number(k.result.gflops)),
+                             ("percent_of_peak", .number(peak > 0 ? 100 * k.result.gflops / peak : 0)),
+                             ("median_seconds", .number(k.result.medianSeconds)), ("min_seconds", .number(k.result.minSeconds)),
+                             ("max_seconds", .number(k.result.maxSeconds)),
+                             ("gflops_per_cpu_second", .number(k.result.gflopsPerCPUSecond))])
+                })),
+                ("phases", .array(phases.map { p in
+                    let s = p.seconds.sorted()
+                    return .object([("name", .string(p.name)), ("runs", .number(Double(s.count))),
+                                    ("median_seconds", .number(s[s.count / 2])), ("min_seconds", .number(s.first!)),
+                                    ("max_seconds", .number(s.last!)), ("peak_rss_bytes", .number(Double(p.peakResident)))])
+                })),
+                ("peak_rss_bytes", .number(Double(peakResident))),
+            ]))
+            return
+        }
+        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type)), \(width)×\(height) (latent \(w)×\(h)), "
+              + "\(pool.threads) threads, load average \(load.map { format($0, 2) }.joined(separator: " ")) at start")
+        if !skipKernels {
+            print("\nFMA peak: \(format(peak, 1)) GFLOP/s (\(pool.threads) threads). Kernels: median of \(repeats) after one warm-up.\n")
+            print("| kernel | shape | GFLOP/s | % of peak | median ms | min ms | max ms | GFLOP/s per CPU-s |")
+            print("|---|---|--:|--:|--:|--:|--:|--:|")
+            for k in kernels {
+                let r = k.result
+                print("| \(k.name) | \(k.shape) | \(format(r.gflops, 1)) | \(format(100 * r.gflops / peak, 0)) | "
+                      + "\(format(r.medianSeconds * 1e3, 1)) | \(format(r.minSeconds * 1e3, 1)) | \(format(r.maxSeconds * 1e3, 1)) | "
+                      + "\(format(r.gflopsPerCPUSecond, 1)) |")
+            }
+        }
+        print("\n| phase | runs | median s | min s | max s | peak RSS |")
+        print("|---|---|--:|--:|--:|--:|")
+        print("| open model file | 1 | \(format(openSeconds, 3)) | | | |")
+        for p in phases {
+            let s = p.seconds.sorted()
+            print("| \(p.name) | \(p.runs) | \(format(s[s.count / 2], 2)) | \(format(s.first!, 2)) | \(format(s.last!, 2)) | "
+                  + "\(formatBytes(p.peakResident)) |")
+        }
+        print("| whole process | | | | | \(formatBytes(peakResident)) |")
+    }
+
+    /// The SD shapes this model runs at this image size, from its configs.
+    func kernelCases(_ p: StableDiffusionPipeline, type: WeightType, h: Int, w: Int)
+        -> [(String, String, () -> KernelBenchmark.Result)] {
+        let pool = p.pool, n = repeats, unet = p.unetConfig
+        let ch = unet.blockOutChannels, last = ch.count - 1
+        let heads = unet.attentionHeads[0], tokens = h * w, contextTokens = p.tokenizer.maxLength
+        let lowTokens = max(1, h >> last) * max(1, w >> last)
+        var cases: [(String, String, () -> KernelBenchmark.Result)] = [
+            ("linear", "\(ch[0])×\(ch[0]), P=\(tokens)",
+             { KernelBenchmark.gemmGFLOPS(n: ch[0], k: ch[0], p: tokens, type: type, pool: pool, repeats: n) }),
+            // GEGLU: FeedForward(mult 4) projects to 2 · 4c (value and gate halves).
+            ("linear GEGLU proj", "\(8 * ch[0])×\(ch[0]), P=\(tokens)",
+             { KernelBenchmark.gemmGFLOPS(n: 8 * ch[0], k: ch[0], p: tokens, type: type, pool: pool, repeats: n) }),
+            ("linear (mid block)", "\(ch[last])×\(ch[last]), P=\(lowTokens)",
+             { KernelBenchmark.gemmGFLOPS(n: ch[last], k: ch[last], p: lowTokens, type: type, pool: pool, repeats: n) }),
+        ]
+        var seen: Set<Int> = []
+        for (level, c) in ch.enumerated() where seen.insert(c).inserted {
+            let hl = max(1, h >> level), wl = max(1, w >> level)
+            cases.append(("conv3x3", "\(c)→\(c), \(wl)×\(hl)", {
+                KernelBenchmark.conv3x3GFLOPS(inChannels: c, outChannels: c, height: hl, width: wl, type: type, pool: pool, repeats: n)
+            }))
+        }
+        // VAE decoder: widest block at latent size; the narrowest at half the image size
+        // (its real plane is the full image: 4× these FLOPs at the same rate).
+        let vaeWide = p.vaeConfig.blockOutChannels.last!, vaeNarrow = p.vaeConfig.blockOutChannels[0]
+        let hh = max(1, height / 2), wh = max(1, width / 2)
+        cases.append(("VAE conv3x3", "\(vaeWide)→\(vaeWide), \(w)×\(h)", {
+            KernelBenchmark.conv3x3GFLOPS(inChannels: vaeWide, outChannels: vaeWide, height: h, width: w, type: type, pool: pool, repeats: n)
+        }))
+        cases.append(("VAE conv3x3", "\(vaeNarrow)→\(vaeNarrow), \(wh)×\(hh)", {
+            KernelBenchmark.conv3x3GFLOPS(inChannels: vaeNarrow, outChannels: vaeNarrow, height: hh, width: wh, type: type, pool: pool, repeats: n)
+        }))
+        let d = ch[0] / heads
+        cases.append(("attention self", "\(heads)×\(d), T=\(tokens)", {
+            KernelBenchmark.attentionGFLOPS(heads: heads, headDim: d, queryTokens: tokens, keyTokens: tokens, pool: pool, repeats: n)
+        }))
+        cases.append(("attention cross", "\(heads)×\(d), Tq=\(tokens), Tk=\(contextTokens)", {
+            KernelBenchmark.attentionGFLOPS(heads: heads, headDim: d, queryTokens: tokens, keyTokens: contextTokens, pool: pool, repeats: n)
+        }))
+        return cases
+    }
+
+    /// Text encoder (batch 2, median of 3 after a warm-up), `steps` guided UNet steps
+    /// (batch 2; the first pages the weights in), one VAE decode. Each phase binds its
+    /// component, reports its own peak RSS, and drops the weight pages afterwards.
+    func measurePhases(_ p: StableDiffusionPipeline, h: Int, w: Int) throws -> [PhaseRow] {
+        let pool = p.pool
+        var rows: [PhaseRow] = []
+        func release(_ name: String) {
+            if let range = p.file.components.first(where: { $0.name == name })?.range { p.file.file.release(range) }
+        }
+
+        Terminal.progress("text encoder…")
+        MemoryStats.resetPeak()
+        let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
+        let ids = p.tokenizer.tokenize("") + p.tokenizer.tokenize("a photograph of an astronaut riding a horse")
+        var context = try text.encode(ids: ids, batch: 2, pool: pool)
+        var textTimes: [Double] = []
+        for _ in 0..<3 {
+            let t0 = now()
+            context = try text.encode(ids: ids, batch: 2, pool: pool)
+            textTimes.append(now() - t0)
+        }
+        rows.append(PhaseRow(name: "text encoder (batch 2)", runs: "3 after warm-up", seconds: textTimes,
+                             peakResident: MemoryStats.current().peakResident))
+        release("text_encoder")
+
+        MemoryStats.resetPeak()
+        let unet = try UNet2DConditionModel(config: p.unetConfig, weights: p.file.component("unet"))
+        let plane = p.unetConfig.inChannels * h * w
+        let latents = Self.noise(count: plane)
+        var unetTimes: [Double] = []
+        for step in 0..<steps {
+            Terminal.progress("UNet step \(step + 1)/\(steps)…")
+            let t0 = now()
+            let prediction = unet.predictNoise(sample: latents + latents, batch: 2, height: h, width: w, timestep: 981,
+                                               context: context, contextTokens: p.tokenizer.maxLength, pool: pool)
+            var guided = [Float](repeating: 0, count: plane)
+            for j in 0..<plane { guided[j] = prediction[j] + 7.5 * (prediction[plane + j] - prediction[j]) }
+            unetTimes.append(now() - t0)
+            if !guided.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the UNet produced non-finite values") }
+        }
+        rows.append(PhaseRow(name: "UNet step, guided (batch 2)", runs: steps == 1 ? "1 (cold pages)" : "\(steps), first cold",
+                             seconds: unetTimes, peakResident: MemoryStats.current().peakResident))
+        release("unet")
+
+        Terminal.progress("VAE decode…")
+        MemoryStats.resetPeak()
+        let vae = try AutoencoderKL(config: p.vaeConfig, weights: p.file.component("vae"))
+        let t0 = now()
+        let image = vae.decode(latents: latents, batch: 1, height: h, width: w, pool: pool)
+        rows.append(PhaseRow(name: "VAE decode \(width)×\(height)", runs: "1", seconds: [now() - t0],
+                             peakResident: MemoryStats.current().peakResident))
+        if !image.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the VAE produced non-finite values") }
+        release("vae")
+        return rows
+    }
+
+    /// The type most UNet weight matrices are stored in: what the kernels run on.
+    static func weightType(_ file: ModelFileReader) -> WeightType {
+        var elements: [TensorDType: Int] = [:]
+        for e in file.entries where e.component == "unet" && e.shape.count >= 2 { elements[e.dtype, default: 0] += e.elementCount }
+        switch elements.max(by: { $0.value < $1.value })?.key {
+        case .q8: return .q8
+        case .f16: return .f16
+        default: return .f32
+        }
+    }
+
+    /// Roughly unit-variance values from a fixed-seed xorshift: benchmark inputs only.
+    static func noise(count: Int) -> [Float] {
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        return (0..<count).map { _ in
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return Float(Int64(bitPattern: state >> 40) - (1 << 23)) / Float(1 << 23) * 1.7
+        }
+    }
+
+    static func loadAverage() -> [Double] {
+        var values = [Double](repeating: 0, count: 3)
+        return getloadavg(&values, 3) == 3 ? values : []
+    }
+}

@@ -1,0 +1,245 @@
+import ArgumentParser
+import Glibc
+import SDFormat
+import SDPipeline
+import SDSchedulers
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate", abstract: "Generate images from a prompt with a .pdm model file.")
+
+    @Option(name: .shortAndLong, help: "The model file (.pdm).")
+    var model: String
+
+    @Option(name: [.short, .customLong("prompt")], help: "The prompt; repeat for several prompts in one batch.")
+    var prompts: [String] = []
+
+    @Option(name: [.short, .customLong("negative-prompt")], help: "What to steer away from: once for every prompt, or once per prompt.")
+    var negativePrompts: [String] = []
+
+    @Option(help: "Denoising steps.")
+    var steps: Int = 50
+
+    @Option(name: [.customLong("guidance"), .customLong("cfg-scale")], help: "Classifier-free guidance scale; 1 or less turns guidance off.")
+    var guidance: Float = 7.5
+
+    @Option(help: "Random seed (torch.manual_seed compatible); random when omitted.")
+    var seed: UInt64?
+
+    @Option(help: "Image width in pixels, a multiple of 8.")
+    var width: Int = 512
+
+    @Option(help: "Image height in pixels, a multiple of 8.")
+    var height: Int = 512
+
+    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var scheduler: String = "pndm"
+
+    @Option(help: "Images per prompt.")
+    var images: Int = 1
+
+    @Option(help: "Save all images as one grid, ROWSxCOLS (e.g. 2x2).")
+    var grid: String?
+
+    @Option(help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    @Option(name: .shortAndLong, help: "Output PNG; with several images and no grid, -N is added before .png.")
+    var output: String = "output.png"
+
+    @Option(help: "Also write the final latents (before the VAE) as a float32 NCHW .npy file.")
+    var saveLatents: String?
+
+    @Flag(help: "Print time and peak memory per phase.")
+    var stats = false
+
+    @Flag(help: "Print the result as JSON on stdout.")
+    var json = false
+
+    func validate() throws {
+        guard !prompts.isEmpty else { throw ValidationError("give a prompt with -p") }
+        guard negativePrompts.count <= 1 || negativePrompts.count == prompts.count else {
+            throw ValidationError("give -n once, or once per -p (\(prompts.count) times)")
+        }
+        guard SchedulerKind(rawValue: scheduler) != nil else {
+            throw ValidationError("unknown scheduler \(scheduler); choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
+            throw ValidationError("width and height must be positive multiples of 8 (got \(width)x\(height))")
+        }
+        guard width <= GenerationRequest.maxSide, height <= GenerationRequest.maxSide else {
+            throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
+        }
+        guard steps >= 1, steps <= 1000 else { throw ValidationError("--steps must be between 1 and 1000 (got \(steps))") }
+        guard images >= 1 else { throw ValidationError("--images must be at least 1 (got \(images))") }
+        guard prompts.count * images <= GenerationRequest.maxImages else {
+            throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
+        }
+        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        if let grid {
+            guard let (r, c) = Self.parseGrid(grid) else { throw ValidationError("--grid must look like 2x2 (got \(grid))") }
+            guard r * c == prompts.count * images else {
+                throw ValidationError("--grid \(grid) holds \(r * c) images but the run makes \(prompts.count * images)")
+            }
+        }
+    }
+
+    static func parseGrid(_ text: String) -> (Int, Int)? {
+        let parts = text.lowercased().split(separator: "x")
+        guard parts.count == 2, let r = Int(parts[0]), let c = Int(parts[1]), r >= 1, c >= 1, r <= 64, c <= 64 else { return nil }
+        return (r, c)
+    }
+
+    /// Output files, decided (and their folders checked) before any work is done.
+    func outputPaths(count: Int) throws -> [String] {
+        let paths: [String]
+        if count == 1 || grid != nil {
+            paths = [output]
+        } else {
+            let stem = output.hasSuffix(".png") ? String(output.dropLast(4)) : output
+            paths = (0..<count).map { "\(stem)-\($0).png" }
+        }
+        for p in paths + (saveLatents.map { [$0] } ?? []) { try checkWritable(p) }
+        return paths
+    }
+
+    func run() throws {
+        var request = GenerationRequest(prompts: prompts, negativePrompts: negativePrompts)
+        request.steps = steps
+        request.guidanceScale = guidance
+        request.seed = seed ?? randomSeed()
+        request.width = width
+        request.height = height
+        request.imagesPerPrompt = images
+        request.scheduler = SchedulerKind(rawValue: scheduler)!
+        let paths = try outputPaths(count: request.imageCount)
+        if seed == nil { Terminal.info("seed: \(request.seed)") }
+
+        let start = now()
+        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        let loadSeconds = now() - start
+        var stepStart = now()
+        let result = try pipeline.generate(request) { p in
+            switch p.phase {
+            case .denoising:
+                let t = now()
+                Terminal.progress("step \(p.step)/\(p.totalSteps)  \(format(t - stepStart, 2)) s/step")
+                stepStart = t
+            default:
+                Terminal.progress(p.phase.rawValue + "…")
+                stepStart = now()
+            }
+            return true
+        }
+        Terminal.progress("")
+        let modelName = Self.modelName(model)
+        var written: [JSON] = []
+        if let grid, let (r, c) = Self.parseGrid(grid) {
+            let image = RGBImage.grid(result.images, rows: r, columns: c)
+            try PNGWriter.write(image, to: paths[0], text: [("parameters", automatic1111Parameters(promptIndex: 0, request: request, modelName: modelName))])
+            written.append(.object([("file", .string(paths[0])), ("seed", .number(Double(request.seed))), ("grid", .string(grid))]))
+        } else {
+            for (i, image) in result.images.enumerated() {
+                let prompt = prompts[i / images]
+                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(promptIndex: i / images, request: request, modelName: modelName))])
+                written.append(.object([("file", .string(paths[i])), ("seed", .number(Double(request.seed))),
+                                        ("batch_index", .number(Double(i))), ("prompt", .string(prompt))]))
+            }
+        }
+        if let saveLatents {
+            try writeFile(saveLatents, NPYArray.encode(shape: result.latentShape, floats: result.latents))
+        }
+        let total = now() - start
+        let phases = [("load", loadSeconds, nil)] + result.phases.map { ($0.name, $0.seconds, Optional($0.memory)) }
+        if json {
+            Terminal.printJSON(.object([
+                ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
+                ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)),
+                ("width", .number(Double(width))), ("height", .number(Double(height))),
+                ("peak_rss_bytes", .number(Double(result.phases.map(\.memory.peakResident).max() ?? 0))),
+                ("phases", .array(phases.map { name, seconds, memory in
+                    var fields: [(String, JSON)] = [("name", .string(name)), ("seconds", .number(seconds))]
+                    if let m = memory {
+                        fields += [("peak_rss_bytes", .number(Double(m.peakResident))),
+                                   ("rss_anon_bytes", .number(Double(m.residentAnonymous))),
+                                   ("rss_file_bytes", .number(Double(m.residentFile)))]
+                    }
+                    return .object(fields)
+                })),
+            ]))
+            return
+        }
+        for w in written { if let f = w["file"]?.string { print("wrote \(f)") } }
+        if stats {
+            print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true) + pad("file", 12, right: true))
+            for (name, seconds, memory) in phases {
+                var line = pad(name, 14) + pad(format(seconds, 2), 10, right: true)
+                if let m = memory {
+                    line += pad(formatBytes(m.peakResident), 12, right: true) + pad(formatBytes(m.residentAnonymous), 12, right: true)
+                        + pad(formatBytes(m.residentFile), 12, right: true)
+                }
+                print(line)
+            }
+            print(pad("total", 14) + pad(format(total, 2), 10, right: true))
+        }
+    }
+
+    static func modelName(_ path: String) -> String {
+        let base = path.split(separator: "/").last.map(String.init) ?? path
+        return base.hasSuffix(".pdm") ? String(base.dropLast(4)) : base
+    }
+}
+
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize", abstract: "Print the token ids the text encoder receives for a prompt.")
+
+    @Option(name: .shortAndLong, help: "The model file (.pdm).")
+    var model: String
+
+    @Flag(help: "Print {\"ids\": [...]} on stdout.")
+    var json = false
+
+    @Argument(help: "The prompt.")
+    var prompt: String
+
+    func run() throws {
+        let tokenizer = try StableDiffusionPipeline.tokenizer(of: ModelFileReader(path: model))
+        let ids = tokenizer.tokenize(prompt)
+        if json {
+            Terminal.printJSON(.object([("ids", .array(ids.map { .number(Double($0)) }))]))
+        } else {
+            print(ids.map(String.init).joined(separator: " "))
+        }
+    }
+}
+
+/// Fails early, with the path, when a file cannot be created there.
+func checkWritable(_ path: String) throws {
+    let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+    var st = stat()
+    guard stat(dir.isEmpty ? "/" : dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+        throw FormatError(path, "output folder \(dir) does not exist")
+    }
+    guard access(dir.isEmpty ? "/" : dir, W_OK) == 0 else { throw FormatError(path, "output folder \(dir) is not writable") }
+    if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw FormatError(path, "output path is a folder") }
+}
+
+/// Writes a whole file via a temporary name, so a failure leaves nothing half-written.
+func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    let temporary = path + ".partial-\(getpid())"
+    guard let fp = fopen(temporary, "wb") else { throw FormatError(path, "cannot create file: \(String(cString: strerror(errno)))") }
+    let n = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, fp) }
+    let closed = fclose(fp) == 0
+    guard n == bytes.count, closed, rename(temporary, path) == 0 else {
+        unlink(temporary)
+        throw FormatError(path, "cannot write file")
+    }
+}
+
+func randomSeed() -> UInt64 {
+    // 32-bit seeds, as AUTOMATIC1111 uses, so they are easy to type back.
+    UInt64(UInt32.random(in: 0...UInt32.max))
+}
+
+func defaultThreadCount() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }

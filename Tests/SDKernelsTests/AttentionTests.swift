@@ -1,0 +1,64 @@
+import XCTest
+@testable import SDKernels
+
+final class AttentionTests: XCTestCase {
+    struct Case: CustomStringConvertible {
+        var heads, headDim, batch, tq, tk: Int
+        var causal: Bool
+        var description: String { "heads=\(heads) d=\(headDim) B=\(batch) Tq=\(tq) Tk=\(tk) causal=\(causal)" }
+    }
+
+    /// Tq ≠ Tk, single tokens, tails of the 16-query panel, of the 64-query tile and of the
+    /// 96-key block, 77-token keys (CLIP), head dims 4, 8, 40, 64 and a 6-row tail (d = 9).
+    let cases: [Case] = [
+        Case(heads: 1, headDim: 4, batch: 1, tq: 1, tk: 1, causal: false),
+        Case(heads: 2, headDim: 8, batch: 1, tq: 17, tk: 5, causal: false),
+        Case(heads: 1, headDim: 9, batch: 2, tq: 3, tk: 33, causal: false),
+        Case(heads: 3, headDim: 40, batch: 1, tq: 70, tk: 77, causal: false),
+        Case(heads: 2, headDim: 40, batch: 2, tq: 33, tk: 100, causal: false),
+        Case(heads: 1, headDim: 64, batch: 1, tq: 130, tk: 201, causal: false),
+        Case(heads: 2, headDim: 64, batch: 2, tq: 77, tk: 77, causal: true),
+        Case(heads: 1, headDim: 8, batch: 1, tq: 1, tk: 1, causal: true),
+        Case(heads: 2, headDim: 4, batch: 1, tq: 100, tk: 100, causal: true),
+        Case(heads: 1, headDim: 40, batch: 1, tq: 20, tk: 7, causal: true),
+        Case(heads: 1, headDim: 77, batch: 1, tq: 17, tk: 9, causal: false),
+    ]
+
+    func check(_ c: Case, pool: ThreadPool, seed: UInt64, scale: Float = 1) {
+        var random = SeededRandom(seed: seed)
+        let rows = c.heads * c.headDim
+        let q = random.array(rows * c.batch * c.tq, -scale, scale)
+        let k = random.array(rows * c.batch * c.tk, -scale, scale)
+        let v = random.array(rows * c.batch * c.tk)
+        let expected = outputBuffer(rows * c.batch * c.tq) { y in
+            q.ptr { qp in k.ptr { kp in v.ptr { vp in
+                ReferenceKernels.attention(query: qp, key: kp, value: vp, heads: c.heads, headDim: c.headDim,
+                                           batch: c.batch, queryTokens: c.tq, keyTokens: c.tk, causal: c.causal,
+                                           output: y)
+            } } }
+        }
+        let actual = outputBuffer(rows * c.batch * c.tq) { y in
+            q.ptr { qp in k.ptr { kp in v.ptr { vp in
+                Kernels.attention(query: qp, key: kp, value: vp, heads: c.heads, headDim: c.headDim, batch: c.batch,
+                                  queryTokens: c.tq, keyTokens: c.tk, causal: c.causal, output: y, pool: pool)
+            } } }
+        }
+        let error = nmse(actual, expected)
+        XCTAssertLessThan(error, MaxNMSE.attention,
+                          "attention \(c) scale=\(scale) threads=\(pool.threads): nmse \(error)")
+    }
+
+    func testAwkwardShapes() {
+        for (i, c) in cases.enumerated() {
+            check(c, pool: testPools[i % 3], seed: 2000 + UInt64(i))
+        }
+    }
+
+    /// Large logits: peaked softmax, where a wrong running max or rescale shows.
+    func testLargeScores() {
+        check(Case(heads: 2, headDim: 8, batch: 1, tq: 40, tk: 200, causal: false), pool: testPools[1], seed: 2100,
+              scale: 6)
+        check(Case(heads: 1, headDim: 16, batch: 2, tq: 99, tk: 99, causal: true), pool: testPools[2], seed: 2101,
+              scale: 5)
+    }
+}

@@ -1,0 +1,150 @@
+import XCTest
+import SDSchedulers
+
+final class SchedulerConfigTests: XCTestCase {
+    /// runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json as a parser would give it.
+    let sd15File: [String: SchedulerConfig.Value] = [
+        "_class_name": .string("PNDMScheduler"), "_diffusers_version": .string("0.6.0"),
+        "beta_end": .double(0.012), "beta_schedule": .string("scaled_linear"), "beta_start": .double(0.00085),
+        "num_train_timesteps": .int(1000), "set_alpha_to_one": .bool(false), "skip_prk_steps": .bool(true),
+        "steps_offset": .int(1), "trained_betas": .null, "clip_sample": .bool(false),
+    ]
+
+    func testDefaultInitIsStableDiffusion15() throws {
+        let config = SchedulerConfig()
+        XCTAssertEqual(config, try SchedulerConfig(diffusersConfig: sd15File))
+        XCTAssertEqual(config.numTrainTimesteps, 1000)
+        XCTAssertEqual(config.betaStart, 0.00085)
+        XCTAssertEqual(config.betaEnd, 0.012)
+        XCTAssertEqual(config.betaSchedule, "scaled_linear")
+        XCTAssertEqual(config.stepsOffset, 1)
+        XCTAssertEqual(config.setAlphaToOne, false)
+        XCTAssertEqual(config.skipPrkSteps, true)
+        XCTAssertEqual(config.clipSample, false)
+        XCTAssertEqual(config.predictionType, "epsilon")
+        XCTAssertNil(config.timestepSpacing, "absent from the SD 1.5 file: each class uses its own default")
+        XCTAssertNil(config.trainedBetas)
+    }
+
+    func testAbsentKeysTakeDiffusersDefaults() throws {
+        let config = try SchedulerConfig(diffusersConfig: ["prediction_type": .string("v_prediction")])
+        var expected = SchedulerConfig.diffusersDefaults
+        expected.predictionType = "v_prediction"
+        XCTAssertEqual(config, expected)
+        XCTAssertEqual(expected.betaSchedule, "linear")
+        XCTAssertEqual(expected.betaStart, 0.0001)
+        XCTAssertEqual(expected.stepsOffset, 0)
+        XCTAssertNil(expected.setAlphaToOne)
+        XCTAssertEqual(expected.clipSample, true)
+        XCTAssertEqual(expected.lambdaMinClipped, -.infinity)
+    }
+
+    func testValueTypesAreCheckedAndUnknownKeysIgnored() throws {
+        let config = try SchedulerConfig(diffusersConfig: [
+            "num_train_timesteps": .double(500), "beta_start": .int(0), "trained_betas": .doubles([0.1, 0.2]),
+            "timestep_spacing": .string("trailing"), "use_exponential_sigmas": .bool(true), "lambda_min_clipped": .string("-inf"),
+        ])
+        XCTAssertEqual(config.numTrainTimesteps, 500)
+        XCTAssertEqual(config.betaStart, 0)
+        XCTAssertEqual(config.trainedBetas, [0.1, 0.2])
+        XCTAssertEqual(config.timestepSpacing, "trailing")
+        XCTAssertFalse(SchedulerConfig.knownKeys.contains("use_exponential_sigmas"))
+        XCTAssertThrowsError(try SchedulerConfig(diffusersConfig: ["steps_offset": .string("1")])) { error in
+            XCTAssertEqual(error as? SchedulerError, .invalidConfigValue(key: "steps_offset", value: "string(\"1\")"))
+        }
+        XCTAssertThrowsError(try SchedulerConfig(diffusersConfig: ["num_train_timesteps": .double(999.5)]))
+        XCTAssertThrowsError(try SchedulerConfig(diffusersConfig: ["clip_sample": .int(0)]))
+    }
+
+    func testKindsNamesAndClasses() throws {
+        XCTAssertEqual(SchedulerKind.allCases.map(\.rawValue), ["pndm", "ddim", "lms", "euler", "euler-a", "dpm++2m", "dpm++2m-karras"])
+        XCTAssertEqual(SchedulerKind.allCases.map(\.displayName), ["PNDM", "DDIM", "LMS", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"])
+        let expected: [SchedulerKind: any Scheduler.Type] = [
+            .pndm: PNDMScheduler.self, .ddim: DDIMScheduler.self, .lms: LMSDiscreteScheduler.self,
+            .euler: EulerDiscreteScheduler.self, .eulerAncestral: EulerAncestralDiscreteScheduler.self,
+            .dpmpp2m: DPMSolverMultistepScheduler.self, .dpmpp2mKarras: DPMSolverMultistepScheduler.self,
+        ]
+        for kind in SchedulerKind.allCases {
+            let scheduler = try makeScheduler(kind, config: SchedulerConfig(), steps: 20)
+            XCTAssertTrue(type(of: scheduler) == expected[kind]!, "\(kind)")
+            XCTAssertEqual(String(describing: type(of: scheduler)), kind.diffusersClassName)
+            // PNDM's PLMS warm-up calls the model once more than the step count.
+            XCTAssertEqual(scheduler.timesteps.count, kind == .pndm ? 21 : 20, "\(kind)")
+        }
+    }
+
+    func testKarrasKindDiffersFromPlainDPM() throws {
+        let plain = try makeScheduler(.dpmpp2m, config: SchedulerConfig(), steps: 10) as! DPMSolverMultistepScheduler
+        let karras = try makeScheduler(.dpmpp2mKarras, config: SchedulerConfig(), steps: 10) as! DPMSolverMultistepScheduler
+        XCTAssertNotEqual(plain.sigmas, karras.sigmas)
+        XCTAssertEqual(karras.sigmas.first!, plain.sigmas.first!, accuracy: 1e-5 * plain.sigmas.first!)
+        // The plain kind ignores use_karras_sigmas from the file; the Karras kind sets it.
+        var config = SchedulerConfig()
+        config.useKarrasSigmas = true
+        let forcedPlain = try makeScheduler(.dpmpp2m, config: config, steps: 10) as! DPMSolverMultistepScheduler
+        XCTAssertEqual(forcedPlain.sigmas, plain.sigmas)
+    }
+
+    func testStepCountIsValidated() {
+        for steps in [0, -3, 1001] {
+            for kind in SchedulerKind.allCases {
+                XCTAssertThrowsError(try makeScheduler(kind, config: SchedulerConfig(), steps: steps)) { error in
+                    XCTAssertEqual(error as? SchedulerError, .invalidStepCount(steps: steps, numTrainTimesteps: 1000))
+                    XCTAssertTrue("\(error)".contains("between 1 and num_train_timesteps (1000)"), "\(error)")
+                }
+            }
+        }
+        XCTAssertNoThrow(try makeScheduler(.euler, config: SchedulerConfig(), steps: 1000))
+    }
+
+    func testUnsupportedSettingsThrowClearErrors() {
+        func check(_ kind: SchedulerKind, _ edit: (inout SchedulerConfig) -> Void, steps: Int = 10, mentions: String,
+                   line: UInt = #line) {
+            var config = SchedulerConfig()
+            edit(&config)
+            XCTAssertThrowsError(try makeScheduler(kind, config: config, steps: steps), line: line) { error in
+                XCTAssertTrue("\(error)".contains(mentions), "\(error)", line: line)
+            }
+        }
+        check(.ddim, { $0.betaSchedule = "sigmoid" }, mentions: "beta_schedule = sigmoid")
+        check(.euler, { $0.timestepSpacing = "uniform" }, mentions: "timestep_spacing = uniform")
+        check(.pndm, { $0.predictionType = "sample" }, mentions: "prediction_type = sample")
+        check(.eulerAncestral, { $0.predictionType = "flow" }, mentions: "prediction_type = flow")
+        check(.ddim, { $0.thresholding = true }, mentions: "thresholding")
+        check(.euler, { $0.interpolationType = "log_linear" }, mentions: "interpolation_type")
+        check(.dpmpp2m, { $0.solverType = "bogus" }, mentions: "solver_type = bogus")
+        check(.pndm, { $0.skipPrkSteps = false }, steps: 3, mentions: "at least 4 steps")
+        // leading spacing with steps_offset 1 at 1000 steps would index alphas_cumprod[1000].
+        check(.ddim, { _ in }, steps: 1000, mentions: "timestep 1000 outside 0..<1000")
+        check(.pndm, { _ in }, steps: 1000, mentions: "timestep 1000 outside 0..<1000")
+        XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.algorithmType = "sde-dpmsolver++"; return c }(), steps: 10))
+        XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.solverOrder = 4; return c }(), steps: 10))
+    }
+
+    func testModelInputScalingIsElementwiseForAnyBatch() throws {
+        let x: [Float] = (0..<48).map { Float($0) / 7 - 3 }
+        for kind in SchedulerKind.allCases {
+            let scheduler = try makeScheduler(kind, config: SchedulerConfig(), steps: 5)
+            for i in scheduler.timesteps.indices {
+                let single = scheduler.scaleModelInput(x, stepIndex: i)
+                XCTAssertEqual(scheduler.scaleModelInput(x + x, stepIndex: i), single + single, "\(kind)")
+            }
+        }
+        let euler = try makeScheduler(.euler, config: SchedulerConfig(), steps: 5) as! EulerDiscreteScheduler
+        let sigma = euler.sigmas[0]
+        XCTAssertEqual(euler.scaleModelInput([1], stepIndex: 0)[0], 1 / (sigma * sigma + 1).squareRoot())
+        XCTAssertEqual(euler.initNoiseSigma, sigma, "linspace spacing: init sigma is sigma_max")
+    }
+
+    func testAncestralStepDrawsOneNoiseTensorPerStep() throws {
+        var scheduler = try makeScheduler(.eulerAncestral, config: SchedulerConfig(), steps: 3)
+        var generator = TorchGenerator(seed: 9)
+        var reference = TorchGenerator(seed: 9)
+        let sample = [Float](repeating: 0.5, count: 20)
+        for i in 0..<3 {
+            _ = scheduler.step(modelOutput: sample, stepIndex: i, sample: sample, generator: &generator)
+            _ = reference.randn(count: sample.count)
+        }
+        XCTAssertEqual(generator.randn(count: 5), reference.randn(count: 5), "generator state after 3 steps")
+    }
+}

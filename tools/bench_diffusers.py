@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Times the reference stack (diffusers on CPU PyTorch, float32) phase by phase on a local
+diffusers folder, for comparison with `pocketsd bench` on the same machine (docs/BENCHMARKS.md).
+
+    /work/venv/bin/python tools/bench_diffusers.py [FOLDER] [--threads T] [--width 512 --height 512]
+        [--unet-runs 2] [--vae-runs 1] [--json]
+
+FOLDER        a diffusers Stable Diffusion folder, default models/sd15-random
+              (tools/make_sd15_random.py); loaded from disk only, never from a hub id
+--threads T   torch.set_num_threads(T); default: all cores (as pocketsd)
+--unet-runs   guided UNet steps (batch 2) to time; the first one is reported as such
+--json        print one JSON object instead of the markdown table
+
+Phases, each under torch.inference_mode():
+  load           the three components with torch_dtype=float32 (fp16 files are upcast),
+                 all resident at once as StableDiffusionPipeline holds them
+  text encoder   batch 2 (negative + prompt, 77 tokens), median of 3 after one warm-up
+  UNet step      batch 2 at the latent size (64x64 for 512x512) plus the guidance combine
+  VAE decode     one latent to a width x height image
+Each phase's peak RSS is VmHWM from /proc/self/status after resetting it with
+/proc/self/clear_refs (the same method as pocketsd); the whole-process peak is
+resource.getrusage(RUSAGE_SELF).ru_maxrss.
+
+Environment: nothing is set globally here. The OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
+variables mentioned in the machine notes concern numpy's OpenBLAS; PyTorch's CPU kernels
+use their own oneDNN/MKL-style code paths, so they do not affect these timings.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def vm_hwm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def timed(fn, runs, warmup):
+    if warmup:
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def phase(name, runs_text, times):
+    return {"name": name, "runs": runs_text, "seconds": times, "median_seconds": statistics.median(times),
+            "min_seconds": min(times), "max_seconds": max(times), "peak_rss_bytes": vm_hwm_bytes()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", nargs="?", default=os.path.join(REPO, "models", "sd15-random"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--height", type=int, default=512)
+    ap.add_argument("--unet-runs", type=int, default=2)
+    ap.add_argument("--vae-runs", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not os.path.isfile(os.path.join(args.folder, "model_index.json")):
+        sys.exit(f"bench_diffusers: {args.folder} is not a diffusers folder (no model_index.json)")
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch.set_num_threads(args.threads)
+    load_avg = os.getloadavg()
+    phases = []
+
+    reset_peak()
+    t0 = time.perf_counter()
+    sub = lambda name: os.path.join(args.folder, name)  # noqa: E731
+    tokenizer = CLIPTokenizer.from_pretrained(sub("tokenizer"))
+    text_encoder = CLIPTextModel.from_pretrained(sub("text_encoder"), torch_dtype=torch.float32).eval()
+    unet = UNet2DConditionModel.from_pretrained(sub("unet"), torch_dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(sub("vae"), torch_dtype=torch.float32).eval()
+    phases.append(phase("load (fp16 files -> fp32)", "1", [time.perf_counter() - t0]))
+
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    h, w = args.height // factor, args.width // factor
+    with torch.inference_mode():
+        ids = tokenizer(["", "a photograph of an astronaut riding a horse"], padding="max_length",
+                        max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        reset_peak()
+        holder = {}
+
+        def encode():
+            holder["context"] = text_encoder(ids)[0]
+
+        phases.append(phase("text encoder (batch 2)", "3 after warm-up", timed(encode, 3, warmup=True)))
+        context = holder["context"]
+
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randn((1, unet.config.in_channels, h, w), generator=generator)
+        timestep = torch.tensor(981)
+
+        def unet_step():
+            noise = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=context).sample
+            uncond, cond = noise.chunk(2)
+            holder["noise"] = uncond + 7.5 * (cond - uncond)
+
+        reset_peak()
+        times = timed(unet_step, args.unet_runs, warmup=False)
+        runs = "1 (first)" if len(times) == 1 else f"{len(times)}, first {times[0]:.2f} s"
+        phases.append(phase("UNet step, guided (batch 2)", runs, times))
+        assert torch.isfinite(holder["noise"]).all()
+
+        def decode():
+            holder["image"] = vae.decode(latents / vae.config.scaling_factor).sample
+
+        reset_peak()
+        phases.append(phase(f"VAE decode {args.width}x{args.height}", str(args.vae_runs),
+                            timed(decode, args.vae_runs, warmup=False)))
+        assert torch.isfinite(holder["image"]).all()
+
+    result = {
+        "tool": "diffusers", "torch": torch.__version__, "folder": args.folder, "dtype": "float32",
+        "threads": torch.get_num_threads(), "width": args.width, "height": args.height,
+        "load_average": list(load_avg), "phases": phases,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"diffusers {result['torch']} fp32, {result['threads']} threads, {args.width}x{args.height}, "
+          f"load average {' '.join(f'{x:.2f}' for x in load_avg)} at start\n")
+    print("| phase | runs | median s | min s | max s | peak RSS |")
+    print("|---|---|--:|--:|--:|--:|")
+    for p in phases:
+        print(f"| {p['name']} | {p['runs']} | {p['median_seconds']:.2f} | {p['min_seconds']:.2f} | "
+              f"{p['max_seconds']:.2f} | {p['peak_rss_bytes'] / 2**30:.2f} GiB |")
+    print(f"| whole process | | | | | {result['peak_rss_bytes'] / 2**30:.2f} GiB |")
+
+
+if __name__ == "__main__":
+    main()
