@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "SDSchedulers"),
         .target(name: "SDModels", dependencies: ["SDKernels", "SDFormat"], swiftSettings: optimized),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
-        .target(name: "SDConverter", dependencies: ["SDFormat", "SDTokenizer"], swiftSettings: kernelFlags),
+        .target(name: "SDConverter", dependencies: ["SDFormat", "SDModels", "SDTokenizer"], swiftSettings: kernelFlags),
         .target(name: "SDPipeline",
                 dependencies: ["SDKernels", "SDFormat", "SDModels", "SDSchedulers", "SDTokenizer", "CPNG"],
                 swiftSettings: kernelFlags),
