@@ -14,7 +14,7 @@ let kernelFlags: [SwiftSetting] = []
 // fully specialised with whole-module optimisation.
 let optimized: [SwiftSetting] = kernelFlags + [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-    .unsafeFlags(["-O"], .when(configuration: .debug)),
+    .unsafeFlags(["-Ounchecked"], .when(configuration: .debug)),
 ]
 
 let package = Package(

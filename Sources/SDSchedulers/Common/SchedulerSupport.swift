@@ -80,3 +80,38 @@ func sigmaSpaceOriginalSample(_ prediction: PredictionType, sigma: Float, sample
         return modelOutput
     }
 }
+
+/// The σ-space schedule shared by Euler, Euler ancestral and LMS: timesteps spaced as the
+/// config says, σ(t) interpolated from the training table (or Karras-spaced with the
+/// timesteps mapped back), and the initial noise scale diffusers derives from them.
+struct SigmaSchedule {
+    let timesteps: [Float]
+    /// σ_0 … σ_{n-1} in float64, before the caller appends the final σ.
+    let sigmas: [Double]
+    let spacing: TimestepSpacing
+
+    init(config: SchedulerConfig, steps: Int, table: [Float], scheduler name: String, karras: Bool) throws {
+        spacing = try TimestepSpacing(config, default: .linspace, scheduler: name)
+        var times = sigmaSchedulerTimesteps(spacing, steps: steps, config: config)
+        var schedule = times.map { numpyInterp(Double($0), table: table) }
+        if karras {
+            schedule = karrasSigmas(sigmaMin: schedule[schedule.count - 1], sigmaMax: schedule[0], count: steps)
+            let logTable = table.map { ElementaryMath.log($0) }
+            times = schedule.map { Float(sigmaToTimestep($0, logSigmas: logTable)) }
+        }
+        timesteps = times
+        sigmas = schedule
+    }
+
+    /// diffusers: max σ, or sqrt(max σ² + 1) with "leading" spacing.
+    func initNoiseSigma(_ sigmas: [Float]) -> Float {
+        let maxSigma = sigmas.max()!
+        return spacing == .leading ? (maxSigma * maxSigma + 1).squareRoot() : maxSigma
+    }
+}
+
+/// The model input of σ-space schedulers: x / sqrt(σ² + 1).
+func scaledBySigma(_ sample: [Float], _ sigma: Float) -> [Float] {
+    let scale = (sigma * sigma + 1).squareRoot()
+    return elementwise(sample) { $0 / scale }
+}

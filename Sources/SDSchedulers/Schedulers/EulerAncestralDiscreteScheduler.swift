@@ -20,18 +20,13 @@ public struct EulerAncestralDiscreteScheduler: Scheduler, Sendable {
         }
         prediction = try PredictionType(config, scheduler: name, allowSample: false)
         let table = try TrainingNoiseSchedule(config: config, scheduler: name, clampTerminalAlpha: true).sigmas
-        let spacing = try TimestepSpacing(config, default: .linspace, scheduler: name)
-        timesteps = sigmaSchedulerTimesteps(spacing, steps: steps, config: config)
-        sigmas = timesteps.map { Float(numpyInterp(Double($0), table: table)) } + [0]
-        let maxSigma = sigmas.max()!
-        initNoiseSigma = spacing == .leading ? (maxSigma * maxSigma + 1).squareRoot() : maxSigma
+        let schedule = try SigmaSchedule(config: config, steps: steps, table: table, scheduler: name, karras: false)
+        timesteps = schedule.timesteps
+        sigmas = schedule.sigmas.map { Float($0) } + [0]
+        initNoiseSigma = schedule.initNoiseSigma(sigmas)
     }
 
-    public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] {
-        let sigma = sigmas[stepIndex]
-        let scale = (sigma * sigma + 1).squareRoot()
-        return elementwise(sample) { $0 / scale }
-    }
+    public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { scaledBySigma(sample, sigmas[stepIndex]) }
 
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         let sigma = sigmas[stepIndex]

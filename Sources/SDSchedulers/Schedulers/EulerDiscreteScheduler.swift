@@ -24,31 +24,19 @@ public struct EulerDiscreteScheduler: Scheduler, Sendable {
         }
         prediction = try PredictionType(config, scheduler: name)
         let table = try TrainingNoiseSchedule(config: config, scheduler: name, clampTerminalAlpha: true).sigmas
-        let spacing = try TimestepSpacing(config, default: .linspace, scheduler: name)
-        var times = sigmaSchedulerTimesteps(spacing, steps: steps, config: config)
-        var schedule = times.map { numpyInterp(Double($0), table: table) }
-        if config.useKarrasSigmas {
-            schedule = karrasSigmas(sigmaMin: schedule[schedule.count - 1], sigmaMax: schedule[0], count: steps)
-            let logTable = table.map { ElementaryMath.log($0) }
-            times = schedule.map { Float(sigmaToTimestep($0, logSigmas: logTable)) }
-        }
+        let schedule = try SigmaSchedule(config: config, steps: steps, table: table, scheduler: name, karras: config.useKarrasSigmas)
         let last: Float
         switch config.finalSigmasType {
         case "zero": last = 0
         case "sigma_min": last = table[0]
         default: throw SchedulerError.unsupported(scheduler: name, setting: "final_sigmas_type", value: config.finalSigmasType)
         }
-        timesteps = times
-        sigmas = schedule.map { Float($0) } + [last]
-        let maxSigma = sigmas.max()!
-        initNoiseSigma = spacing == .leading ? (maxSigma * maxSigma + 1).squareRoot() : maxSigma
+        timesteps = schedule.timesteps
+        sigmas = schedule.sigmas.map { Float($0) } + [last]
+        initNoiseSigma = schedule.initNoiseSigma(sigmas)
     }
 
-    public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] {
-        let sigma = sigmas[stepIndex]
-        let scale = (sigma * sigma + 1).squareRoot()
-        return elementwise(sample) { $0 / scale }
-    }
+    public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { scaledBySigma(sample, sigmas[stepIndex]) }
 
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         let sigma = sigmas[stepIndex]
