@@ -8,18 +8,21 @@
 /// Work items are (batch, head, query tile); each thread transposes K for its current
 /// (batch, head) once into its scratch, [Tk × d], so the first product reads rows.
 enum Attention {
+    typealias V = NativeF32
+
     /// Query micro-panels (of 2V queries) per work item: K/V blocks are reused from L1
     /// across them.
     static let panelsPerTile = 4
     /// Keys per block: multiple of the tile rows (6); Sᵀ block is blockKeys × 2V floats.
     static let blockKeys = 96
-    /// Stands for −∞ in masked scores; exp of it minus any real score is 0.
+    /// Stands for −∞ in masked scores: exp2 of it minus any real score is clamped to 2⁻¹²⁶
+    /// (≈1e-38), negligible next to the real key's weight ≥ 1.
     static let masked: Float = -1e30
 
-    static func attention<V: FloatVector>(_: V.Type, query q: UnsafePointer<Float>, key k: UnsafePointer<Float>,
-                                          value v: UnsafePointer<Float>, heads: Int, headDim d: Int,
-                                          batch: Int, queryTokens tq: Int, keyTokens tk: Int, causal: Bool,
-                                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+    static func attention(query q: UnsafePointer<Float>, key k: UnsafePointer<Float>,
+                          value v: UnsafePointer<Float>, heads: Int, headDim d: Int,
+                          batch: Int, queryTokens tq: Int, keyTokens tk: Int, causal: Bool,
+                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         if tq == 0 || heads == 0 || batch == 0 || d == 0 { return }
         precondition(tk > 0, "attention needs at least one key")
         let w = 2 * V.scalarCount
@@ -46,7 +49,7 @@ enum Attention {
                                   into: layout.keysT)
                     packedHead = head
                 }
-                queryTile(V.self, q: q + h * d * batch * tq + b * tq, v: v + h * d * batch * tk + b * tk,
+                queryTile(q: q + h * d * batch * tq + b * tq, v: v + h * d * batch * tk + b * tk,
                           y: y + h * d * batch * tq + b * tq, qStride: batch * tq, vStride: batch * tk,
                           headDim: d, firstQuery: tile * tileQueries,
                           queries: min(tileQueries, tq - tile * tileQueries), keys: tk, causal: causal,
@@ -71,10 +74,10 @@ enum Attention {
     /// One work item: queries i0 ..< i0+nq of one (batch, head); q, v, y point at that
     /// head's row 0, token 0.
     @inline(__always)
-    static func queryTile<V: FloatVector>(_: V.Type, q: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                                          y: UnsafeMutablePointer<Float>, qStride: Int, vStride: Int, headDim d: Int,
-                                          firstQuery i0: Int, queries nq: Int, keys tk: Int, causal: Bool,
-                                          scratch s: Scratch) {
+    static func queryTile(q: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                          y: UnsafeMutablePointer<Float>, qStride: Int, vStride: Int, headDim d: Int,
+                          firstQuery i0: Int, queries nq: Int, keys tk: Int, causal: Bool,
+                          scratch s: Scratch) {
         let lanes = V.scalarCount, w = 2 * lanes
         let panels = (nq + w - 1) / w
         // Scores come out in log2 units (softmax then uses exp2): Q is pre-scaled by
@@ -111,7 +114,7 @@ enum Attention {
                 let qPanel = UnsafePointer(s.queries + panel * d * w)
                 var r = 0
                 while r < nk {
-                    Gemm.microKernel(V.self, depth: d, a: s.keysT + (j0 + r) * d, rowStride: d,
+                    Gemm.microKernel(depth: d, a: s.keysT + (j0 + r) * d, rowStride: d,
                                      rows: min(Gemm.tileRows, nk - r), b: qPanel, c: scores + r * w, rowStride: w,
                                      columns: w, epilogue: Gemm.Epilogue(), edge: s.edge)
                     r += Gemm.tileRows
@@ -162,7 +165,7 @@ enum Attention {
                 var e0 = 0
                 while e0 < d {
                     let c = out + e0 * w
-                    Gemm.microKernel(V.self, depth: nk, a: v + e0 * vStride + j0, rowStride: vStride,
+                    Gemm.microKernel(depth: nk, a: v + e0 * vStride + j0, rowStride: vStride,
                                      rows: min(Gemm.tileRows, d - e0), b: UnsafePointer(scores), c: c, rowStride: w,
                                      columns: w, epilogue: Gemm.Epilogue(addend: UnsafePointer(c)), edge: s.edge)
                     e0 += Gemm.tileRows

@@ -3,6 +3,8 @@
 /// [kc × nc] block at a time and `packIm2col` gathers it from x straight into micro-panel
 /// order, so the extra memory is one GEMM B block per thread (≤ 1 MiB) whatever the image.
 enum Conv {
+    typealias V = NativeF32
+
     struct Geometry {
         let channels: Int, batch: Int, height: Int, width: Int
         let kernel: Int, stride: Int, padding: Int
@@ -13,15 +15,15 @@ enum Conv {
         var channelStride: Int { batch * height * width }
     }
 
-    static func conv2d<V: FloatVector>(_: V.Type, _ weight: WeightMatrix, geometry g: Geometry,
-                                       input x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                                       residual: UnsafePointer<Float>?, output y: UnsafeMutablePointer<Float>,
-                                       pool: ThreadPool, blocking: Gemm.Blocking = Gemm.blocking) {
+    static func conv2d(_ weight: WeightMatrix, geometry g: Geometry,
+                       input x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                       residual: UnsafePointer<Float>?, output y: UnsafeMutablePointer<Float>,
+                       pool: ThreadPool, blocking: Gemm.Blocking = Gemm.blocking) {
         precondition(weight.cols == g.channels * g.kernel * g.kernel, "conv weight is not [Cout, Cin·k·k]")
         let columns = g.batch * g.outHeight * g.outWidth
         if g.kernel == 1 && g.stride == 1 && g.padding == 0 {
             // x [Cin, B·H·W] is already the B matrix.
-            Gemm.linear(V.self, weight, input: x, columns: columns, bias: bias, residual: residual, output: y,
+            Gemm.linear(weight, input: x, columns: columns, bias: bias, residual: residual, output: y,
                         pool: pool, blocking: blocking)
             return
         }
@@ -31,15 +33,15 @@ enum Conv {
             let (rows, cols) = Gemm.partition(rows: n, columns: columns, tileColumns: w, threads: pool.threads,
                                               part: part, parts: parts)
             if rows.isEmpty || cols.isEmpty { return }
-            let gemmFloats = Gemm.scratchCount(V.self, depth: weight.cols, columns: cols.count, blocking: blocking)
+            let gemmFloats = Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking)
             let scratch = pool.scratch(part: part, count: gemmFloats)
             // Per-column gather origins of one B block (batch plane, first input row / column).
             let blockColumns = min(cols.count, blocking.maxColumns)
             let origins = UnsafeMutablePointer<ColumnOrigin>.allocate(capacity: blockColumns)
             defer { origins.deallocate() }
-            Gemm.multiply(V.self, weight, rows: rows, columns: cols, output: y, rowStride: columns,
+            Gemm.multiply(weight, rows: rows, columns: cols, output: y, rowStride: columns,
                           bias: bias, residual: residual, scratch: scratch, blocking: blocking) { k0, kc, p0, np, dst in
-                packIm2col(V.self, g, x, row: k0, depth: kc, column: p0, count: np, into: dst, origins: origins)
+                packIm2col(g, x, row: k0, depth: kc, column: p0, count: np, into: dst, origins: origins)
             }
         }
     }
@@ -53,10 +55,10 @@ enum Conv {
     /// B[k, p] = x[ic, b, oy·s + ky − pad, ox·s + kx − pad] (0 outside) for k = (ic·k + ky)·k + kx,
     /// p = (b·Ho + oy)·Wo + ox, rows k0 ..< k0+kc and columns p0 ..< p0+np, into micro-panels.
     @inline(__always)
-    static func packIm2col<V: FloatVector>(_: V.Type, _ g: Geometry, _ x: UnsafePointer<Float>,
-                                           row k0: Int, depth kc: Int, column p0: Int, count np: Int,
-                                           into dst: UnsafeMutablePointer<Float>,
-                                           origins: UnsafeMutablePointer<ColumnOrigin>) {
+    static func packIm2col(_ g: Geometry, _ x: UnsafePointer<Float>,
+                           row k0: Int, depth kc: Int, column p0: Int, count np: Int,
+                           into dst: UnsafeMutablePointer<Float>,
+                           origins: UnsafeMutablePointer<ColumnOrigin>) {
         let v = V.scalarCount, w = 2 * v
         let ho = g.outHeight, wo = g.outWidth, ks = g.kernel
         for j in 0..<np {
@@ -68,57 +70,84 @@ enum Conv {
         }
         let panels = (np + w - 1) / w
         let total = g.channels * g.channelStride
-        let stride = g.stride, rowSpan = stride * w  // input floats one vector pair reads
+        let stride = g.stride, width = g.width
         let index0 = V.laneIndex, index1 = index0 + V(repeating: Float(v))
-        // (ic, ky, kx) of row k0, advanced incrementally: no divisions in the loop.
-        var ic = k0 / (ks * ks), ky = (k0 / ks) % ks, kx = k0 % ks
-        for kk in 0..<kc {
-            let channel = ic * g.channelStride
-            for panel in 0..<panels {
-                let d = dst + (panel * kc + kk) * w
-                let first = panel * w, count = min(w, np - first)
-                let o = origins[first]
-                // Vector path: a full panel inside one output row with stride 1 or 2: one
-                // source row, columns ix, ix + s, …; lanes outside the image are masked.
-                if stride <= 2 && count == w && origins[first + w - 1].x0 == o.x0 + stride * (w - 1)
-                    && origins[first + w - 1].y0 == o.y0 {
-                    let iy = o.y0 + ky, ix = o.x0 + kx
+        // (ic, ky, kx) of row k0; the loops below advance them without divisions.
+        let ic0 = k0 / (ks * ks), ky0 = (k0 / ks) % ks, kx0 = k0 % ks
+        for panel in 0..<panels {
+            var d = dst + panel * kc * w
+            let first = panel * w, count = min(w, np - first)
+            let o = origins[first]
+            let last = origins[first + count - 1]
+            // Vector path: a full panel inside one output row, stride 1 or 2, so each B row
+            // is the source row iy read at ix, ix + s, …, ix + s·(w − 1).
+            if stride <= 2 && count == w && last.y0 == o.y0 && last.x0 == o.x0 + stride * (w - 1) {
+                // The kx for which no lane needs masking: the loads read columns
+                // ix ..< ix + s·w (loadEven reads both lanes of each pair), all inside the row.
+                let kxSafeLo = max(0, -o.x0), kxSafeHi = width - stride * w + 1 - o.x0  // kx ∈ [lo, hi)
+                var ic = ic0, ky = ky0, kx = kx0
+                var offset = ic * g.channelStride + o.planeOffset + (o.y0 + ky) * width + o.x0 + kx
+                for _ in 0..<kc {
+                    let iy = o.y0 + ky
                     if iy < 0 || iy >= g.height {
                         V().store(d)
                         V().store(d + v)
-                        continue
-                    }
-                    let start = channel + o.planeOffset + iy * g.width + ix
-                    if start >= 0 && start + rowSpan <= total {
-                        let s = x + start
-                        var a0 = stride == 1 ? V.load(s) : V.loadEven(s)
-                        var a1 = stride == 1 ? V.load(s + v) : V.loadEven(s + 2 * v)
-                        if ix < 0 || ix + stride * (w - 1) >= g.width {
-                            // Lane j reads column ix + s·j: keep −ix/s ≤ j < (W − ix)/s.
-                            let lo = Float(-ix) / Float(stride), hi = Float(g.width - ix) / Float(stride)
-                            a0 = a0.keeping(index: index0, from: lo, below: hi)
-                            a1 = a1.keeping(index: index1, from: lo, below: hi)
+                    } else if kx >= kxSafeLo && kx < kxSafeHi {
+                        let s = x + offset
+                        (stride == 1 ? V.load(s) : V.loadEven(s)).store(d)
+                        (stride == 1 ? V.load(s + v) : V.loadEven(s + 2 * v)).store(d + v)
+                    } else if offset >= 0 && offset + stride * w <= total {
+                        // Border: lane j reads column ix + s·j; keep −ix/s ≤ j < (W − ix)/s.
+                        let ix = o.x0 + kx
+                        let lo = Float(-ix) / Float(stride), hi = Float(width - ix) / Float(stride)
+                        let s = x + offset
+                        (stride == 1 ? V.load(s) : V.loadEven(s)).keeping(index: index0, from: lo, below: hi).store(d)
+                        (stride == 1 ? V.load(s + v) : V.loadEven(s + 2 * v)).keeping(index: index1, from: lo, below: hi)
+                            .store(d + v)
+                    } else {
+                        // The vector load would leave x (first or last row of the tensor).
+                        let ix = o.x0 + kx
+                        for j in 0..<w {
+                            let c = ix + stride * j
+                            d[j] = c >= 0 && c < width ? x[offset + stride * j] : 0
                         }
-                        a0.store(d)
-                        a1.store(d + v)
-                        continue
+                    }
+                    d += w
+                    offset += 1
+                    kx += 1
+                    if kx == ks {
+                        kx = 0
+                        offset += width - ks
+                        ky += 1
+                        if ky == ks {
+                            ky = 0
+                            offset += g.channelStride - ks * width
+                            ic += 1
+                        }
                     }
                 }
+                continue
+            }
+            // General path (panel across output rows, or the zero-padded tail panel).
+            var ic = ic0, ky = ky0, kx = kx0
+            for _ in 0..<kc {
+                let channel = ic * g.channelStride
                 for j in 0..<count {
                     let c = origins[first + j]
                     let iy = c.y0 + ky, ix = c.x0 + kx
-                    let inside = iy >= 0 && iy < g.height && ix >= 0 && ix < g.width
-                    d[j] = inside ? x[channel + c.planeOffset + iy * g.width + ix] : 0
+                    let inside = iy >= 0 && iy < g.height && ix >= 0 && ix < width
+                    d[j] = inside ? x[channel + c.planeOffset + iy * width + ix] : 0
                 }
                 for j in count..<w { d[j] = 0 }
-            }
-            kx += 1
-            if kx == ks {
-                kx = 0
-                ky += 1
-                if ky == ks {
-                    ky = 0
-                    ic += 1
+                d += w
+                kx += 1
+                if kx == ks {
+                    kx = 0
+                    ky += 1
+                    if ky == ks {
+                        ky = 0
+                        ic += 1
+                    }
                 }
             }
         }

@@ -1,6 +1,8 @@
 /// Element-wise kernels: memory-bound, so they only need to be vectorised and split over
 /// threads once they are big enough to pay for a parallel region.
 enum Elementwise {
+    typealias V = NativeF32
+
     /// Below this many elements a region's wake-up costs more than it saves.
     static let parallelThreshold = 1 << 15
 
@@ -21,8 +23,8 @@ enum Elementwise {
 
     /// y[i] = f(x[i]) over a range.
     @inline(__always)
-    static func map<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                                    _ range: Range<Int>, _ f: (V) -> V) {
+    static func map(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                    _ range: Range<Int>, _ f: (V) -> V) {
         var i = range.lowerBound
         while i + V.scalarCount <= range.upperBound {
             f(V.load(x + i)).store(y + i)
@@ -38,20 +40,20 @@ enum Elementwise {
         }
     }
 
-    static func activate<V: FloatVector>(_: V.Type, _ f: Kernels.Activation, _ x: UnsafeMutablePointer<Float>,
-                                         count: Int, pool: ThreadPool) {
+    static func activate(_ f: Kernels.Activation, _ x: UnsafeMutablePointer<Float>,
+                         count: Int, pool: ThreadPool) {
         split(count, lanes: V.scalarCount, pool: pool) { range in
             switch f {
-            case .gelu: map(V.self, x, x, range, VectorMath.gelu)
-            case .quickGelu: map(V.self, x, x, range, VectorMath.quickGelu)
-            case .silu: map(V.self, x, x, range, VectorMath.silu)
+            case .gelu: map(x, x, range, VectorMath.gelu)
+            case .quickGelu: map(x, x, range, VectorMath.quickGelu)
+            case .silu: map(x, x, range, VectorMath.silu)
             }
         }
     }
 
     /// y[i] = x[i] · gelu(x[F·P + i]).
-    static func geglu<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, features: Int, columns: Int,
-                                      output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+    static func geglu(_ x: UnsafePointer<Float>, features: Int, columns: Int,
+                      output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let count = features * columns
         let gate = x + count
         split(count, lanes: V.scalarCount, pool: pool) { range in
@@ -69,8 +71,8 @@ enum Elementwise {
         }
     }
 
-    static func add<V: FloatVector>(_: V.Type, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
-                                    output y: UnsafeMutablePointer<Float>, pool: ThreadPool?) {
+    static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
+                    output y: UnsafeMutablePointer<Float>, pool: ThreadPool?) {
         let body = { (range: Range<Int>) in
             var i = range.lowerBound
             while i + V.scalarCount <= range.upperBound {

@@ -7,12 +7,14 @@
 ///   arm64 (SIMD8 = 2 q registers, 32 q): 24 accumulators + 4 B + 1 broadcast = 29.
 ///   AVX-512 (SIMD16, 32 zmm): same 15 of 32 registers.
 /// Cache blocking (BLIS order jc → pc → ic → jr → ir): a packed B block [kc × nc] in
-/// L2/L3, one B micro-panel [kc × 2V] (16 KiB at kc = 256) stays in L1 while the
+/// L2/L3, one B micro-panel [kc × 2V] (24 KiB at kc = 384) stays in L1 while the
 /// micro-kernel walks the rows of an A block [mc × kc] that stays in L2.
 /// A is read in place with a row stride (f32 weights straight from the mapped file);
 /// f16/q8 weights are converted block by block into an f32 buffer of the same shape,
 /// once per (ic, pc, jc) block, which makes them run at f32 speed.
 enum Gemm {
+    typealias V = NativeF32
+
     static let tileRows = 6
 
     /// Chosen by a sweep over kc ∈ {128…512}, mc ∈ {96, 192, 384}, nc ∈ {256…2048} on the SD
@@ -32,7 +34,7 @@ enum Gemm {
     static let blocking = Blocking()
 
     /// Floats of scratch one part needs: packed B block, converted A block, edge tile.
-    static func scratchCount<V: FloatVector>(_: V.Type, depth k: Int, columns: Int, blocking b: Blocking) -> Int {
+    static func scratchCount(depth k: Int, columns: Int, blocking b: Blocking) -> Int {
         let w = 2 * V.scalarCount
         let kc = b.depth(for: k)
         let nc = min(columns, b.maxColumns)
@@ -41,9 +43,9 @@ enum Gemm {
 
     /// Where the A rows come from: in place (f32) or converted into `buffer`.
     @inline(__always)
-    static func rowsOfA<V: FloatVector>(_: V.Type, _ w: WeightMatrix, row n0: Int, count mc: Int,
-                                        column k0: Int, depth kc: Int,
-                                        buffer: UnsafeMutablePointer<Float>) -> (UnsafePointer<Float>, Int) {
+    static func rowsOfA(_ w: WeightMatrix, row n0: Int, count mc: Int,
+                        column k0: Int, depth kc: Int,
+                        buffer: UnsafeMutablePointer<Float>) -> (UnsafePointer<Float>, Int) {
         let k = w.cols
         switch w.type {
         case .f32:
@@ -86,9 +88,9 @@ enum Gemm {
     /// Packs B[k0 ..< k0+kc, p0 ..< p0+np] of a row-major [K, ldb] matrix into micro-panels
     /// [⌈np / 2V⌉][kc][2V], the last one zero-padded.
     @inline(__always)
-    static func packRows<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, rowStride ldb: Int,
-                                         row k0: Int, depth kc: Int, column p0: Int, count np: Int,
-                                         into dst: UnsafeMutablePointer<Float>) {
+    static func packRows(_ x: UnsafePointer<Float>, rowStride ldb: Int,
+                         row k0: Int, depth kc: Int, column p0: Int, count np: Int,
+                         into dst: UnsafeMutablePointer<Float>) {
         let v = V.scalarCount, w = 2 * v
         let fullPanels = np / w, tail = np - fullPanels * w
         for k in 0..<kc {
@@ -120,11 +122,11 @@ enum Gemm {
     /// Rows past `rows` read the last valid row of A again (no padding needed, results
     /// dropped); columns past `columns` come from B's zero padding and are dropped.
     @inline(__always)
-    static func microKernel<V: FloatVector>(_: V.Type, depth kc: Int,
-                                            a: UnsafePointer<Float>, rowStride lda: Int, rows: Int,
-                                            b: UnsafePointer<Float>,
-                                            c: UnsafeMutablePointer<Float>, rowStride ldc: Int, columns: Int,
-                                            epilogue: Epilogue, edge: UnsafeMutablePointer<Float>) {
+    static func microKernel(depth kc: Int,
+                            a: UnsafePointer<Float>, rowStride lda: Int, rows: Int,
+                            b: UnsafePointer<Float>,
+                            c: UnsafeMutablePointer<Float>, rowStride ldc: Int, columns: Int,
+                            epilogue: Epilogue, edge: UnsafeMutablePointer<Float>) {
         let v = V.scalarCount, w = 2 * v
         let last = rows - 1
         let a0 = a
@@ -137,7 +139,9 @@ enum Gemm {
         var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
         var bp = b
         for k in 0..<kc {
-            let b0 = V.load(bp), b1 = V.load(bp + v)
+            // The stdlib load, not V.load: it also inlines in per-file (non-WMO) builds.
+            let b0 = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
+            let b1 = UnsafeRawPointer(bp + v).loadUnaligned(as: V.self)
             var s = V(repeating: a0[k])
             c00 = c00.addingProduct(b0, s); c01 = c01.addingProduct(b1, s)
             s = V(repeating: a1[k])
@@ -179,8 +183,8 @@ enum Gemm {
     }
 
     @inline(__always)
-    static func storeRow<V: FloatVector>(_ x0: V, _ x1: V, row r: Int, c: UnsafeMutablePointer<Float>,
-                                         ldc: Int, _ epilogue: Epilogue) {
+    static func storeRow(_ x0: V, _ x1: V, row r: Int, c: UnsafeMutablePointer<Float>,
+                         ldc: Int, _ epilogue: Epilogue) {
         var x0 = x0, x1 = x1
         let v = V.scalarCount
         if let bias = epilogue.bias {
@@ -200,11 +204,11 @@ enum Gemm {
     /// block by `packB(k0, kc, p0, np, dst)` in `packRows`' panel layout.
     /// y and residual are [N, ldc] row-major; residual may alias y.
     @inline(__always)
-    static func multiply<V: FloatVector>(_: V.Type, _ weight: WeightMatrix, rows: Range<Int>, columns: Range<Int>,
-                                         output y: UnsafeMutablePointer<Float>, rowStride ldc: Int,
-                                         bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                                         scratch: UnsafeMutablePointer<Float>, blocking: Blocking,
-                                         packB: (Int, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+    static func multiply(_ weight: WeightMatrix, rows: Range<Int>, columns: Range<Int>,
+                         output y: UnsafeMutablePointer<Float>, rowStride ldc: Int,
+                         bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                         scratch: UnsafeMutablePointer<Float>, blocking: Blocking,
+                         packB: (Int, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         let w = 2 * V.scalarCount
         let k = weight.cols
         if rows.isEmpty || columns.isEmpty { return }
@@ -230,7 +234,7 @@ enum Gemm {
                 var ic = rows.lowerBound
                 while ic < rows.upperBound {
                     let mc = min(blocking.maxRows, rows.upperBound - ic)
-                    let (a, lda) = rowsOfA(V.self, weight, row: ic, count: mc, column: pc, depth: kc, buffer: converted)
+                    let (a, lda) = rowsOfA(weight, row: ic, count: mc, column: pc, depth: kc, buffer: converted)
                     for jr in 0..<panels {
                         let columnsHere = min(w, nc - jr * w)
                         let b = UnsafePointer(packed + jr * kc * w)
@@ -242,7 +246,7 @@ enum Gemm {
                             let epilogue = pc == 0
                                 ? Epilogue(addend: residual.map { $0 + n * ldc + jc + jr * w }, bias: bias.map { $0 + n })
                                 : Epilogue(addend: UnsafePointer(c), bias: nil)
-                            microKernel(V.self, depth: kc, a: a + ir * lda, rowStride: lda, rows: rowsHere,
+                            microKernel(depth: kc, a: a + ir * lda, rowStride: lda, rows: rowsHere,
                                         b: b, c: c, rowStride: ldc, columns: columnsHere,
                                         epilogue: epilogue, edge: edge)
                             ir += tileRows
@@ -282,21 +286,21 @@ enum Gemm {
     }
 
     /// y[N, P] = W[N, K] · x[K, P] (+ bias) (+ residual), threaded.
-    static func linear<V: FloatVector>(_: V.Type, _ weight: WeightMatrix, input x: UnsafePointer<Float>, columns p: Int,
-                                       bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                                       output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
-                                       blocking: Blocking = Gemm.blocking) {
+    static func linear(_ weight: WeightMatrix, input x: UnsafePointer<Float>, columns p: Int,
+                       bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                       output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
+                       blocking: Blocking = Gemm.blocking) {
         let w = 2 * V.scalarCount
         let n = weight.rows
         let parts = partCount(rows: n, columns: p, tileColumns: w, threads: pool.threads)
         pool.run(parts: parts) { part in
             let (rows, columns) = partition(rows: n, columns: p, tileColumns: w, threads: pool.threads,
                                             part: part, parts: parts)
-            let scratch = pool.scratch(part: part, count: scratchCount(V.self, depth: weight.cols,
+            let scratch = pool.scratch(part: part, count: scratchCount(depth: weight.cols,
                                                                        columns: columns.count, blocking: blocking))
-            multiply(V.self, weight, rows: rows, columns: columns, output: y, rowStride: p,
+            multiply(weight, rows: rows, columns: columns, output: y, rowStride: p,
                      bias: bias, residual: residual, scratch: scratch, blocking: blocking) { k0, kc, p0, np, dst in
-                packRows(V.self, x, rowStride: p, row: k0, depth: kc, column: p0, count: np, into: dst)
+                packRows(x, rowStride: p, row: k0, depth: kc, column: p0, count: np, into: dst)
             }
         }
     }

@@ -8,6 +8,8 @@ import Darwin
 /// kernel on a given shape (median of `repeats` after one warm-up run) and the machine's
 /// FMA peak to compare them with. Inputs are random; nothing here is asserted in tests.
 public enum KernelBenchmark {
+    typealias V = NativeF32
+
     /// One timed measurement: wall-clock median and spread over the repeats, plus the rate
     /// per CPU-second of the process (robust when other processes share the cores; equal
     /// to `gflops / threads` on an idle machine with perfectly balanced parts).
@@ -38,7 +40,7 @@ public enum KernelBenchmark {
         for _ in 0..<8 {
             pool.run(parts: pool.threads) { part in
                 let t0 = threadCPUSeconds()
-                sink[part] = fmaLoop(NativeF32.self, iterations: iterations)
+                sink[part] = fmaLoop(iterations: iterations)
                 perThread[part] = max(perThread[part], flopsPerThread / (threadCPUSeconds() - t0) / 1e9)
             }
         }
@@ -48,7 +50,7 @@ public enum KernelBenchmark {
     }
 
     @inline(never)
-    static func fmaLoop<V: FloatVector>(_: V.Type, iterations: Int) -> Float {
+    static func fmaLoop(iterations: Int) -> Float {
         // 12 independent chains: enough to cover FMA latency × pipes on current cores.
         let m = V(repeating: 0.999_999), d = V(repeating: 1e-7)
         var a0 = V(repeating: 1), a1 = V(repeating: 2), a2 = V(repeating: 3), a3 = V(repeating: 4)
@@ -79,9 +81,30 @@ public enum KernelBenchmark {
         return times[times.count / 2]
     }
 
-    /// `Kernels.linear` y[N, P] = W[N, K] · x[K, P] with `type` weights.
+    /// Median GFLOP/s of `Kernels.linear` y[N, P] = W[N, K] · x[K, P] with `type` weights.
     public static func gemmGFLOPS(n: Int, k: Int, p: Int, type: WeightType, pool: ThreadPool,
-                                  repeats: Int = 5) -> Result {
+                                  repeats: Int = 5) -> Double {
+        gemm(n: n, k: k, p: p, type: type, pool: pool, repeats: repeats).gflops
+    }
+
+    /// Median GFLOP/s of `Kernels.conv2d` 3×3, padding 1, batch 1.
+    public static func conv3x3GFLOPS(inChannels cin: Int, outChannels cout: Int, height: Int, width: Int,
+                                     stride: Int = 1, type: WeightType = .f32, pool: ThreadPool,
+                                     repeats: Int = 5) -> Double {
+        conv3x3(inChannels: cin, outChannels: cout, height: height, width: width, stride: stride, type: type,
+                pool: pool, repeats: repeats).gflops
+    }
+
+    /// Median GFLOP/s of `Kernels.attention`, batch 1.
+    public static func attentionGFLOPS(heads: Int, headDim d: Int, queryTokens tq: Int, keyTokens tk: Int,
+                                       causal: Bool = false, pool: ThreadPool, repeats: Int = 5) -> Double {
+        attention(heads: heads, headDim: d, queryTokens: tq, keyTokens: tk, causal: causal, pool: pool,
+                  repeats: repeats).gflops
+    }
+
+    /// `Kernels.linear` y[N, P] = W[N, K] · x[K, P] with `type` weights: median and spread.
+    public static func gemm(n: Int, k: Int, p: Int, type: WeightType, pool: ThreadPool,
+                            repeats: Int = 5) -> Result {
         let weights = RandomWeights(rows: n, cols: k, type: type)
         let x = randomBuffer(k * p), y = UnsafeMutablePointer<Float>.allocate(capacity: n * p)
         defer { x.deallocate(); y.deallocate() }
@@ -91,9 +114,9 @@ public enum KernelBenchmark {
     }
 
     /// `Kernels.conv2d` 3×3, padding 1, batch 1: [cin, h, w] → [cout, h/stride, w/stride].
-    public static func conv3x3GFLOPS(inChannels cin: Int, outChannels cout: Int, height: Int, width: Int,
-                                     stride: Int = 1, type: WeightType = .f32, pool: ThreadPool,
-                                     repeats: Int = 5) -> Result {
+    public static func conv3x3(inChannels cin: Int, outChannels cout: Int, height: Int, width: Int,
+                               stride: Int = 1, type: WeightType = .f32, pool: ThreadPool,
+                               repeats: Int = 5) -> Result {
         let weights = RandomWeights(rows: cout, cols: cin * 9, type: type)
         let ho = (height + 2 - 3) / stride + 1, wo = (width + 2 - 3) / stride + 1
         let x = randomBuffer(cin * height * width), y = UnsafeMutablePointer<Float>.allocate(capacity: cout * ho * wo)
@@ -104,9 +127,10 @@ public enum KernelBenchmark {
         }
     }
 
-    /// `Kernels.attention`, batch 1, counting the two products (4·Tq·Tk·d per head).
-    public static func attentionGFLOPS(heads: Int, headDim d: Int, queryTokens tq: Int, keyTokens tk: Int,
-                                       causal: Bool = false, pool: ThreadPool, repeats: Int = 5) -> Result {
+    /// `Kernels.attention`, batch 1, counting the two products (4·Tq·Tk·d per head; causal
+    /// counts the full square too).
+    public static func attention(heads: Int, headDim d: Int, queryTokens tq: Int, keyTokens tk: Int,
+                                 causal: Bool = false, pool: ThreadPool, repeats: Int = 5) -> Result {
         let q = randomBuffer(heads * d * tq), k = randomBuffer(heads * d * tk), v = randomBuffer(heads * d * tk)
         let y = UnsafeMutablePointer<Float>.allocate(capacity: heads * d * tq)
         defer { q.deallocate(); k.deallocate(); v.deallocate(); y.deallocate() }
@@ -128,20 +152,22 @@ public enum KernelBenchmark {
                          + "\(format(100 * r.gflopsPerCPUSecond / corePeak, 0)) |")
         }
         for type in [WeightType.f32, .f16, .q8] {
-            row("linear \(type)", "320×320, P=4096", gemmGFLOPS(n: 320, k: 320, p: 4096, type: type, pool: pool, repeats: repeats))
-            row("linear \(type)", "1280×1280, P=256", gemmGFLOPS(n: 1280, k: 1280, p: 256, type: type, pool: pool, repeats: repeats))
-            row("linear \(type)", "5120×1280, P=1024", gemmGFLOPS(n: 5120, k: 1280, p: 1024, type: type, pool: pool, repeats: repeats))
-            row("linear \(type)", "768×768, P=77", gemmGFLOPS(n: 768, k: 768, p: 77, type: type, pool: pool, repeats: repeats))
+            row("linear \(type)", "320×320, P=4096", gemm(n: 320, k: 320, p: 4096, type: type, pool: pool, repeats: repeats))
+            row("linear \(type)", "1280×1280, P=256", gemm(n: 1280, k: 1280, p: 256, type: type, pool: pool, repeats: repeats))
+            row("linear \(type)", "5120×1280, P=1024", gemm(n: 5120, k: 1280, p: 1024, type: type, pool: pool, repeats: repeats))
+            row("linear \(type)", "768×768, P=77", gemm(n: 768, k: 768, p: 77, type: type, pool: pool, repeats: repeats))
         }
-        row("conv3x3", "320→320, 64×64", conv3x3GFLOPS(inChannels: 320, outChannels: 320, height: 64, width: 64, pool: pool, repeats: repeats))
-        row("conv3x3", "640→640, 32×32", conv3x3GFLOPS(inChannels: 640, outChannels: 640, height: 32, width: 32, pool: pool, repeats: repeats))
-        row("conv3x3 s2", "320→320, 64×64", conv3x3GFLOPS(inChannels: 320, outChannels: 320, height: 64, width: 64, stride: 2, pool: pool, repeats: repeats))
-        row("conv3x3", "512→512, 64×64", conv3x3GFLOPS(inChannels: 512, outChannels: 512, height: 64, width: 64, pool: pool, repeats: repeats))
-        row("conv3x3", "128→128, 256×256", conv3x3GFLOPS(inChannels: 128, outChannels: 128, height: 256, width: 256, pool: pool, repeats: max(1, repeats / 2)))
-        row("attention", "8×40, T=4096", attentionGFLOPS(heads: 8, headDim: 40, queryTokens: 4096, keyTokens: 4096, pool: pool, repeats: max(1, repeats / 2)))
-        row("attention", "8×40, Tq=4096, Tk=77", attentionGFLOPS(heads: 8, headDim: 40, queryTokens: 4096, keyTokens: 77, pool: pool, repeats: repeats))
-        row("attention", "8×160, T=64", attentionGFLOPS(heads: 8, headDim: 160, queryTokens: 64, keyTokens: 64, pool: pool, repeats: repeats))
-        row("attention causal", "12×64, T=77", attentionGFLOPS(heads: 12, headDim: 64, queryTokens: 77, keyTokens: 77, causal: true, pool: pool, repeats: repeats))
+        row("conv3x3", "320→320, 64×64", conv3x3(inChannels: 320, outChannels: 320, height: 64, width: 64, pool: pool, repeats: repeats))
+        row("conv3x3", "640→640, 32×32", conv3x3(inChannels: 640, outChannels: 640, height: 32, width: 32, pool: pool, repeats: repeats))
+        row("conv3x3 s2", "320→320, 64×64", conv3x3(inChannels: 320, outChannels: 320, height: 64, width: 64, stride: 2, pool: pool, repeats: repeats))
+        row("conv3x3", "512→512, 64×64", conv3x3(inChannels: 512, outChannels: 512, height: 64, width: 64, pool: pool, repeats: repeats))
+        row("conv3x3", "128→128, 256×256", conv3x3(inChannels: 128, outChannels: 128, height: 256, width: 256, pool: pool, repeats: max(1, repeats / 2)))
+        row("attention", "8×40, T=4096", attention(heads: 8, headDim: 40, queryTokens: 4096, keyTokens: 4096, pool: pool, repeats: max(1, repeats / 2)))
+        row("attention", "8×40, Tq=4096, Tk=77", attention(heads: 8, headDim: 40, queryTokens: 4096, keyTokens: 77, pool: pool, repeats: repeats))
+        row("attention", "8×80, T=1024", attention(heads: 8, headDim: 80, queryTokens: 1024, keyTokens: 1024, pool: pool, repeats: repeats))
+        row("attention (VAE)", "1×512, T=4096", attention(heads: 1, headDim: 512, queryTokens: 4096, keyTokens: 4096, pool: pool, repeats: max(1, repeats / 2)))
+        row("attention", "8×160, T=64", attention(heads: 8, headDim: 160, queryTokens: 64, keyTokens: 64, pool: pool, repeats: repeats))
+        row("attention causal", "12×64, T=77", attention(heads: 12, headDim: 64, queryTokens: 77, keyTokens: 77, causal: true, pool: pool, repeats: repeats))
         return lines.joined(separator: "\n")
     }
 
@@ -150,14 +176,35 @@ public enum KernelBenchmark {
 
     static func linear(_ w: WeightMatrix, input x: UnsafePointer<Float>, columns: Int,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool, blocking: Gemm.Blocking) {
-        Gemm.linear(NativeF32.self, w, input: x, columns: columns, bias: nil, residual: nil, output: y, pool: pool,
+        Gemm.linear(w, input: x, columns: columns, bias: nil, residual: nil, output: y, pool: pool,
                     blocking: blocking)
     }
 
     static func conv2d(_ w: WeightMatrix, geometry: Conv.Geometry, input x: UnsafePointer<Float>,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool, blocking: Gemm.Blocking) {
-        Conv.conv2d(NativeF32.self, w, geometry: geometry, input: x, bias: nil, residual: nil, output: y, pool: pool,
+        Conv.conv2d(w, geometry: geometry, input: x, bias: nil, residual: nil, output: y, pool: pool,
                     blocking: blocking)
+    }
+
+    /// Only the im2col gathers of a conv (what `conv2d` packs, block by block).
+    static func im2colOnly(geometry g: Conv.Geometry, input x: UnsafePointer<Float>, blocking: Gemm.Blocking) {
+        let w = 2 * NativeF32.scalarCount
+        let k = g.channels * g.kernel * g.kernel, p = g.batch * g.outHeight * g.outWidth
+        let kcMax = blocking.depth(for: k), ncMax = min(p, blocking.maxColumns)
+        let dst = UnsafeMutablePointer<Float>.allocate(capacity: kcMax * ((ncMax + w - 1) / w) * w)
+        let origins = UnsafeMutablePointer<Conv.ColumnOrigin>.allocate(capacity: ncMax)
+        defer { dst.deallocate(); origins.deallocate() }
+        var jc = 0
+        while jc < p {
+            let nc = min(ncMax, p - jc)
+            var pc = 0
+            while pc < k {
+                let kc = min(kcMax, k - pc)
+                Conv.packIm2col(g, x, row: pc, depth: kc, column: jc, count: nc, into: dst, origins: origins)
+                pc += kc
+            }
+            jc += nc
+        }
     }
 
     // MARK: helpers
@@ -179,18 +226,18 @@ public enum KernelBenchmark {
     }
 
     static func threadCPUSeconds() -> Double { clockSeconds(CLOCK_THREAD_CPUTIME_ID) }
-    static func processCPUSeconds() -> Double { clockSeconds(CLOCK_PROCESS_CPUTIME_ID) }
-
-    static func clockSeconds(_ clock: clockid_t) -> Double {
+                                 static func processCPUSeconds() -> Double { clockSeconds(CLOCK_PROCESS_CPUTIME_ID) }
+                                 
+                                 static func clockSeconds(_ clock: clockid_t) -> Double {
         var t = timespec()
         clock_gettime(clock, &t)
         return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 
     static func monotonicSeconds() -> Double { clockSeconds(CLOCK_MONOTONIC) }
-
-    /// Uniform in [−1, 1) from a fixed-seed xorshift (benchmarks need no quality).
-    static func randomBuffer(_ count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> UnsafeMutablePointer<Float> {
+                                 
+                                 /// Uniform in [−1, 1) from a fixed-seed xorshift (benchmarks need no quality).
+                                 static func randomBuffer(_ count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> UnsafeMutablePointer<Float> {
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         var state = seed
         for i in 0..<count {

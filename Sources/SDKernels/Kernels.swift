@@ -1,15 +1,15 @@
 /// The kernels the models call. Same contracts as `ReferenceKernels` (see there for the
 /// layouts), plus a thread pool. Every function here is tested against its reference
 /// (Tests/SDKernelsTests); the implementations live in Gemm, Conv, Attention,
-/// Normalization and Elementwise, written once over `FloatVector` and instantiated here
-/// for the architecture's `NativeF32`.
+/// Normalization and Elementwise, written against the architecture's `NativeF32`
+/// (NativeVector.swift).
 public enum Kernels {
     /// y[N, P] = W[N, K] · x[K, P] (+ bias[n]) (+ residual[n, p]); residual may alias y
     /// (y must not alias x).
     public static func linear(_ w: WeightMatrix, input x: UnsafePointer<Float>, columns: Int,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                               output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        Gemm.linear(NativeF32.self, w, input: x, columns: columns, bias: bias, residual: residual, output: y, pool: pool)
+        Gemm.linear(w, input: x, columns: columns, bias: bias, residual: residual, output: y, pool: pool)
     }
 
     /// Implicit-GEMM convolution (any square kernel, stride and padding); 1×1 stride 1 goes
@@ -21,7 +21,7 @@ public enum Kernels {
                               output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let geometry = Conv.Geometry(channels: channels, batch: batch, height: height, width: width,
                                      kernel: kernelSize, stride: stride, padding: padding)
-        Conv.conv2d(NativeF32.self, w, geometry: geometry, input: x, bias: bias, residual: residual, output: y,
+        Conv.conv2d(w, geometry: geometry, input: x, bias: bias, residual: residual, output: y,
                     pool: pool)
     }
 
@@ -30,7 +30,7 @@ public enum Kernels {
                                  groups: Int, eps: Float, gamma: UnsafePointer<Float>,
                                  beta: UnsafePointer<Float>, silu: Bool,
                                  output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        Normalization.groupNorm(NativeF32.self, x, channels: channels, batch: batch, pixels: pixels, groups: groups,
+        Normalization.groupNorm(x, channels: channels, batch: batch, pixels: pixels, groups: groups,
                                 eps: eps, gamma: gamma, beta: beta, silu: silu, output: y, pool: pool)
     }
 
@@ -38,7 +38,7 @@ public enum Kernels {
     public static func layerNorm(_ x: UnsafePointer<Float>, channels: Int, columns: Int, eps: Float,
                                  gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                                  output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        Normalization.layerNorm(NativeF32.self, x, channels: channels, columns: columns, eps: eps, gamma: gamma,
+        Normalization.layerNorm(x, channels: channels, columns: columns, eps: eps, gamma: gamma,
                                 beta: beta, output: y, pool: pool)
     }
 
@@ -47,27 +47,27 @@ public enum Kernels {
                                  value v: UnsafePointer<Float>, heads: Int, headDim: Int,
                                  batch: Int, queryTokens: Int, keyTokens: Int, causal: Bool,
                                  output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        Attention.attention(NativeF32.self, query: q, key: k, value: v, heads: heads, headDim: headDim, batch: batch,
+        Attention.attention(query: q, key: k, value: v, heads: heads, headDim: headDim, batch: batch,
                             queryTokens: queryTokens, keyTokens: keyTokens, causal: causal, output: y, pool: pool)
     }
 
     /// y may alias the value half of x (rows 0..<F), not the gate half.
     public static func geglu(_ x: UnsafePointer<Float>, features: Int, columns: Int,
                              output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        Elementwise.geglu(NativeF32.self, x, features: features, columns: columns, output: y, pool: pool)
+        Elementwise.geglu(x, features: features, columns: columns, output: y, pool: pool)
     }
 
     public enum Activation: Sendable { case gelu, quickGelu, silu }
 
     /// In place: x[i] = f(x[i]) for i in 0..<count.
     public static func activate(_ f: Activation, _ x: UnsafeMutablePointer<Float>, count: Int, pool: ThreadPool) {
-        Elementwise.activate(NativeF32.self, f, x, count: count, pool: pool)
+        Elementwise.activate(f, x, count: count, pool: pool)
     }
 
     /// y[i] = a[i] + b[i]; y may alias a or b. Threaded when a pool is given.
     public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
                            output y: UnsafeMutablePointer<Float>, pool: ThreadPool? = nil) {
-        Elementwise.add(NativeF32.self, a, b, count: count, output: y, pool: pool)
+        Elementwise.add(a, b, count: count, output: y, pool: pool)
     }
 
     public static func upsampleNearest2x(_ x: UnsafePointer<Float>, planes: Int, height: Int, width: Int,

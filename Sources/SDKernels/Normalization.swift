@@ -2,32 +2,34 @@
 /// squared deviation) so that large means do not cancel the variance in Float; partial
 /// sums are Float vectors over short chunks, added up in Double.
 enum Normalization {
+    typealias V = NativeF32
+
     /// Elements per Float partial sum before it is added into the Double total.
     static let chunk = 512
 
     /// x, y: [C, B, P]; statistics per (batch, group) over C/groups channels × P pixels.
-    static func groupNorm<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, channels: Int, batch: Int,
-                                          pixels: Int, groups: Int, eps: Float, gamma: UnsafePointer<Float>,
-                                          beta: UnsafePointer<Float>, silu: Bool,
-                                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+    static func groupNorm(_ x: UnsafePointer<Float>, channels: Int, batch: Int,
+                          pixels: Int, groups: Int, eps: Float, gamma: UnsafePointer<Float>,
+                          beta: UnsafePointer<Float>, silu: Bool,
+                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         precondition(channels % groups == 0, "channels must divide into groups")
         let perGroup = channels / groups
         pool.parallelFor(batch * groups) { task in
             let b = task / groups, g = task - b * groups
             let firstChannel = g * perGroup
             @inline(__always) func row(_ c: Int) -> Int { ((firstChannel + c) * batch + b) * pixels }
-            // Sums of x − x₀ (first element of the group) keep Float partials small when
-            // the activations carry a large common offset.
-            let shift = x[row(0)]
-            var total: Double = 0
-            for c in 0..<perGroup { total += sum(V.self, x + row(c), count: pixels, shift: shift) }
-            let count = Double(perGroup * pixels)
-            let mean = Float(Double(shift) + total / count)
-            var squares: Double = 0
-            for c in 0..<perGroup { squares += sumOfSquares(V.self, x + row(c), count: pixels, around: mean) }
-            let inv = Float(1 / (squares / count + Double(eps)).squareRoot())
-            for c in 0..<perGroup {
-                normalize(V.self, x + row(c), mean: mean, scale: inv * gamma[firstChannel + c],
+                                       // Sums of x − x₀ (first element of the group) keep Float partials small when
+                                       // the activations carry a large common offset.
+                                       let shift = x[row(0)]
+                                       var total: Double = 0
+                                       for c in 0..<perGroup { total += sum(x + row(c), count: pixels, shift: shift) }
+                                       let count = Double(perGroup * pixels)
+                                       let mean = Float(Double(shift) + total / count)
+                                       var squares: Double = 0
+                                       for c in 0..<perGroup { squares += sumOfSquares(x + row(c), count: pixels, around: mean) }
+                                       let inv = Float(1 / (squares / count + Double(eps)).squareRoot())
+                                       for c in 0..<perGroup {
+                normalize(x + row(c), mean: mean, scale: inv * gamma[firstChannel + c],
                           beta: beta[firstChannel + c], silu: silu, count: pixels, output: y + row(c))
             }
         }
@@ -35,9 +37,9 @@ enum Normalization {
 
     /// x, y: [C, P]; each column normalised over its C channels. Vectorised along P: a
     /// work item is a block of 2V columns whose statistics are vectors.
-    static func layerNorm<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, channels: Int, columns: Int,
-                                          eps: Float, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
-                                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+    static func layerNorm(_ x: UnsafePointer<Float>, channels: Int, columns: Int,
+                          eps: Float, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let lanes = V.scalarCount, w = 2 * lanes
         let blocks = (columns + w - 1) / w
         let fullBlocks = columns / w
@@ -99,7 +101,7 @@ enum Normalization {
 
     /// Σ (x[i] − shift).
     @inline(__always)
-    static func sum<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, count: Int, shift: Float) -> Double {
+    static func sum(_ x: UnsafePointer<Float>, count: Int, shift: Float) -> Double {
         var total: Double = 0
         var start = 0
         while start < count {
@@ -124,7 +126,7 @@ enum Normalization {
     }
 
     @inline(__always)
-    static func sumOfSquares<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, count: Int, around mean: Float) -> Double {
+    static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, around mean: Float) -> Double {
         var total: Double = 0
         let m = V(repeating: mean)
         var start = 0
@@ -153,8 +155,8 @@ enum Normalization {
     /// y = (x − mean)·scale + beta, then SiLU if asked. (Not x·a + b with b folded: that
     /// cancels when the mean is large.)
     @inline(__always)
-    static func normalize<V: FloatVector>(_: V.Type, _ x: UnsafePointer<Float>, mean: Float, scale: Float, beta: Float,
-                                          silu: Bool, count: Int, output y: UnsafeMutablePointer<Float>) {
+    static func normalize(_ x: UnsafePointer<Float>, mean: Float, scale: Float, beta: Float,
+                          silu: Bool, count: Int, output y: UnsafeMutablePointer<Float>) {
         let m = V(repeating: mean), a = V(repeating: scale), b = V(repeating: beta)
         var i = 0
         if silu {

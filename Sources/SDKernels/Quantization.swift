@@ -34,11 +34,11 @@ public enum Quantization {
 
     /// Float → IEEE half, round to nearest even (F16C `vcvtps2ph` on x86_64).
     public static func floatToHalf(_ src: UnsafePointer<Float>, count: Int, output dst: UnsafeMutablePointer<Float16>) {
-        typealias V = SIMD8<Float>
+        typealias V = NativeF32
         var i = 0
         while i + V.scalarCount <= count {
-            let h = SIMD8<Float16>(V.load(src + i))
-            UnsafeMutableRawPointer(dst + i).storeBytes(of: h, as: SIMD8<Float16>.self)
+            let h = NativeF16(V.load(src + i))
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: h, as: NativeF16.self)
             i += V.scalarCount
         }
         while i < count {
@@ -49,7 +49,7 @@ public enum Quantization {
 
     /// IEEE half → Float (exact).
     public static func halfToFloat(_ src: UnsafePointer<Float16>, count: Int, output dst: UnsafeMutablePointer<Float>) {
-        typealias V = SIMD8<Float>
+        typealias V = NativeF32
         var i = 0
         while i + V.scalarCount <= count {
             V.loadHalf(UnsafeRawPointer(src + i)).store(dst + i)

@@ -8,8 +8,13 @@ import Darwin
 /// parked on a condition variable plus the calling thread, woken once per parallel region.
 /// Work is split statically (`parallelRanges(n)` hands part i the i-th contiguous range).
 ///
-/// Measured on the 2-core EPYC (release, median of 2000 empty regions): this pool ≈ 6 µs
-/// per region, `DispatchQueue.concurrentPerform` ≈ 8 µs; see `KernelBenchmark.poolOverhead`.
+/// Against `DispatchQueue.concurrentPerform` (2-core EPYC shared with other jobs, release,
+/// medians of 2000 regions): with ~32 µs of work per part both take 70–75 µs per region;
+/// an empty region costs ≈ 9 µs here (`KernelBenchmark.poolOverhead`), while Dispatch
+/// runs tiny bodies inline on the caller. At the few hundred regions of a UNet step
+/// either is noise, so the pool stays for what Dispatch does not give: a fixed thread per
+/// part (per-part scratch without locks) and `--threads` independent of the core count.
+/// Spinning before sleeping (mutex-polled) made regions slower on this shared machine.
 ///
 /// A pool runs one region at a time and is not reentrant: calling kernels with the same
 /// pool from two threads at once, or from inside a region, traps. Each part owns a scratch

@@ -51,7 +51,7 @@ final class ConvTests: XCTestCase {
         actual.withUnsafeMutableBufferPointer { y in
             x.ptr { xp in b.ptr { bp in r.ptr { rp in
                 let res: UnsafePointer<Float>? = aliasResidual ? UnsafePointer(y.baseAddress!) : (residual ? rp : nil)
-                Conv.conv2d(NativeF32.self, weights.matrix, geometry: geometry, input: xp, bias: bias ? bp : nil,
+                Conv.conv2d(weights.matrix, geometry: geometry, input: xp, bias: bias ? bp : nil,
                             residual: res, output: y.baseAddress!, pool: pool, blocking: blocking.1)
             } } }
         }

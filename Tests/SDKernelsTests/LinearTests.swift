@@ -26,7 +26,7 @@ final class LinearTests: XCTestCase {
             actual = r
             actual.withUnsafeMutableBufferPointer { y in
                 x.ptr { xp in b.ptr { bp in
-                    Gemm.linear(NativeF32.self, weights.matrix, input: xp, columns: p, bias: bias ? bp : nil,
+                    Gemm.linear(weights.matrix, input: xp, columns: p, bias: bias ? bp : nil,
                                 residual: UnsafePointer(y.baseAddress!), output: y.baseAddress!, pool: pool,
                                 blocking: blocking.1)
                 } }
@@ -34,7 +34,7 @@ final class LinearTests: XCTestCase {
         } else {
             actual = outputBuffer(n * p) { y in
                 x.ptr { xp in b.ptr { bp in r.ptr { rp in
-                    Gemm.linear(NativeF32.self, weights.matrix, input: xp, columns: p, bias: bias ? bp : nil,
+                    Gemm.linear(weights.matrix, input: xp, columns: p, bias: bias ? bp : nil,
                                 residual: residual ? rp : nil, output: y, pool: pool, blocking: blocking.1)
                 } } }
             }

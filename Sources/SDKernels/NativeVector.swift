@@ -1,63 +1,47 @@
-/// The vector layer under every fast kernel: kernels are written once, generic over a
-/// `FloatVector`, and specialised inside this module for `NativeF32`.
+/// The vector layer under every fast kernel. Kernels are written once against `NativeF32`
+/// (and its same-width companions below) using `NativeF32.scalarCount` for every size, so
+/// switching the typealiases switches the width; nothing else is architecture-specific.
+///
+/// Why concrete typealiases rather than generic kernels over a vector protocol: Swift only
+/// specialises a generic function where its body is visible, i.e. in the same file unless
+/// the whole module is compiled at once (-wmo). SwiftPM debug builds compile file by file,
+/// so generic kernels calling generic helpers in other files ran unspecialised there
+/// (witness-table calls per lane, ~1000× slower than release). Concrete code has no such
+/// cliff; -wmo release builds inline the helpers either way.
 ///
 /// Codegen notes (checked with `swiftc -emit-assembly`, -O, -target-cpu haswell):
-/// `+ - * /`, `addingProduct`, `init(repeating:)`, Float16/Int8 → Float conversions and
-/// `unsafeBitCast` compile to single vector instructions. `SIMDMask` compares,
-/// `replacing(with:where:)`, `pointwiseMin/Max`, `squareRoot()` and Float → Int conversion
-/// do NOT (per-lane loops or calls), so the helpers below use lane loops over plain scalar
-/// ops, which LLVM turns back into vmaxps/vminps/vblendvps.
-public protocol FloatVector: SIMD where Scalar == Float {
-    /// Same lane count, Int32 lanes: for bit manipulation (exp's 2ⁿ).
-    associatedtype Bits: SIMD where Bits.Scalar == Int32
-    /// Lanes read from `scalarCount` consecutive Float16 values.
-    static func loadHalf(_ p: UnsafeRawPointer) -> Self
-    /// Lanes read from `scalarCount` consecutive Int8 values.
-    static func loadInt8(_ p: UnsafeRawPointer) -> Self
-    /// Lanes p[0], p[2], …, p[2·(scalarCount − 1)] (reads 2·scalarCount floats): stride-2
-    /// gathers as one double-width load and a shuffle.
-    static func loadEven(_ p: UnsafePointer<Float>) -> Self
-}
+/// `+ - * /`, `addingProduct`, `init(repeating:)`, Float16/Int8 → Float conversions,
+/// `evenHalf` and `unsafeBitCast` compile to single vector instructions. `SIMDMask`
+/// compares, `replacing(with:where:)`, `pointwiseMin/Max`, `squareRoot()` and Float → Int
+/// conversion do NOT (per-lane loops or calls), so the helpers below build masks from sign
+/// bits (vblendvps / andps) and max/min from lane loops that LLVM turns into vmaxps/vminps.
 
-extension SIMD4: FloatVector where Scalar == Float {
-    public typealias Bits = SIMD4<Int32>
-    @inline(__always) public static func loadHalf(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD4<Float16>.self)) }
-    @inline(__always) public static func loadInt8(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD4<Int8>.self)) }
-    @inline(__always) public static func loadEven(_ p: UnsafePointer<Float>) -> Self {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self).evenHalf
-    }
-}
-
-extension SIMD8: FloatVector where Scalar == Float {
-    public typealias Bits = SIMD8<Int32>
-    @inline(__always) public static func loadHalf(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD8<Float16>.self)) }
-    @inline(__always) public static func loadInt8(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD8<Int8>.self)) }
-    @inline(__always) public static func loadEven(_ p: UnsafePointer<Float>) -> Self {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self).evenHalf
-    }
-}
-
-extension SIMD16: FloatVector where Scalar == Float {
-    public typealias Bits = SIMD16<Int32>
-    @inline(__always) public static func loadHalf(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD16<Float16>.self)) }
-    @inline(__always) public static func loadInt8(_ p: UnsafeRawPointer) -> Self { Self(p.loadUnaligned(as: SIMD16<Int8>.self)) }
-    @inline(__always) public static func loadEven(_ p: UnsafePointer<Float>) -> Self {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD32<Float>.self).evenHalf
-    }
-}
-
-#if arch(x86_64)
-/// One ymm register (AVX2 + FMA, `-target-cpu haswell`): 16 architectural registers.
+#if arch(x86_64) && SDKERNELS_AVX512
+/// One zmm register, for builds with `-target-cpu znver4` (or skylake-avx512) and
+/// `-D SDKERNELS_AVX512`: 32 architectural registers. Such a binary needs AVX-512F.
+public typealias NativeF32 = SIMD16<Float>
+typealias NativeI32 = SIMD16<Int32>
+typealias NativeF16 = SIMD16<Float16>
+typealias NativeI8 = SIMD16<Int8>
+typealias NativeF32Pair = SIMD32<Float>
+#elseif arch(x86_64) || arch(arm64)
+/// x86_64: one ymm register (AVX2 + FMA + F16C via `-target-cpu haswell`), 16 registers.
+/// arm64: two NEON q registers per value; with 32 q registers the 6 × 2-vector GEMM tile
+/// (24 q accumulators) still fits, and per-k overhead halves versus SIMD4.
 public typealias NativeF32 = SIMD8<Float>
-#elseif arch(arm64)
-/// Two NEON q registers per value: 32 architectural registers, so the 6 × 2-vector GEMM
-/// tile (24 q accumulators) still fits, and per-k overhead halves versus SIMD4.
-public typealias NativeF32 = SIMD8<Float>
+typealias NativeI32 = SIMD8<Int32>
+typealias NativeF16 = SIMD8<Float16>
+typealias NativeI8 = SIMD8<Int8>
+typealias NativeF32Pair = SIMD16<Float>
 #else
 public typealias NativeF32 = SIMD4<Float>
+typealias NativeI32 = SIMD4<Int32>
+typealias NativeF16 = SIMD4<Float16>
+typealias NativeI8 = SIMD4<Int8>
+typealias NativeF32Pair = SIMD8<Float>
 #endif
 
-extension FloatVector {
+extension NativeF32 {
     @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Self {
         UnsafeRawPointer(p).loadUnaligned(as: Self.self)
     }
@@ -68,6 +52,22 @@ extension FloatVector {
 
     @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) {
         UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self)
+    }
+
+    /// Lanes from `scalarCount` consecutive Float16 values (vcvtph2ps with F16C).
+    @inline(__always) static func loadHalf(_ p: UnsafeRawPointer) -> Self {
+        Self(p.loadUnaligned(as: NativeF16.self))
+    }
+
+    /// Lanes from `scalarCount` consecutive Int8 values (vpmovsxbd + vcvtdq2ps).
+    @inline(__always) static func loadInt8(_ p: UnsafeRawPointer) -> Self {
+        Self(p.loadUnaligned(as: NativeI8.self))
+    }
+
+    /// Lanes p[0], p[2], …, p[2·(scalarCount − 1)], reading 2·scalarCount floats: a
+    /// stride-2 gather as one double-width load and a shuffle.
+    @inline(__always) static func loadEven(_ p: UnsafePointer<Float>) -> Self {
+        UnsafeRawPointer(p).loadUnaligned(as: NativeF32Pair.self).evenHalf
     }
 
     @inline(__always) static func vmax(_ a: Self, _ b: Self) -> Self {
@@ -82,22 +82,15 @@ extension FloatVector {
         return r
     }
 
-    /// Largest lane.
-    @inline(__always) func maxLane() -> Float {
-        var m = self[0]
-        for i in 1..<Self.scalarCount where self[i] > m { m = self[i] }
-        return m
-    }
-
-    @inline(__always) var bits: Bits { unsafeBitCast(self, to: Bits.self) }
-    @inline(__always) init(bits: Bits) { self = unsafeBitCast(bits, to: Self.self) }
+    @inline(__always) var bits: NativeI32 { unsafeBitCast(self, to: NativeI32.self) }
+    @inline(__always) init(bits: NativeI32) { self = unsafeBitCast(bits, to: Self.self) }
 
     /// All-ones lanes where the sign bit is set (x < 0 for the differences used below,
     /// which are never −0: x − y is +0 when x = y).
-    @inline(__always) var signMask: Bits { bits &>> Bits(repeating: 31) }
+    @inline(__always) var signMask: NativeI32 { bits &>> NativeI32(repeating: 31) }
 
     /// `b` in the lanes where `mask` is all ones, `a` elsewhere (vblendvps / bsl).
-    @inline(__always) static func blend(_ a: Self, _ b: Self, where mask: Bits) -> Self {
+    @inline(__always) static func blend(_ a: Self, _ b: Self, where mask: NativeI32) -> Self {
         Self(bits: (a.bits & ~mask) | (b.bits & mask))
     }
 
@@ -112,7 +105,7 @@ extension FloatVector {
         return Self(bits: bits & inside)
     }
 
-    @inline(__always) var magnitude: Self { Self(bits: bits & Bits(repeating: 0x7FFF_FFFF)) }
+    @inline(__always) var magnitude: Self { Self(bits: bits & NativeI32(repeating: 0x7FFF_FFFF)) }
 
     /// 0, 1, 2, … as Float lanes.
     @inline(__always) static var laneIndex: Self {
@@ -124,12 +117,14 @@ extension FloatVector {
 
 /// Vectorised transcendental functions used by the epilogues (softmax, SiLU, GELU).
 enum VectorMath {
+    typealias V = NativeF32
+
     /// eˣ, relative error ≈ 2e-7 on the clamped range; inputs below −87.3 give ≈1e-38,
     /// inputs above 88.3 saturate at ≈2^127·e^0.35 (callers never reach it).
     /// Range reduction x = n·ln2 + r, |r| ≤ ln2/2, eʳ by a degree-6 Taylor polynomial,
     /// 2ⁿ built in the exponent bits.
     @inline(__always)
-    static func exp<V: FloatVector>(_ x: V) -> V {
+    static func exp(_ x: V) -> V {
         let x = V.vmin(V.vmax(x, V(repeating: -87.33)), V(repeating: 88.3))
         // Adding 1.5·2²³ rounds x·log2(e) to an integer that sits in the low mantissa bits.
         let magic = V(repeating: 12_582_912)
@@ -137,46 +132,47 @@ enum VectorMath {
         let n = t - magic
         var r = x.addingProduct(n, V(repeating: -0.693_145_75))          // ln2 high part
         r = r.addingProduct(n, V(repeating: -1.428_606_8e-6))           // ln2 low part
-        var p = V(repeating: 1.0 / 720)
-        p = V(repeating: 1.0 / 120).addingProduct(p, r)
-        p = V(repeating: 1.0 / 24).addingProduct(p, r)
-        p = V(repeating: 1.0 / 6).addingProduct(p, r)
-        p = V(repeating: 0.5).addingProduct(p, r)
-        p = V(repeating: 1).addingProduct(p, r)
-        p = V(repeating: 1).addingProduct(p, r)
-        let bits = (unsafeBitCast(t, to: V.Bits.self) &+ V.Bits(repeating: 127)) &<< V.Bits(repeating: 23)
-        return p * unsafeBitCast(bits, to: V.self)
+        return expPolynomial(r) * twoToThe(t)
     }
 
-    /// 2ˣ with the same polynomial as `exp` (the range reduction is then exact: x − n).
-    /// Softmax uses it with log2(e) folded into the query scale.
+    /// 2ˣ with the same polynomial (the range reduction is then exact: x − n). Softmax uses
+    /// it with log2(e) folded into the query scale.
     @inline(__always)
-    static func exp2<V: FloatVector>(_ x: V) -> V {
+    static func exp2(_ x: V) -> V {
         let x = V.vmin(V.vmax(x, V(repeating: -126)), V(repeating: 127))
         let magic = V(repeating: 12_582_912)
         let t = x + magic
-        let n = t - magic
-        let r = (x - n) * V(repeating: 0.693_147_18)
+        let r = (x - (t - magic)) * V(repeating: 0.693_147_18)
+        return expPolynomial(r) * twoToThe(t)
+    }
+
+    /// eʳ for |r| ≤ ln2/2: Taylor to r⁶ (truncation < 1.3e-7 relative).
+    @inline(__always)
+    static func expPolynomial(_ r: V) -> V {
         var p = V(repeating: 1.0 / 720)
         p = V(repeating: 1.0 / 120).addingProduct(p, r)
         p = V(repeating: 1.0 / 24).addingProduct(p, r)
         p = V(repeating: 1.0 / 6).addingProduct(p, r)
         p = V(repeating: 0.5).addingProduct(p, r)
         p = V(repeating: 1).addingProduct(p, r)
-        p = V(repeating: 1).addingProduct(p, r)
-        let bits = (t.bits &+ V.Bits(repeating: 127)) &<< V.Bits(repeating: 23)
-        return p * V(bits: bits)
+        return V(repeating: 1).addingProduct(p, r)
+    }
+
+    /// 2ⁿ for t = n + 1.5·2²³ (n an integer in [−126, 127] held in t's low mantissa bits).
+    @inline(__always)
+    static func twoToThe(_ t: V) -> V {
+        V(bits: (t.bits &+ NativeI32(repeating: 127)) &<< NativeI32(repeating: 23))
     }
 
     /// x·σ(x).
     @inline(__always)
-    static func silu<V: FloatVector>(_ x: V) -> V {
+    static func silu(_ x: V) -> V {
         x / (V(repeating: 1) + exp(-x))
     }
 
     /// x·σ(1.702·x), CLIP's quick GELU.
     @inline(__always)
-    static func quickGelu<V: FloatVector>(_ x: V) -> V {
+    static func quickGelu(_ x: V) -> V {
         x / (V(repeating: 1) + exp(x * V(repeating: -1.702)))
     }
 
@@ -184,7 +180,7 @@ enum VectorMath {
     /// a Taylor series near 0 (where the relative error matters), Abramowitz & Stegun
     /// 7.1.26 (|ε| ≤ 1.5e-7) elsewhere; both are computed and the lanes picked.
     @inline(__always)
-    static func erf<V: FloatVector>(_ x: V) -> V {
+    static func erf(_ x: V) -> V {
         let ax = x.magnitude
         // A&S 7.1.26: erf(a) = 1 − (a1·t + … + a5·t⁵)·e^(−a²), t = 1 / (1 + p·a).
         let t = V(repeating: 1) / V(repeating: 1).addingProduct(ax, V(repeating: 0.327_591_1))
@@ -206,13 +202,13 @@ enum VectorMath {
         s = V(repeating: 1).addingProduct(s, x2)
         let near = s * x * V(repeating: 1.128_379_167)
         // far carries the sign of x; near where |x| < 0.5.
-        let signedFar = V(bits: far.bits | (x.bits & V.Bits(repeating: Int32(bitPattern: 0x8000_0000))))
+        let signedFar = V(bits: far.bits | (x.bits & NativeI32(repeating: Int32(bitPattern: 0x8000_0000))))
         return V.blend(signedFar, near, where: (ax - V(repeating: 0.5)).signMask)
     }
 
     /// Exact (erf) GELU: ½x(1 + erf(x/√2)).
     @inline(__always)
-    static func gelu<V: FloatVector>(_ x: V) -> V {
+    static func gelu(_ x: V) -> V {
         V(repeating: 0.5) * x * (V(repeating: 1) + erf(x * V(repeating: 0.707_106_781)))
     }
 }

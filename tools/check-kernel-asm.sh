@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Checks that the release build of SDKernels keeps its hot loops free of per-lane library
+# calls. Without `-target-cpu haswell` (FMA + F16C) on x86_64, `addingProduct` and Float16
+# conversions silently become calls to fmaf / __extendhfsf2 / __truncsfhf2 per lane (25–50×
+# slower); an unspecialised generic kernel shows up as calls into the stdlib's SIMD witnesses.
+#
+# Usage: tools/check-kernel-asm.sh [--no-build] [--build-path DIR]
+#   --no-build        check the objects already in DIR/release/SDKernels.build
+#   --build-path DIR  SwiftPM build directory (default: <package>/.build)
+#
+# What it checks, in every function of the SDKernels objects whose symbol belongs to the
+# fast kernels (Kernels, Gemm, Conv, Attention, Normalization, Elementwise, VectorMath;
+# closures and generic specialisations included; ReferenceKernels excluded):
+#   - no call/relocation to: fmaf fma __extendhfsf2 __truncsfhf2 __gnu_h2f_ieee
+#     __gnu_f2h_ieee expf exp exp2f erff erf
+#   - no call to swift_getAssociatedTypeWitness / swift_getAssociatedConformanceWitness or
+#     to the generic SIMD / SIMDStorage protocol witnesses ($ss4SIMDP…, $ss11SIMDStorageP…)
+# and, as positive evidence that the flags took effect:
+#   - the GEMM micro-kernel contains vfmadd…ps on ymm registers
+#   - some Gemm function contains vcvtph2ps (f16 weights converted with F16C)
+# x86_64 only; on other hosts it prints a note and exits 0.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+package="$(cd "$here/.." && pwd)"
+build_path="$package/.build"
+do_build=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --no-build) do_build=0; shift ;;
+        --build-path) build_path="$2"; shift 2 ;;
+        *) echo "usage: $0 [--no-build] [--build-path DIR]" >&2; exit 2 ;;
+    esac
+done
+
+if [[ "$(uname -m)" != "x86_64" ]]; then
+    echo "check-kernel-asm: x86_64 only (host is $(uname -m)); skipped"
+    exit 0
+fi
+command -v objdump >/dev/null || { echo "check-kernel-asm: objdump not found" >&2; exit 2; }
+
+if [[ $do_build == 1 ]]; then
+    (cd "$package" && swift build -c release --target SDKernels --build-path "$build_path")
+fi
+
+objects_dir="$build_path/release/SDKernels.build"
+shopt -s nullglob
+objects=("$objects_dir"/*.o)
+if [[ ${#objects[@]} == 0 ]]; then
+    echo "check-kernel-asm: no objects in $objects_dir" >&2
+    exit 2
+fi
+
+# Mangled type prefixes of the fast-kernel namespaces ($s9SDKernels<len><Name>O…).
+kernels='^\$s9SDKernels(7KernelsO|4GemmO|4ConvO|9AttentionO|13NormalizationO|11ElementwiseO|10VectorMathO)'
+forbidden='^(fmaf|fma|__extendhfsf2|__truncsfhf2|__gnu_h2f_ieee|__gnu_f2h_ieee|expf|exp|exp2f|erff|erf|swift_getAssociatedTypeWitness|swift_getAssociatedConformanceWitness|\$ss4SIMDP.*|\$ss11SIMDStorageP.*)$'
+
+report="$(for o in "${objects[@]}"; do
+    objdump -dr --no-show-raw-insn "$o" | awk -v kernels="$kernels" -v forbidden="$forbidden" '
+        /^[0-9a-f]+ <.*>:$/ {
+            name = $2; sub(/^</, "", name); sub(/>:$/, "", name)
+            inKernel = (name ~ kernels)
+            micro = (name ~ /^\$s9SDKernels4GemmO11microKernel/)
+            gemm = (name ~ /^\$s9SDKernels4GemmO/)
+            next
+        }
+        !inKernel { next }
+        micro && /vfmadd[0-9]+ps[^,]*%ymm/ { fmaCount++ }
+        gemm && /vcvtph2ps/ { cvtCount++ }
+        /R_X86_64_/ {
+            target = $3; sub(/[-+]0x[0-9a-f]+$/, "", target); sub(/@.*$/, "", target)
+            if (target ~ forbidden) printf "BAD %s calls %s\n", name, target
+        }
+        END { printf "FMA %d\nCVT %d\n", fmaCount, cvtCount }'
+done)"
+
+bad="$(grep '^BAD ' <<<"$report" | sort -u || true)"
+fma=$(awk '/^FMA /{s += $2} END {print s + 0}' <<<"$report")
+cvt=$(awk '/^CVT /{s += $2} END {print s + 0}' <<<"$report")
+
+status=0
+if [[ -n "$bad" ]]; then
+    echo "check-kernel-asm: per-lane library or generic-witness calls in kernel code:"
+    sed 's/^BAD /  /' <<<"$bad" | head -40
+    status=1
+fi
+if [[ $fma == 0 ]]; then
+    echo "check-kernel-asm: no vfmadd…ps ymm in Gemm.microKernel (FMA not enabled? -target-cpu haswell)"
+    status=1
+fi
+if [[ $cvt == 0 ]]; then
+    echo "check-kernel-asm: no vcvtph2ps in Gemm (F16C not enabled? -target-cpu haswell)"
+    status=1
+fi
+if [[ $status == 0 ]]; then
+    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt)"
+fi
+exit $status
