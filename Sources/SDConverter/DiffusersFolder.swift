@@ -31,7 +31,7 @@ enum DiffusersFolder {
         let schedulerPath = FileSystem.join(root, "scheduler/scheduler_config.json")
         let scheduler = FileSystem.isFile(schedulerPath) ? try FileSystem.readJSON(schedulerPath) : defaultSchedulerConfig
         let tokenizerDir = FileSystem.join(root, "tokenizer")
-        let tokenizer = FileSystem.isFile(FileSystem.join(tokenizerDir, "vocab.json"))
+        let tokenizer = TokenizerData.isTokenizerFolder(tokenizerDir)
             ? try TokenizerData.read(folder: tokenizerDir) : TokenizerData.bundled()
         return SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
                            unusedKeys: [], kind: "diffusers folder")

@@ -47,7 +47,7 @@ enum SingleFileCheckpoint {
             let schedulerPath = FileSystem.join(configFolder, "scheduler/scheduler_config.json")
             if FileSystem.isFile(schedulerPath) { scheduler = try FileSystem.readJSON(schedulerPath) }
             let tokenizerDir = FileSystem.join(configFolder, "tokenizer")
-            if FileSystem.isFile(FileSystem.join(tokenizerDir, "vocab.json")) { tokenizer = try TokenizerData.read(folder: tokenizerDir) }
+            if TokenizerData.isTokenizerFolder(tokenizerDir) { tokenizer = try TokenizerData.read(folder: tokenizerDir) }
         } else {
             let inferred = try ConfigInference(path: path, unet: unetSource.mapValues(\.shape),
                                                vae: vaeSource.mapValues(\.shape), text: textSource.mapValues(\.shape))

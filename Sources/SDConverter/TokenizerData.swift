@@ -21,23 +21,24 @@ struct TokenizerData {
                              source: "bundled CLIP BPE")
     }
 
-    /// A transformers CLIPTokenizer folder: vocab.json, merges.txt, tokenizer_config.json.
+    /// A transformers CLIPTokenizer folder: vocab.json and merges.txt (the layout of
+    /// published SD checkpoints), or the single tokenizer.json that transformers ≥ 5
+    /// writes; tokenizer_config.json and special_tokens_map.json name the special tokens.
     static func read(folder: String) throws -> TokenizerData {
-        let vocabPath = FileSystem.join(folder, "vocab.json")
-        let mergesPath = FileSystem.join(folder, "merges.txt")
-        guard let entries = try FileSystem.readJSON(vocabPath).object else { throw FormatError(vocabPath, "not a JSON object") }
-        guard entries.count > 2, entries.count < 1_000_000 else { throw FormatError(vocabPath, "implausible vocabulary size \(entries.count)") }
+        let (entries, merges) = try FileSystem.isFile(FileSystem.join(folder, "vocab.json"))
+            ? readVocabAndMerges(folder) : readTokenizerJSON(folder)
+        guard entries.count > 2, entries.count < 1_000_000 else { throw FormatError(folder, "implausible vocabulary size \(entries.count)") }
         var vocabulary = [String?](repeating: nil, count: entries.count)
+        var ids: [String: Int] = [:]
         for (token, value) in entries {
             guard let id = value.int, id >= 0, id < entries.count, vocabulary[id] == nil else {
-                throw FormatError(vocabPath, "token ids must be 0..<\(entries.count), each once (\(token))")
+                throw FormatError(folder, "vocabulary ids must be 0..<\(entries.count), each once (\(token))")
             }
             vocabulary[id] = token
+            ids[token] = id
         }
-        let merges = try FileSystem.readText(mergesPath).split(separator: "\n", omittingEmptySubsequences: true)
-            .filter { !$0.hasPrefix("#version") }.map(String.init)
         let vocab = vocabulary.map { $0! }
-        func id(of token: String) -> Int? { entries.first { $0.0 == token }?.1.int }
+        func id(of token: String) -> Int? { ids[token] }
 
         var config = JSON.object([])
         let configPath = FileSystem.join(folder, "tokenizer_config.json")
@@ -64,6 +65,35 @@ struct TokenizerData {
                              eosTokenID: try specialID("eos_token", default: "<|endoftext|>"),
                              padTokenID: try specialID("pad_token", default: "<|endoftext|>"),
                              maxLength: maxLength, source: folder)
+    }
+
+    static func isTokenizerFolder(_ folder: String) -> Bool {
+        FileSystem.isFile(FileSystem.join(folder, "vocab.json")) || FileSystem.isFile(FileSystem.join(folder, "tokenizer.json"))
+    }
+
+    static func readVocabAndMerges(_ folder: String) throws -> ([(String, JSON)], [String]) {
+        let vocabPath = FileSystem.join(folder, "vocab.json")
+        guard let entries = try FileSystem.readJSON(vocabPath).object else { throw FormatError(vocabPath, "not a JSON object") }
+        // Split by the tokenizer's rules: a merge may start with a combining mark, which
+        // Swift would glue to the preceding newline in a Character split.
+        let merges = CLIPTokenizer.mergeLines(in: try FileSystem.readText(FileSystem.join(folder, "merges.txt")))
+        return (entries, merges)
+    }
+
+    /// tokenizers' JSON: a BPE `model` with `vocab` {token: id} and `merges`, each either
+    /// "a b" or ["a", "b"] depending on the library version.
+    static func readTokenizerJSON(_ folder: String) throws -> ([(String, JSON)], [String]) {
+        let path = FileSystem.join(folder, "tokenizer.json")
+        let model = try FileSystem.readJSON(path)["model"]
+        guard model?["type"]?.string == "BPE", let entries = model?["vocab"]?.object, let list = model?["merges"]?.array else {
+            throw FormatError(path, "not a BPE tokenizer with vocab and merges")
+        }
+        let merges = try list.map { m -> String in
+            if let s = m.string { return s }
+            if let pair = m.array, pair.count == 2, let a = pair[0].string, let b = pair[1].string { return a + " " + b }
+            throw FormatError(path, "malformed merge \(m.serialized)")
+        }
+        return (entries, merges)
     }
 
     var metadata: [(String, MetadataValue)] {

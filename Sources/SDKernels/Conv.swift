@@ -18,8 +18,14 @@ enum Conv {
     static func conv2d(_ weight: WeightMatrix, geometry g: Geometry,
                        input x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                        residual: UnsafePointer<Float>?, output y: UnsafeMutablePointer<Float>,
-                       pool: ThreadPool, blocking: Gemm.Blocking = Gemm.blocking) {
+                       pool: ThreadPool, blocking: Gemm.Blocking = Gemm.blocking,
+                       algorithm: Kernels.ConvAlgorithm = .direct) {
         precondition(weight.cols == g.channels * g.kernel * g.kernel, "conv weight is not [Cout, Cin·k·k]")
+        if Winograd.applies(to: g) && (algorithm == .winograd
+                                       || algorithm == .automatic && Winograd.pays(for: g, outChannels: weight.rows)) {
+            Winograd.conv3x3(weight, geometry: g, input: x, bias: bias, residual: residual, output: y, pool: pool)
+            return
+        }
         let columns = g.batch * g.outHeight * g.outWidth
         if g.kernel == 1 && g.stride == 1 && g.padding == 0 {
             // x [Cin, B·H·W] is already the B matrix.

@@ -114,9 +114,14 @@ public enum KernelBenchmark {
     }
 
     /// `Kernels.conv2d` 3×3, padding 1, batch 1: [cin, h, w] → [cout, h/stride, w/stride].
+    /// `algorithm` is set as `Kernels.convAlgorithm` for the measurement; FLOPs are the
+    /// direct conv's (2·Cout·Cin·9 per output), so Winograd reports an effective rate.
     public static func conv3x3(inChannels cin: Int, outChannels cout: Int, height: Int, width: Int,
                                stride: Int = 1, type: WeightType = .f32, pool: ThreadPool,
-                               repeats: Int = 5) -> Result {
+                               repeats: Int = 5, algorithm: Kernels.ConvAlgorithm = .automatic) -> Result {
+        let saved = Kernels.convAlgorithm
+        Kernels.convAlgorithm = algorithm
+        defer { Kernels.convAlgorithm = saved }
         let weights = RandomWeights(rows: cout, cols: cin * 9, type: type)
         let ho = (height + 2 - 3) / stride + 1, wo = (width + 2 - 3) / stride + 1
         let x = randomBuffer(cin * height * width), y = UnsafeMutablePointer<Float>.allocate(capacity: cout * ho * wo)
@@ -157,11 +162,16 @@ public enum KernelBenchmark {
             row("linear \(type)", "5120×1280, P=1024", gemm(n: 5120, k: 1280, p: 1024, type: type, pool: pool, repeats: repeats))
             row("linear \(type)", "768×768, P=77", gemm(n: 768, k: 768, p: 77, type: type, pool: pool, repeats: repeats))
         }
-        row("conv3x3", "320→320, 64×64", conv3x3(inChannels: 320, outChannels: 320, height: 64, width: 64, pool: pool, repeats: repeats))
-        row("conv3x3", "640→640, 32×32", conv3x3(inChannels: 640, outChannels: 640, height: 32, width: 32, pool: pool, repeats: repeats))
+        // Winograd rows: effective GFLOP/s (direct-conv FLOPs / time), f16 weights as shipped.
+        for (c, h) in [(320, 64), (640, 32), (1280, 16), (1280, 8), (512, 64), (128, 256)] {
+            let n = h >= 256 ? max(1, repeats / 2) : repeats
+            for algorithm in [Kernels.ConvAlgorithm.direct, .winograd] {
+                row("conv3x3 f16 \(algorithm)", "\(c)→\(c), \(h)×\(h)",
+                    conv3x3(inChannels: c, outChannels: c, height: h, width: h, type: .f16, pool: pool, repeats: n,
+                            algorithm: algorithm))
+            }
+        }
         row("conv3x3 s2", "320→320, 64×64", conv3x3(inChannels: 320, outChannels: 320, height: 64, width: 64, stride: 2, pool: pool, repeats: repeats))
-        row("conv3x3", "512→512, 64×64", conv3x3(inChannels: 512, outChannels: 512, height: 64, width: 64, pool: pool, repeats: repeats))
-        row("conv3x3", "128→128, 256×256", conv3x3(inChannels: 128, outChannels: 128, height: 256, width: 256, pool: pool, repeats: max(1, repeats / 2)))
         row("attention", "8×40, T=4096", attention(heads: 8, headDim: 40, queryTokens: 4096, keyTokens: 4096, pool: pool, repeats: max(1, repeats / 2)))
         row("attention", "8×40, Tq=4096, Tk=77", attention(heads: 8, headDim: 40, queryTokens: 4096, keyTokens: 77, pool: pool, repeats: repeats))
         row("attention", "8×80, T=1024", attention(heads: 8, headDim: 80, queryTokens: 1024, keyTokens: 1024, pool: pool, repeats: repeats))
@@ -226,18 +236,18 @@ public enum KernelBenchmark {
     }
 
     static func threadCPUSeconds() -> Double { clockSeconds(CLOCK_THREAD_CPUTIME_ID) }
-                                 static func processCPUSeconds() -> Double { clockSeconds(CLOCK_PROCESS_CPUTIME_ID) }
-                                 
-                                 static func clockSeconds(_ clock: clockid_t) -> Double {
+    static func processCPUSeconds() -> Double { clockSeconds(CLOCK_PROCESS_CPUTIME_ID) }
+
+    static func clockSeconds(_ clock: clockid_t) -> Double {
         var t = timespec()
         clock_gettime(clock, &t)
         return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 
     static func monotonicSeconds() -> Double { clockSeconds(CLOCK_MONOTONIC) }
-                                 
-                                 /// Uniform in [−1, 1) from a fixed-seed xorshift (benchmarks need no quality).
-                                 static func randomBuffer(_ count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> UnsafeMutablePointer<Float> {
+
+    /// Uniform in [−1, 1) from a fixed-seed xorshift (benchmarks need no quality).
+    static func randomBuffer(_ count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> UnsafeMutablePointer<Float> {
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         var state = seed
         for i in 0..<count {

@@ -12,7 +12,21 @@ public enum Kernels {
         Gemm.linear(w, input: x, columns: columns, bias: bias, residual: residual, output: y, pool: pool)
     }
 
-    /// Implicit-GEMM convolution (any square kernel, stride and padding); 1×1 stride 1 goes
+    /// How `conv2d` computes 3×3, stride 1, padding 1 convolutions.
+    public enum ConvAlgorithm: Sendable {
+        /// Winograd F(2×2, 3×3) where it measured faster (`Winograd.pays`), else direct.
+        case automatic
+        /// Implicit GEMM (exact summation of the 9·Cin products per output).
+        case direct
+        /// Winograd F(2×2, 3×3) whenever it applies (tests, benchmarks).
+        case winograd
+    }
+
+    /// The choice `conv2d` uses; tests and benchmarks set `.direct` to compare.
+    nonisolated(unsafe) public static var convAlgorithm: ConvAlgorithm = .automatic
+
+    /// Convolution, any square kernel, stride and padding: 3×3 stride 1 padding 1 by
+    /// Winograd F(2×2, 3×3) per `convAlgorithm`, otherwise implicit GEMM; 1×1 stride 1 goes
     /// straight to `linear`. residual may alias y (y must not alias x).
     public static func conv2d(_ w: WeightMatrix, kernelSize: Int, stride: Int, padding: Int,
                               input x: UnsafePointer<Float>, channels: Int, batch: Int,
@@ -22,7 +36,7 @@ public enum Kernels {
         let geometry = Conv.Geometry(channels: channels, batch: batch, height: height, width: width,
                                      kernel: kernelSize, stride: stride, padding: padding)
         Conv.conv2d(w, geometry: geometry, input: x, bias: bias, residual: residual, output: y,
-                    pool: pool)
+                    pool: pool, algorithm: convAlgorithm)
     }
 
     /// y may alias x.

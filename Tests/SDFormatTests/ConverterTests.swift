@@ -94,6 +94,30 @@ final class ConverterTests: XCTestCase {
         }
     }
 
+    /// transformers ≥ 5 saves a tokenizer as one tokenizer.json instead of vocab.json and
+    /// merges.txt: both must give the same tokenizer.
+    func testTokenizerJSONFolder() throws {
+        let dir = TestFiles.scratch(self) + "/model"
+        try FileManager.default.copyItem(atPath: folderA, toPath: dir)
+        let tok = dir + "/tokenizer"
+        let vocab = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tok + "/vocab.json")))
+        // Split bytes, not Characters: a merge may begin with a combining mark.
+        let merges = try Data(contentsOf: URL(fileURLWithPath: tok + "/merges.txt")).split(separator: 0x0A)
+            .map { String(decoding: $0, as: UTF8.self) }.filter { !$0.hasPrefix("#version") }
+            .map { $0.split(separator: " ", omittingEmptySubsequences: false).map(String.init) }
+        let json: [String: Any] = ["version": "1.0", "model": ["type": "BPE", "vocab": vocab, "merges": merges]]
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: tok + "/tokenizer.json"))
+        try FileManager.default.removeItem(atPath: tok + "/vocab.json")
+        try FileManager.default.removeItem(atPath: tok + "/merges.txt")
+        let (fromJSON, report) = try convert(dir, .fp16)
+        let (fromFiles, _) = try convert(folderA, .fp16)
+        XCTAssertEqual(report.tokenizerSource, tok)
+        for key in ["tokenizer.vocab", "tokenizer.merges", "tokenizer.pad_token_id", "tokenizer.eos_token_id"] {
+            XCTAssertTrue(fromJSON[metadata: key] == fromFiles[metadata: key], key)
+        }
+        XCTAssertEqual(fromJSON.strings("tokenizer.merges")?.count, 48894)
+    }
+
     func testSingleFileConfigInference() throws {
         // The tiny text encoder's head count cannot be inferred (SD's CLIP has 64-wide heads).
         XCTAssertThrowsError(try convert(singleA, .fp16)) { error in
