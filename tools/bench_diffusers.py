@@ -18,8 +18,8 @@ Phases, each under torch.inference_mode():
   UNet step      batch 2 at the latent size (64x64 for 512x512) plus the guidance combine
   VAE decode     one latent to a width x height image
 Each phase's peak RSS is VmHWM from /proc/self/status after resetting it with
-/proc/self/clear_refs (the same method as pocketsd); the whole-process peak is
-resource.getrusage(RUSAGE_SELF).ru_maxrss.
+/proc/self/clear_refs (the same method as pocketsd); the whole-process peak is the largest of
+those and resource.getrusage(RUSAGE_SELF).ru_maxrss (which the reset lowers too).
 
 Environment: nothing is set globally here. The OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
 variables mentioned in the machine notes concern numpy's OpenBLAS; PyTorch's CPU kernels
@@ -58,17 +58,21 @@ def reset_peak():
 def timed(fn, runs, warmup):
     if warmup:
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
-    return times
+        cpu.append(time.process_time() - c0)
+    return times, cpu
 
 
-def phase(name, runs_text, times):
+def phase(name, runs_text, measured):
+    times, cpu = measured
+    # CPU time includes OpenMP's spin-waiting, so it is an upper bound on useful work.
     return {"name": name, "runs": runs_text, "seconds": times, "median_seconds": statistics.median(times),
-            "min_seconds": min(times), "max_seconds": max(times), "peak_rss_bytes": vm_hwm_bytes()}
+            "min_seconds": min(times), "max_seconds": max(times), "median_cpu_seconds": statistics.median(cpu),
+            "peak_rss_bytes": vm_hwm_bytes()}
 
 
 def main():
@@ -84,6 +88,7 @@ def main():
     if not os.path.isfile(os.path.join(args.folder, "model_index.json")):
         sys.exit(f"bench_diffusers: {args.folder} is not a diffusers folder (no model_index.json)")
 
+    import diffusers
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -92,13 +97,13 @@ def main():
     phases = []
 
     reset_peak()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sub = lambda name: os.path.join(args.folder, name)  # noqa: E731
     tokenizer = CLIPTokenizer.from_pretrained(sub("tokenizer"))
     text_encoder = CLIPTextModel.from_pretrained(sub("text_encoder"), torch_dtype=torch.float32).eval()
     unet = UNet2DConditionModel.from_pretrained(sub("unet"), torch_dtype=torch.float32).eval()
     vae = AutoencoderKL.from_pretrained(sub("vae"), torch_dtype=torch.float32).eval()
-    phases.append(phase("load (fp16 files -> fp32)", "1", [time.perf_counter() - t0]))
+    phases.append(phase("load (fp16 files -> fp32)", "1", ([time.perf_counter() - t0], [time.process_time() - c0])))
 
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     h, w = args.height // factor, args.width // factor
@@ -124,9 +129,10 @@ def main():
             holder["noise"] = uncond + 7.5 * (cond - uncond)
 
         reset_peak()
-        times = timed(unet_step, args.unet_runs, warmup=False)
-        runs = "1 (first)" if len(times) == 1 else f"{len(times)}, first {times[0]:.2f} s"
-        phases.append(phase("UNet step, guided (batch 2)", runs, times))
+        measured = timed(unet_step, args.unet_runs, warmup=False)
+        first = measured[0][0]
+        runs = "1 (first)" if args.unet_runs == 1 else f"{args.unet_runs}, first {first:.2f} s"
+        phases.append(phase("UNet step, guided (batch 2)", runs, measured))
         assert torch.isfinite(holder["noise"]).all()
 
         def decode():
@@ -138,22 +144,25 @@ def main():
         assert torch.isfinite(holder["image"]).all()
 
     result = {
-        "tool": "diffusers", "torch": torch.__version__, "folder": args.folder, "dtype": "float32",
+        "tool": "diffusers", "diffusers": diffusers.__version__, "torch": torch.__version__, "folder": args.folder, "dtype": "float32",
         "threads": torch.get_num_threads(), "width": args.width, "height": args.height,
-        "load_average": list(load_avg), "phases": phases,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "load_average": list(load_avg), "load_average_end": list(os.getloadavg()), "phases": phases,
+        # ru_maxrss follows the same high-water mark that reset_peak() lowers, so take the
+        # phases' peaks too.
+        "peak_rss_bytes": max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]
+                              + [p["peak_rss_bytes"] for p in phases]),
     }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"diffusers {result['torch']} fp32, {result['threads']} threads, {args.width}x{args.height}, "
+    print(f"diffusers {result['diffusers']} (torch {result['torch']}) fp32, {result['threads']} threads, {args.width}x{args.height}, "
           f"load average {' '.join(f'{x:.2f}' for x in load_avg)} at start\n")
-    print("| phase | runs | median s | min s | max s | peak RSS |")
-    print("|---|---|--:|--:|--:|--:|")
+    print("| phase | runs | median s | min s | max s | CPU s (median) | peak RSS |")
+    print("|---|---|--:|--:|--:|--:|--:|")
     for p in phases:
         print(f"| {p['name']} | {p['runs']} | {p['median_seconds']:.2f} | {p['min_seconds']:.2f} | "
-              f"{p['max_seconds']:.2f} | {p['peak_rss_bytes'] / 2**30:.2f} GiB |")
-    print(f"| whole process | | | | | {result['peak_rss_bytes'] / 2**30:.2f} GiB |")
+              f"{p['max_seconds']:.2f} | {p['median_cpu_seconds']:.2f} | {p['peak_rss_bytes'] / 2**30:.2f} GiB |")
+    print(f"| whole process | | | | | | {result['peak_rss_bytes'] / 2**30:.2f} GiB |")
 
 
 if __name__ == "__main__":

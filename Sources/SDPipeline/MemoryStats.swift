@@ -4,10 +4,17 @@ import Glibc
 public struct MemoryStats: Sendable, Equatable {
     /// Peak resident set (VmHWM), bytes.
     public var peakResident: Int
-    /// Current resident set split into anonymous (heap, stacks) and file-backed (mapped
-    /// weights) pages, bytes.
+    /// Resident set split into anonymous (heap, activations, stacks) and file-backed
+    /// (mapped weights, code) pages, bytes: now for `current()`; in phase reports, at the
+    /// highest resident set `MemorySampler` saw during the phase.
     public var residentAnonymous: Int
     public var residentFile: Int
+
+    public init(peakResident: Int, residentAnonymous: Int, residentFile: Int) {
+        self.peakResident = peakResident
+        self.residentAnonymous = residentAnonymous
+        self.residentFile = residentFile
+    }
 
     public static func current() -> MemoryStats {
         var stats = MemoryStats(peakResident: 0, residentAnonymous: 0, residentFile: 0)
@@ -31,5 +38,75 @@ public struct MemoryStats: Sendable, Equatable {
         guard let fp = fopen("/proc/self/clear_refs", "w") else { return }
         fputs("5", fp)
         fclose(fp)
+    }
+}
+
+/// Watches the resident set from a thread of its own (every 2 ms, /proc/self/statm), so a
+/// phase can report how its peak split into anonymous and file pages: VmHWM has the peak
+/// but not the split. Samples can miss a spike shorter than the period; the peak itself
+/// always comes from VmHWM.
+final class MemorySampler: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var running = true
+    private var best = (resident: 0, file: 0)
+    private var thread: pthread_t?
+    private let fd: Int32
+    private let pageBytes = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        var t = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        if pthread_create(&t, nil, { raw in
+            let sampler = Unmanaged<MemorySampler>.fromOpaque(raw!).takeRetainedValue()
+            sampler.loop()
+            return nil
+        }, context) == 0 {
+            thread = t
+        } else {
+            Unmanaged<MemorySampler>.fromOpaque(context).release()
+        }
+    }
+
+    /// (resident, file-backed) bytes now, from statm's "size resident shared …" pages.
+    private func sample() -> (resident: Int, file: Int)? {
+        var buffer = [CChar](repeating: 0, count: 128)
+        let n = pread(fd, &buffer, 127, 0)
+        guard n > 0 else { return nil }
+        let fields = String(cString: buffer).split(separator: " ")
+        guard fields.count >= 3, let resident = Int(fields[1]), let shared = Int(fields[2]) else { return nil }
+        return (resident * pageBytes, shared * pageBytes)
+    }
+
+    private func loop() {
+        while true {
+            pthread_mutex_lock(mutex)
+            let keepGoing = running
+            if keepGoing, let s = sample(), s.resident > best.resident { best = s }
+            pthread_mutex_unlock(mutex)
+            if !keepGoing { return }
+            usleep(2000)
+        }
+    }
+
+    /// The split at the highest resident set since the last call (or now, if higher),
+    /// then starts over.
+    func take() -> (anonymous: Int, file: Int) {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if fd >= 0, let s = sample(), s.resident >= best.resident { best = s }
+        let result = (anonymous: max(0, best.resident - best.file), file: best.file)
+        best = (0, 0)
+        return result
+    }
+
+    func stop() {
+        pthread_mutex_lock(mutex)
+        running = false
+        pthread_mutex_unlock(mutex)
+        if let thread { pthread_join(thread, nil) }
+        if fd >= 0 { close(fd) }
     }
 }

@@ -16,12 +16,20 @@ public final class StableDiffusionPipeline {
     public let unetConfig: UNet2DConditionConfig
     public let vaeConfig: AutoencoderKLConfig
     public let schedulerConfig: SchedulerConfig
+    /// For callers that run the models themselves (`pocketsd bench`). `generate` gives each
+    /// phase a pool of its own with the same thread count, so the kernels' scratch buffers
+    /// (kept and grown by a pool) are freed when the phase ends instead of carrying the
+    /// UNet's largest scratch into the VAE phase and between runs.
     public let pool: ThreadPool
     /// Image pixels per latent pixel: 2^(VAE levels − 1).
     public let vaeScaleFactor: Int
+    /// How runs spend memory (weight residency, UNet batch, chunking, VAE tiles); may be
+    /// changed between runs.
+    public var memoryPlan: MemoryPlan
 
-    public init(modelPath: String, threads: Int) throws {
+    public init(modelPath: String, threads: Int, memory: MemoryPolicy = .auto) throws {
         file = try ModelFileReader(path: modelPath)
+        memoryPlan = MemoryPlan.resolve(memory, modelFileBytes: file.file.byteCount)
         let path = file.sourceName
         tokenizer = try Self.tokenizer(of: file)
         do {
@@ -36,6 +44,8 @@ public final class StableDiffusionPipeline {
         }
         pool = ThreadPool(threads: threads)
         vaeScaleFactor = 1 << (vaeConfig.blockOutChannels.count - 1)
+        // Header, metadata and tensor table have been parsed into the heap: drop their pages.
+        if let first = file.components.first?.range.lowerBound { file.file.release(0..<first) }
     }
 
     /// The CLIP tokenizer stored in a model file.
@@ -86,7 +96,19 @@ public final class StableDiffusionPipeline {
         /// Final latents before the VAE: NCHW [images, latent channels, h, w].
         public var latents: [Float]
         public var latentShape: [Int]
+        /// "text encoder", "denoising", "vae decode"; denoising's peak is its steps' maximum.
         public var phases: [PhaseReport]
+        /// One per denoising step ("step 1", …); the first includes binding the UNet.
+        public var steps: [PhaseReport]
+        /// The plan the run used.
+        public var memoryPlan: MemoryPlan
+    }
+
+    /// The models' memory options for one component under the current plan.
+    func memoryOptions(_ component: String, maxBatch: Int = .max) -> MemoryOptions {
+        let plan = memoryPlan
+        return MemoryOptions(residency: plan.policy == .stream ? StreamingResidency(file: file, component: component) : nil,
+                             chunkFloats: plan.chunkFloats, maxBatch: maxBatch)
     }
 
     /// Runs the whole pipeline. `progress` is called before each phase and after each
@@ -98,6 +120,7 @@ public final class StableDiffusionPipeline {
         }
         var phases: [PhaseReport] = []
         var clock = PhaseClock()
+        defer { clock.stop() }
         func report(_ p: Progress) throws {
             if let progress, !progress(p) { throw PipelineError.cancelled }
         }
@@ -112,12 +135,14 @@ public final class StableDiffusionPipeline {
         try report(Progress(phase: .textEncoder, step: 0, totalSteps: request.steps))
         let context: [Float]
         do {
-            let textModel = try CLIPTextModel(config: textConfig, weights: file.component("text_encoder"))
+            let textModel = try CLIPTextModel(config: textConfig, weights: file.component("text_encoder"),
+                                              memory: memoryOptions("text_encoder"))
+            release("text_encoder")  // binding read the biases and norms: drop those pages again
             var ids: [Int32] = []
             let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
             let texts = (request.usesGuidance ? negatives : []) + request.prompts
             for text in texts { ids += tokenizer.tokenize(text) }
-            let hidden = try textModel.encode(ids: ids, batch: texts.count, pool: pool)
+            let hidden = try textModel.encode(ids: ids, batch: texts.count, pool: ThreadPool(threads: pool.threads))
             let width = hidden.count / texts.count
             var repeated: [Float] = []
             repeated.reserveCapacity(width * texts.count * request.imagesPerPrompt)
@@ -127,69 +152,95 @@ public final class StableDiffusionPipeline {
             context = repeated
         }
         release("text_encoder")
+        ActivationBuffers.trim()  // each phase recycles its own activation buffers
         phases.append(clock.lap("text encoder"))
 
         // 2. Denoising: latents from torch's generator, scaled by the initial sigma.
+        let denoisingStart = monotonicSeconds()
         var generator = TorchGenerator(seed: request.seed)
         var scheduler = scheduler0
         var latents = generator.randn(count: count * latentChannels * h * w)
         let sigma = scheduler.initNoiseSigma
         if sigma != 1 { for i in latents.indices { latents[i] *= sigma } }
-        let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"))
         let guidance = request.guidanceScale
-        for (i, t) in scheduler.timesteps.enumerated() {
-            let input = scheduler.scaleModelInput(latents, stepIndex: i)
-            let batchInput = request.usesGuidance ? input + input : input
-            let prediction = unet.predictNoise(sample: batchInput, batch: request.usesGuidance ? 2 * count : count,
-                                               height: h, width: w, timestep: t, context: context,
-                                               contextTokens: tokens, pool: pool)
-            var noise: [Float]
-            if request.usesGuidance {
-                let n = latents.count
-                noise = [Float](repeating: 0, count: n)
-                prediction.withUnsafeBufferPointer { p in
-                    for j in 0..<n { noise[j] = p[j] + guidance * (p[n + j] - p[j]) }
+        var steps: [PhaseReport] = []
+        do {  // The UNet and its pool (with the kernels' scratch) end with this block.
+            let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"),
+                                                memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
+            release("unet")
+            let unetPool = ThreadPool(threads: pool.threads)
+            for (i, t) in scheduler.timesteps.enumerated() {
+                let input = scheduler.scaleModelInput(latents, stepIndex: i)
+                let batchInput = request.usesGuidance ? input + input : input
+                // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
+                let prediction = unet.predictNoise(sample: batchInput, batch: request.usesGuidance ? 2 * count : count,
+                                                   height: h, width: w, timestep: t, context: context,
+                                                   contextTokens: tokens, pool: unetPool)
+                var noise: [Float]
+                if request.usesGuidance {
+                    let n = latents.count
+                    noise = [Float](repeating: 0, count: n)
+                    prediction.withUnsafeBufferPointer { p in
+                        for j in 0..<n { noise[j] = p[j] + guidance * (p[n + j] - p[j]) }
+                    }
+                } else {
+                    noise = prediction
                 }
-            } else {
-                noise = prediction
+                latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
+                steps.append(clock.lap("step \(i + 1)"))
+                try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count))
             }
-            latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
-            try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count))
         }
         release("unet")
-        phases.append(clock.lap("denoising"))
+        ActivationBuffers.trim()
+        let last = clock.lap("unet release")
+        phases.append(PhaseReport(
+            name: "denoising", seconds: monotonicSeconds() - denoisingStart,
+            memory: (steps + [last]).max { $0.memory.peakResident < $1.memory.peakResident }?.memory ?? last.memory))
 
         // 3. Decode: latents / scaling_factor through the VAE, then to 8 bits.
         try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
-        let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"))
+        let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"), memory: memoryOptions("vae"))
+        release("vae")
         let scale = Float(vaeConfig.scalingFactor)
         let scaled = latents.map { $0 / scale }
+        let vaePool = ThreadPool(threads: pool.threads)
         var images: [RGBImage] = []
         let plane = latentChannels * h * w
         for n in 0..<count {
             // One image at a time: the decoder's activations are the largest of the run.
             let decoded = vae.decode(latents: Array(scaled[(n * plane)..<((n + 1) * plane)]), batch: 1,
-                                     height: h, width: w, pool: pool)
+                                     height: h, width: w, tiling: memoryPlan.vaeTiling, pool: vaePool)
             decoded.withUnsafeBufferPointer {
                 images.append(RGBImage(decoded: $0, width: request.width, height: request.height))
             }
         }
         release("vae")
+        ActivationBuffers.trim()
         phases.append(clock.lap("vae decode"))
-        return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases)
+        return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
+                      steps: steps, memoryPlan: memoryPlan)
     }
 
-    /// Drops a finished component's weight pages (they stay in the page cache).
+    /// Drops a component's weight pages (they stay in the page cache): after binding (which
+    /// read the biases and norms, and the kernel mapped their neighbours too), and when the
+    /// component is done.
     func release(_ component: String) {
         if let range = file.components.first(where: { $0.name == component })?.range { file.file.release(range) }
     }
 }
 
-/// Times phases and records each one's peak memory.
+/// Times phases and records each one's peak memory (VmHWM, reset per phase) and how the
+/// resident set split into anonymous and file pages at its sampled peak. `stop()` ends
+/// the sampling thread.
 struct PhaseClock {
     var start = monotonicSeconds()
+    let sampler = MemorySampler()
 
-    init() { MemoryStats.resetPeak() }
+    init() {
+        MemoryStats.resetPeak()
+        _ = sampler.take()
+    }
 
     mutating func lap(_ name: String) -> StableDiffusionPipeline.PhaseReport {
         let t = monotonicSeconds()
@@ -197,8 +248,16 @@ struct PhaseClock {
             start = t
             MemoryStats.resetPeak()
         }
-        return .init(name: name, seconds: t - start, memory: .current())
+        var memory = MemoryStats.current()
+        let split = sampler.take()
+        if split.anonymous + split.file > 0 {
+            memory.residentAnonymous = split.anonymous
+            memory.residentFile = split.file
+        }
+        return .init(name: name, seconds: t - start, memory: memory)
     }
+
+    func stop() { sampler.stop() }
 }
 
 public func monotonicSeconds() -> Double {

@@ -51,7 +51,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     struct KernelRow { let name: String, shape: String, result: KernelBenchmark.Result }
-    struct PhaseRow { let name: String, runs: String, seconds: [Double], peakResident: Int }
+    struct PhaseRow { let name: String, runs: String, seconds: [Double], cpuSeconds: [Double], peakResident: Int }
 
     func run() throws {
         let openStart = now()
@@ -94,9 +94,11 @@ struct BenchCommand: ParsableCommand {
                     let s = p.seconds.sorted()
                     return .object([("name", .string(p.name)), ("runs", .number(Double(s.count))),
                                     ("median_seconds", .number(s[s.count / 2])), ("min_seconds", .number(s.first!)),
-                                    ("max_seconds", .number(s.last!)), ("peak_rss_bytes", .number(Double(p.peakResident)))])
+                                    ("max_seconds", .number(s.last!)), ("median_cpu_seconds", .number(Self.median(p.cpuSeconds))),
+                                    ("peak_rss_bytes", .number(Double(p.peakResident)))])
                 })),
                 ("peak_rss_bytes", .number(Double(peakResident))),
+                ("load_average_end", .array(Self.loadAverage().map { .number($0) })),
             ]))
             return
         }
@@ -113,15 +115,15 @@ struct BenchCommand: ParsableCommand {
                       + "\(format(r.gflopsPerCPUSecond, 1)) |")
             }
         }
-        print("\n| phase | runs | median s | min s | max s | peak RSS |")
-        print("|---|---|--:|--:|--:|--:|")
-        print("| open model file | 1 | \(format(openSeconds, 3)) | | | |")
+        print("\n| phase | runs | median s | min s | max s | CPU s (median) | peak RSS |")
+        print("|---|---|--:|--:|--:|--:|--:|")
+        print("| open model file | 1 | \(format(openSeconds, 3)) | | | | |")
         for p in phases {
             let s = p.seconds.sorted()
             print("| \(p.name) | \(p.runs) | \(format(s[s.count / 2], 2)) | \(format(s.first!, 2)) | \(format(s.last!, 2)) | "
-                  + "\(formatBytes(p.peakResident)) |")
+                  + "\(format(Self.median(p.cpuSeconds), 2)) | \(formatBytes(p.peakResident)) |")
         }
-        print("| whole process | | | | | \(formatBytes(peakResident)) |")
+        print("| whole process | | | | | | \(formatBytes(peakResident)) |")
     }
 
     /// The SD shapes this model runs at this image size, from its configs.
@@ -133,18 +135,18 @@ struct BenchCommand: ParsableCommand {
         let lowTokens = max(1, h >> last) * max(1, w >> last)
         var cases: [(String, String, () -> KernelBenchmark.Result)] = [
             ("linear", "\(ch[0])×\(ch[0]), P=\(tokens)",
-             { KernelBenchmark.gemmGFLOPS(n: ch[0], k: ch[0], p: tokens, type: type, pool: pool, repeats: n) }),
+             { KernelBenchmark.gemm(n: ch[0], k: ch[0], p: tokens, type: type, pool: pool, repeats: n) }),
             // GEGLU: FeedForward(mult 4) projects to 2 · 4c (value and gate halves).
             ("linear GEGLU proj", "\(8 * ch[0])×\(ch[0]), P=\(tokens)",
-             { KernelBenchmark.gemmGFLOPS(n: 8 * ch[0], k: ch[0], p: tokens, type: type, pool: pool, repeats: n) }),
+             { KernelBenchmark.gemm(n: 8 * ch[0], k: ch[0], p: tokens, type: type, pool: pool, repeats: n) }),
             ("linear (mid block)", "\(ch[last])×\(ch[last]), P=\(lowTokens)",
-             { KernelBenchmark.gemmGFLOPS(n: ch[last], k: ch[last], p: lowTokens, type: type, pool: pool, repeats: n) }),
+             { KernelBenchmark.gemm(n: ch[last], k: ch[last], p: lowTokens, type: type, pool: pool, repeats: n) }),
         ]
         var seen: Set<Int> = []
         for (level, c) in ch.enumerated() where seen.insert(c).inserted {
             let hl = max(1, h >> level), wl = max(1, w >> level)
             cases.append(("conv3x3", "\(c)→\(c), \(wl)×\(hl)", {
-                KernelBenchmark.conv3x3GFLOPS(inChannels: c, outChannels: c, height: hl, width: wl, type: type, pool: pool, repeats: n)
+                KernelBenchmark.conv3x3(inChannels: c, outChannels: c, height: hl, width: wl, type: type, pool: pool, repeats: n)
             }))
         }
         // VAE decoder: widest block at latent size; the narrowest at half the image size
@@ -152,17 +154,17 @@ struct BenchCommand: ParsableCommand {
         let vaeWide = p.vaeConfig.blockOutChannels.last!, vaeNarrow = p.vaeConfig.blockOutChannels[0]
         let hh = max(1, height / 2), wh = max(1, width / 2)
         cases.append(("VAE conv3x3", "\(vaeWide)→\(vaeWide), \(w)×\(h)", {
-            KernelBenchmark.conv3x3GFLOPS(inChannels: vaeWide, outChannels: vaeWide, height: h, width: w, type: type, pool: pool, repeats: n)
+            KernelBenchmark.conv3x3(inChannels: vaeWide, outChannels: vaeWide, height: h, width: w, type: type, pool: pool, repeats: n)
         }))
         cases.append(("VAE conv3x3", "\(vaeNarrow)→\(vaeNarrow), \(wh)×\(hh)", {
-            KernelBenchmark.conv3x3GFLOPS(inChannels: vaeNarrow, outChannels: vaeNarrow, height: hh, width: wh, type: type, pool: pool, repeats: n)
+            KernelBenchmark.conv3x3(inChannels: vaeNarrow, outChannels: vaeNarrow, height: hh, width: wh, type: type, pool: pool, repeats: n)
         }))
         let d = ch[0] / heads
         cases.append(("attention self", "\(heads)×\(d), T=\(tokens)", {
-            KernelBenchmark.attentionGFLOPS(heads: heads, headDim: d, queryTokens: tokens, keyTokens: tokens, pool: pool, repeats: n)
+            KernelBenchmark.attention(heads: heads, headDim: d, queryTokens: tokens, keyTokens: tokens, pool: pool, repeats: n)
         }))
         cases.append(("attention cross", "\(heads)×\(d), Tq=\(tokens), Tk=\(contextTokens)", {
-            KernelBenchmark.attentionGFLOPS(heads: heads, headDim: d, queryTokens: tokens, keyTokens: contextTokens, pool: pool, repeats: n)
+            KernelBenchmark.attention(heads: heads, headDim: d, queryTokens: tokens, keyTokens: contextTokens, pool: pool, repeats: n)
         }))
         return cases
     }
@@ -182,13 +184,14 @@ struct BenchCommand: ParsableCommand {
         let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
         let ids = p.tokenizer.tokenize("") + p.tokenizer.tokenize("a photograph of an astronaut riding a horse")
         var context = try text.encode(ids: ids, batch: 2, pool: pool)
-        var textTimes: [Double] = []
+        var textTimes: [Double] = [], textCPU: [Double] = []
         for _ in 0..<3 {
-            let t0 = now()
+            let t0 = now(), c0 = Self.cpuSeconds()
             context = try text.encode(ids: ids, batch: 2, pool: pool)
             textTimes.append(now() - t0)
+            textCPU.append(Self.cpuSeconds() - c0)
         }
-        rows.append(PhaseRow(name: "text encoder (batch 2)", runs: "3 after warm-up", seconds: textTimes,
+        rows.append(PhaseRow(name: "text encoder (batch 2)", runs: "3 after warm-up", seconds: textTimes, cpuSeconds: textCPU,
                              peakResident: MemoryStats.current().peakResident))
         release("text_encoder")
 
@@ -196,27 +199,29 @@ struct BenchCommand: ParsableCommand {
         let unet = try UNet2DConditionModel(config: p.unetConfig, weights: p.file.component("unet"))
         let plane = p.unetConfig.inChannels * h * w
         let latents = Self.noise(count: plane)
-        var unetTimes: [Double] = []
+        var unetTimes: [Double] = [], unetCPU: [Double] = []
         for step in 0..<steps {
             Terminal.progress("UNet step \(step + 1)/\(steps)…")
-            let t0 = now()
+            let t0 = now(), c0 = Self.cpuSeconds()
             let prediction = unet.predictNoise(sample: latents + latents, batch: 2, height: h, width: w, timestep: 981,
                                                context: context, contextTokens: p.tokenizer.maxLength, pool: pool)
             var guided = [Float](repeating: 0, count: plane)
             for j in 0..<plane { guided[j] = prediction[j] + 7.5 * (prediction[plane + j] - prediction[j]) }
             unetTimes.append(now() - t0)
+            unetCPU.append(Self.cpuSeconds() - c0)
             if !guided.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the UNet produced non-finite values") }
         }
         rows.append(PhaseRow(name: "UNet step, guided (batch 2)", runs: steps == 1 ? "1 (cold pages)" : "\(steps), first cold",
-                             seconds: unetTimes, peakResident: MemoryStats.current().peakResident))
+                             seconds: unetTimes, cpuSeconds: unetCPU, peakResident: MemoryStats.current().peakResident))
         release("unet")
 
         Terminal.progress("VAE decode…")
         MemoryStats.resetPeak()
         let vae = try AutoencoderKL(config: p.vaeConfig, weights: p.file.component("vae"))
-        let t0 = now()
+        let t0 = now(), c0 = Self.cpuSeconds()
         let image = vae.decode(latents: latents, batch: 1, height: h, width: w, pool: pool)
         rows.append(PhaseRow(name: "VAE decode \(width)×\(height)", runs: "1", seconds: [now() - t0],
+                             cpuSeconds: [Self.cpuSeconds() - c0],
                              peakResident: MemoryStats.current().peakResident))
         if !image.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the VAE produced non-finite values") }
         release("vae")
@@ -242,6 +247,16 @@ struct BenchCommand: ParsableCommand {
             return Float(Int64(bitPattern: state >> 40) - (1 << 23)) / Float(1 << 23) * 1.7
         }
     }
+
+    /// CPU time of all threads of the process: unlike wall time, barely inflated when other
+    /// processes share the cores (the pool's idle workers sleep rather than spin).
+    static func cpuSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    static func median(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.sorted()[values.count / 2] }
 
     static func loadAverage() -> [Double] {
         var values = [Double](repeating: 0, count: 3)

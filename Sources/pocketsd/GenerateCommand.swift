@@ -50,7 +50,10 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Also write the final latents (before the VAE) as a float32 NCHW .npy file.")
     var saveLatents: String?
 
-    @Flag(help: "Print time and peak memory per phase.")
+    @Option(help: "Weight residency: keep (pages stay mapped; fastest with RAM to spare), stream (each layer's weight pages dropped after use; least memory) or auto (keep if the model file fits with room to spare).")
+    var memory: String = "auto"
+
+    @Flag(help: "Print time and peak memory per phase and per denoising step.")
     var stats = false
 
     @Flag(help: "Print the result as JSON on stdout.")
@@ -76,6 +79,9 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
         }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        guard MemoryPolicy(rawValue: memory) != nil else {
+            throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
+        }
         if let grid {
             guard let (r, c) = Self.parseGrid(grid) else { throw ValidationError("--grid must look like 2x2 (got \(grid))") }
             guard r * c == prompts.count * images else {
@@ -113,11 +119,12 @@ struct GenerateCommand: ParsableCommand {
         request.imagesPerPrompt = images
         request.scheduler = SchedulerKind(rawValue: scheduler)!
         let paths = try outputPaths(count: request.imageCount)
-        if seed == nil { Terminal.info("seed: \(request.seed)") }
 
         let start = now()
-        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
+                                                   memory: MemoryPolicy(rawValue: memory)!)
         let loadSeconds = now() - start
+        let loadMemory = MemoryStats.current()
         var stepStart = now()
         let result = try pipeline.generate(request) { p in
             switch p.phase {
@@ -150,37 +157,44 @@ struct GenerateCommand: ParsableCommand {
             try writeFile(saveLatents, NPYArray.encode(shape: result.latentShape, floats: result.latents))
         }
         let total = now() - start
-        let phases = [("load", loadSeconds, nil)] + result.phases.map { ($0.name, $0.seconds, Optional($0.memory)) }
+        let phases = [("load", loadSeconds, loadMemory)] + result.phases.map { ($0.name, $0.seconds, $0.memory) }
+        let stepRows = result.steps.map { ($0.name, $0.seconds, $0.memory) }
         if json {
+            func rows(_ list: [(String, Double, MemoryStats)]) -> JSON {
+                .array(list.map { name, seconds, m in
+                    .object([("name", .string(name)), ("seconds", .number(seconds)),
+                             ("peak_rss_bytes", .number(Double(m.peakResident))),
+                             ("rss_anon_bytes", .number(Double(m.residentAnonymous))),
+                             ("rss_file_bytes", .number(Double(m.residentFile)))])
+                })
+            }
             Terminal.printJSON(.object([
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
                 ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
-                ("peak_rss_bytes", .number(Double(result.phases.map(\.memory.peakResident).max() ?? 0))),
-                ("phases", .array(phases.map { name, seconds, memory in
-                    var fields: [(String, JSON)] = [("name", .string(name)), ("seconds", .number(seconds))]
-                    if let m = memory {
-                        fields += [("peak_rss_bytes", .number(Double(m.peakResident))),
-                                   ("rss_anon_bytes", .number(Double(m.residentAnonymous))),
-                                   ("rss_file_bytes", .number(Double(m.residentFile)))]
-                    }
-                    return .object(fields)
-                })),
+                ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
+                ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
+                ("phases", rows(phases)),
+                ("step_stats", rows(stepRows)),
             ]))
             return
         }
         for w in written { if let f = w["file"]?.string { print("wrote \(f)") } }
+        if seed == nil { print("seed: \(request.seed)") }
         if stats {
+            print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason))")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true) + pad("file", 12, right: true))
+            func line(_ name: String, _ seconds: Double, _ m: MemoryStats) {
+                print(pad(name, 14) + pad(format(seconds, 2), 10, right: true) + pad(formatBytes(m.peakResident), 12, right: true)
+                      + pad(formatBytes(m.residentAnonymous), 12, right: true) + pad(formatBytes(m.residentFile), 12, right: true))
+            }
             for (name, seconds, memory) in phases {
-                var line = pad(name, 14) + pad(format(seconds, 2), 10, right: true)
-                if let m = memory {
-                    line += pad(formatBytes(m.peakResident), 12, right: true) + pad(formatBytes(m.residentAnonymous), 12, right: true)
-                        + pad(formatBytes(m.residentFile), 12, right: true)
-                }
-                print(line)
+                line(name, seconds, memory)
+                // Under denoising, one indented line per step.
+                if name == "denoising" { for (n, s, m) in stepRows { line("  " + n, s, m) } }
             }
             print(pad("total", 14) + pad(format(total, 2), 10, right: true))
+            print("(peak RSS: VmHWM during the phase; anon/file: how the resident set split at its sampled peak)")
         }
     }
 

@@ -13,16 +13,19 @@ public final class CLIPTextModel: @unchecked Sendable {
     let positionEmbedding: TensorView  // embeddings.position_embedding.weight: [maxPositions, C], read in place
     let layers: [CLIPEncoderLayer]     // encoder.layers.{i}
     let finalLayerNorm: LayerNorm      // final_layer_norm: [C]
+    let scope: ResidencyScope          // all of the model's weight pages
 
     /// Binds and shape-checks every tensor under `prefix` ("" for a transformers
     /// text_encoder/model.safetensors, "text_encoder." in a model file). Both key layouts
     /// are read: "text_model.embeddings.…" (every published SD 1.x repo) and the flattened
     /// "embeddings.…" that transformers ≥ 5.6 writes.
-    public init(config c: CLIPTextConfig, weights: WeightSource, prefix: String = "") throws {
+    public init(config c: CLIPTextConfig, weights: WeightSource, prefix: String = "",
+                memory: MemoryOptions = MemoryOptions()) throws {
         config = c
         self.weights = weights
         let legacy = weights.tensor(prefix + "text_model.embeddings.token_embedding.weight") != nil
-        let w = Weights(source: weights, prefix: prefix + (legacy ? "text_model." : ""))
+        let w = Weights(source: weights, prefix: prefix + (legacy ? "text_model." : ""), memory: memory)
+        scope = w.scope
         tokenEmbedding = try w.view("embeddings.token_embedding.weight", [c.vocabSize, c.hiddenSize])
         positionEmbedding = try w.view("embeddings.position_embedding.weight", [c.maxPositionEmbeddings, c.hiddenSize])
         layers = try (0..<c.numHiddenLayers).map { try CLIPEncoderLayer(w["encoder.layers", $0], config: c) }
@@ -48,7 +51,9 @@ public final class CLIPTextModel: @unchecked Sendable {
             throw ModelError("text_encoder", "cannot skip \(skipLastLayers) of \(c.numHiddenLayers) layers")
         }
 
-        // Embeddings: token row + position row, written as columns of h: [C, B·T].
+        defer { scope.finished() }
+        // Embeddings: token row + position row, written as columns of h: [C, B·T]. Only
+        // the rows of the ids are read from the mapped table.
         let h = Tensor(channels: c.hiddenSize, batch: batch, tokens: tokens)
         let columns = h.columns
         for (col, id) in ids.enumerated() {
@@ -67,6 +72,7 @@ struct CLIPEncoderLayer {
     let selfAttn: CLIPAttention  // self_attn
     let layerNorm2: LayerNorm  // layer_norm2: [C]
     let mlp: CLIPMLP           // mlp
+    let scope: ResidencyScope  // this layer's weight pages
 
     init(_ w: Weights, config c: CLIPTextConfig) throws {
         let eps = Float(c.layerNormEps)
@@ -74,12 +80,15 @@ struct CLIPEncoderLayer {
         selfAttn = try CLIPAttention(w["self_attn"], config: c)
         layerNorm2 = try LayerNorm(w["layer_norm2"], channels: c.hiddenSize, eps: eps)
         mlp = try CLIPMLP(w["mlp"], config: c)
+        scope = w.scope
     }
 
     /// Updates h: [C, B, T] in place (pre-norm residual blocks).
     func callAsFunction(_ h: Tensor, pool: ThreadPool) {
-        selfAttn(layerNorm1(h, pool: pool), residualInto: h, pool: pool)
-        mlp(layerNorm2(h, pool: pool), residualInto: h, pool: pool)
+        scope.using {
+            selfAttn(layerNorm1(h, pool: pool), residualInto: h, pool: pool)
+            mlp(layerNorm2(h, pool: pool), residualInto: h, pool: pool)
+        }
     }
 }
 

@@ -10,6 +10,8 @@ struct Attention {
     let toV: Linear            // to_v: [inner, keyDim]
     let toOut: Linear          // to_out.0: [queryDim, inner]; to_out.1 is Dropout
     let heads: Int
+    let memory: MemoryOptions
+    let scope: ResidencyScope  // this layer's weight pages
 
     /// The UNet form: `keyDim` is cross_attention_dim for attn2, queryDim for attn1.
     init(_ w: Weights, queryDim: Int, keyDim: Int, heads: Int) throws {
@@ -19,6 +21,8 @@ struct Attention {
         toV = try Linear(w["to_v"], in: keyDim, out: queryDim, bias: false)
         toOut = try Linear(w["to_out.0"], in: queryDim, out: queryDim)
         self.heads = heads
+        memory = w.memory
+        scope = w.scope
     }
 
     /// The VAE mid-block form: single head over all pixels, group norm first.
@@ -29,22 +33,49 @@ struct Attention {
         toV = try Linear(w["to_v"], in: channels, out: channels)
         toOut = try Linear(w["to_out.0"], in: channels, out: channels)
         heads = 1
+        memory = w.memory
+        scope = w.scope
     }
 
     /// to_out(softmax(q·kᵀ/√d)·v) + residual, written to `output` (which may be `residual`).
     /// x: [queryDim, B, Tq] (already normalised), context: [keyDim, B, Tk] or nil for
-    /// self-attention. Later: q/k/v and the attention can run in chunks of query tokens.
+    /// self-attention. One batch element at a time, its queries in column chunks, so only
+    /// that element's keys and values ([inner, Tk] each) and one chunk's q and o are alive;
+    /// the kernel itself never holds the [Tq × Tk] scores.
     func attend(_ x: Tensor, context: Tensor?, residual: Tensor, output: Tensor, pool: ThreadPool) {
-        let kv = context ?? x
-        precondition(kv.batch == x.batch)
-        let q = toQ(x, pool: pool)
-        let k = toK(kv, pool: pool)
-        let v = toV(kv, pool: pool)
-        let o = Tensor(channels: q.channels, like: x)
-        Kernels.attention(query: q.pointer, key: k.pointer, value: v.pointer, heads: heads,
-                          headDim: q.channels / heads, batch: x.batch, queryTokens: x.pixels,
-                          keyTokens: kv.pixels, causal: false, output: o.data, pool: pool)
-        toOut.apply(o, residual: residual, into: output, pool: pool)
+        scope.using { attendInChunks(x, context: context, residual: residual, output: output, pool: pool) }
+    }
+
+    private func attendInChunks(_ x: Tensor, context: Tensor?, residual: Tensor, output: Tensor, pool: ThreadPool) {
+        let source = context ?? x
+        precondition(source.batch == x.batch && residual.count == output.count && output.channels == toOut.outFeatures)
+        let tq = x.pixels, tk = source.pixels, inner = toQ.outFeatures, dim = x.channels
+        let chunk = memory.chunkColumns(rows: 2 * dim + 2 * inner, total: tq)
+        let whole = x.batch == 1 && chunk >= tq  // one piece: read and write the tensors in place
+        let q = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
+        let o = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
+        let xc = whole ? x : Tensor(channels: dim, batch: 1, height: chunk, width: 1)
+        let rc = whole ? output : Tensor(channels: output.channels, batch: 1, height: chunk, width: 1)
+        for b in 0..<x.batch {
+            let kv = source.batchElement(b)
+            let k = toK(kv, pool: pool), v = toV(kv, pool: pool)
+            for start in stride(from: 0, to: tq, by: chunk) {
+                let n = min(chunk, tq - start)
+                let columns = (b * tq + start)..<(b * tq + start + n)
+                if !whole { x.copyColumns(columns, into: xc.data) }
+                toQ.apply(xc.pointer, columns: n, residual: nil, into: q.data, pool: pool)
+                Kernels.attention(query: q.pointer, key: k.pointer, value: v.pointer, heads: heads,
+                                  headDim: inner / heads, batch: 1, queryTokens: n, keyTokens: tk,
+                                  causal: false, output: o.data, pool: pool)
+                if whole {
+                    toOut.apply(o.pointer, columns: n, residual: residual.pointer, into: output.data, pool: pool)
+                } else {
+                    residual.copyColumns(columns, into: rc.data)
+                    toOut.apply(o.pointer, columns: n, residual: rc.pointer, into: rc.data, pool: pool)
+                    output.setColumns(columns, from: rc.pointer)
+                }
+            }
+        }
     }
 
     /// The VAE form: x + to_out(attention(group_norm(x))) as a new tensor.

@@ -10,6 +10,7 @@ struct ResnetBlock2D {
     let conv2: Conv2d              // conv2: [out, out, 3, 3]
     let convShortcut: Linear?      // conv_shortcut: [out, in, 1, 1], only when in != out
     let outputScaleFactor: Float
+    let scope: ResidencyScope      // this block's weight pages
 
     init(_ w: Weights, in inChannels: Int, out outChannels: Int, timeEmbeddingChannels: Int?,
          groups: Int, eps: Float, outputScaleFactor: Float = 1) throws {
@@ -21,24 +22,44 @@ struct ResnetBlock2D {
         convShortcut = inChannels == outChannels ? nil
             : try Linear(conv1x1: w["conv_shortcut"], in: inChannels, out: outChannels)
         self.outputScaleFactor = outputScaleFactor
+        scope = w.scope
     }
 
     /// x: [in, B, H, W] → [out, B, H, W]. `timeEmbedding` is SiLU(emb): [temb, 1, 1, 1],
     /// one timestep for the whole batch, so its projection folds into conv1's bias.
-    func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, pool: ThreadPool) -> Tensor {
-        var bias = conv1.bias
-        if let timeEmbProj, let timeEmbedding {
-            let t = timeEmbProj(timeEmbedding, pool: pool)  // [out, 1]
-            for c in 0..<bias.count { bias[c] += t.data[c] }
+    /// At most x, one [in] and one [out] intermediate are alive at a time. With
+    /// `overwritingInput` (the caller never reads x again) and a projected shortcut, norm1
+    /// runs in place over x, saving an [in] intermediate.
+    func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, overwritingInput: Bool = false,
+                        pool: ThreadPool) -> Tensor {
+        scope.using {
+            var bias = conv1.bias
+            if let timeEmbProj, let timeEmbedding {
+                let t = timeEmbProj(timeEmbedding, pool: pool)  // [out, 1]
+                for c in 0..<bias.count { bias[c] += t.data[c] }
+            }
+            // The projected shortcut (a fresh buffer that conv2 adds into), or x itself.
+            let shortcut = convShortcut.map { $0(x, pool: pool) }
+            var h: Tensor
+            if shortcut != nil && overwritingInput {
+                norm1.apply(x, silu: true, into: x, pool: pool)
+                h = conv1(x, bias: bias, pool: pool)
+            } else {
+                h = norm1(x, silu: true, pool: pool)
+                h = conv1(h, bias: bias, pool: pool)  // frees the normalised copy
+            }
+            norm2.apply(h, silu: true, into: h, pool: pool)
+            let y: Tensor
+            if let shortcut {
+                conv2.apply(h, residual: shortcut, into: shortcut, pool: pool)
+                y = shortcut
+            } else {
+                y = conv2(h, residual: x, pool: pool)
+            }
+            if outputScaleFactor != 1 {
+                for i in 0..<y.count { y.data[i] /= outputScaleFactor }
+            }
+            return y
         }
-        var h = norm1(x, silu: true, pool: pool)
-        h = conv1(h, bias: bias, pool: pool)
-        h = norm2(h, silu: true, pool: pool)
-        let shortcut = convShortcut.map { $0(x, pool: pool) } ?? x
-        let y = conv2(h, residual: shortcut, pool: pool)
-        if outputScaleFactor != 1 {
-            for i in 0..<y.count { y.data[i] /= outputScaleFactor }
-        }
-        return y
     }
 }

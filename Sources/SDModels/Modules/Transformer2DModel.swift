@@ -7,6 +7,7 @@ struct Transformer2DModel {
     let projIn: Linear                              // proj_in: [C, C] or 1×1 conv [C, C, 1, 1]
     let transformerBlocks: [BasicTransformerBlock]  // transformer_blocks.{i}
     let projOut: Linear                             // proj_out: [C, C] or [C, C, 1, 1]
+    let scope: ResidencyScope                       // this model's weight pages
 
     init(_ w: Weights, channels: Int, heads: Int, layers: Int, crossAttentionDim: Int,
          groups: Int, useLinearProjection: Bool) throws {
@@ -24,14 +25,17 @@ struct Transformer2DModel {
             try BasicTransformerBlock(w["transformer_blocks", $0], dim: channels, heads: heads,
                                       crossAttentionDim: crossAttentionDim)
         }
+        scope = w.scope
     }
 
     /// x: [C, B, H, W] (the H·W pixels are the tokens), context: [Cctx, B, T] → [C, B, H, W].
     func callAsFunction(_ x: Tensor, context: Tensor, pool: ThreadPool) -> Tensor {
-        var h = norm(x, pool: pool)
-        h = projIn(h, pool: pool)
-        for block in transformerBlocks { block(h, context: context, pool: pool) }
-        return projOut(h, residual: x, pool: pool)
+        scope.using {
+            var h = norm(x, pool: pool)
+            h = projIn(h, pool: pool)
+            for block in transformerBlocks { block(h, context: context, pool: pool) }
+            return projOut(h, residual: x, pool: pool)
+        }
     }
 }
 
@@ -64,21 +68,43 @@ struct BasicTransformerBlock {
 struct FeedForward {
     let proj: Linear  // net.0.proj: [2·inner, dim] (value rows, then gate rows)
     let out: Linear   // net.2: [dim, inner]
+    let memory: MemoryOptions
+    let scope: ResidencyScope
 
     init(_ w: Weights, dim: Int, mult: Int) throws {
         let inner = dim * mult
         proj = try Linear(w["net.0.proj"], in: dim, out: 2 * inner)
         out = try Linear(w["net.2"], in: inner, out: dim)
+        memory = w.memory
+        scope = w.scope
     }
 
     /// h += net.2(geglu(net.0.proj(x))). x, h: [dim, cols].
-    /// The [2·inner, cols] projection is the UNet's largest intermediate (2560 × 8192 floats
-    /// for SD 1.5 at 512² with CFG): later, run this over chunks of columns (tokens) with a
-    /// fixed scratch buffer.
+    /// The [2·inner, cols] projection would be the UNet's largest intermediate (2560 × 8192
+    /// floats, 80 MiB, for SD 1.5 at 512² with guidance), so the columns (tokens) go
+    /// through in chunks with one fixed scratch: x's chunk, its projection (GEGLU writes
+    /// into the value half in place) and h's chunk.
     func callAsFunction(_ x: Tensor, residualInto h: Tensor, pool: ThreadPool) {
-        let projected = proj(x, pool: pool)
-        let gated = Tensor(channels: out.inFeatures, like: x)
-        Kernels.geglu(projected.pointer, features: gated.channels, columns: x.columns, output: gated.data, pool: pool)
-        out.apply(gated, residual: h, into: h, pool: pool)
+        scope.using { run(x, residualInto: h, pool: pool) }
+    }
+
+    private func run(_ x: Tensor, residualInto h: Tensor, pool: ThreadPool) {
+        let cols = x.columns, dim = x.channels, inner = out.inFeatures
+        let chunk = memory.chunkColumns(rows: 2 * inner + 2 * dim, total: cols)
+        let whole = chunk >= cols
+        let projected = Tensor(channels: 2 * inner, batch: 1, height: chunk, width: 1)
+        let xc = whole ? x : Tensor(channels: dim, batch: 1, height: chunk, width: 1)
+        let hc = whole ? h : Tensor(channels: dim, batch: 1, height: chunk, width: 1)
+        for start in stride(from: 0, to: cols, by: chunk) {
+            let n = min(chunk, cols - start), columns = start..<(start + n)
+            if !whole {
+                x.copyColumns(columns, into: xc.data)
+                h.copyColumns(columns, into: hc.data)
+            }
+            proj.apply(xc.pointer, columns: n, residual: nil, into: projected.data, pool: pool)
+            Kernels.geglu(projected.pointer, features: inner, columns: n, output: projected.data, pool: pool)
+            out.apply(projected.pointer, columns: n, residual: hc.pointer, into: hc.data, pool: pool)
+            if !whole { h.setColumns(columns, from: hc.pointer) }
+        }
     }
 }

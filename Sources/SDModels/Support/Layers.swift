@@ -1,5 +1,8 @@
 // The torch.nn layers the models are built of (Linear, Conv2d, GroupNorm, LayerNorm), each
 // bound to its "weight"/"bias" keys and run on the channel-major layout of SDKernels.
+// Linear and Conv2d bracket each call with their residency scope, so that under `stream`
+// a large matrix leaves memory as soon as its product is done (the raw-pointer `apply`
+// used inside chunk loops leaves that to the enclosing module's scope).
 import SDFormat
 import SDKernels
 
@@ -7,10 +10,12 @@ import SDKernels
 struct Linear {
     let weight: WeightMatrix  // weight: [out, in]
     let bias: [Float]?        // bias: [out]
+    let scope: ResidencyScope
 
     init(_ w: Weights, in inFeatures: Int, out outFeatures: Int, bias hasBias: Bool = true) throws {
         weight = try w.matrix("weight", [outFeatures, inFeatures])
         bias = hasBias ? try w.vector("bias", outFeatures) : nil
+        scope = w.scope
     }
 
     /// A 1×1 convolution is the same product; `proj_in`/`proj_out` use this form when
@@ -18,6 +23,7 @@ struct Linear {
     init(conv1x1 w: Weights, in inFeatures: Int, out outFeatures: Int) throws {
         weight = try w.matrix("weight", [outFeatures, inFeatures, 1, 1])
         bias = try w.vector("bias", outFeatures)
+        scope = w.scope
     }
 
     var inFeatures: Int { weight.cols }
@@ -34,9 +40,14 @@ struct Linear {
     /// Like `callAsFunction` into an existing buffer; `residual` may be `y` itself.
     func apply(_ x: Tensor, residual: Tensor?, into y: Tensor, pool: ThreadPool) {
         precondition(x.columns == y.columns && y.channels == outFeatures)
+        scope.using { apply(x.pointer, columns: x.columns, residual: residual?.pointer, into: y.data, pool: pool) }
+    }
+
+    /// On raw `[in, columns]` → `[out, columns]` buffers (column chunks); `residual` may be `y`.
+    func apply(_ x: UnsafePointer<Float>, columns: Int, residual: UnsafePointer<Float>?,
+               into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         withOptionalPointer(bias) { b in
-            Kernels.linear(weight, input: x.pointer, columns: x.columns, bias: b,
-                           residual: residual?.pointer, output: y.data, pool: pool)
+            Kernels.linear(weight, input: x, columns: columns, bias: b, residual: residual, output: y, pool: pool)
         }
     }
 }
@@ -48,6 +59,7 @@ struct Conv2d {
     let kernelSize: Int
     let stride: Int
     let padding: Int
+    let scope: ResidencyScope
 
     init(_ w: Weights, in inChannels: Int, out outChannels: Int, kernelSize: Int,
          stride: Int = 1, padding: Int) throws {
@@ -56,6 +68,7 @@ struct Conv2d {
         self.kernelSize = kernelSize
         self.stride = stride
         self.padding = padding
+        scope = w.scope
     }
 
     var inChannels: Int { weight.cols / (kernelSize * kernelSize) }
@@ -69,14 +82,24 @@ struct Conv2d {
                         pool: ThreadPool) -> Tensor {
         precondition(x.channels == inChannels)
         let y = Tensor(channels: outChannels, batch: x.batch, height: outputSize(x.height), width: outputSize(x.width))
-        precondition(residual == nil || residual!.count == y.count)
-        (overrideBias ?? bias).withUnsafeBufferPointer { b in
-            Kernels.conv2d(weight, kernelSize: kernelSize, stride: stride, padding: padding,
-                           input: x.pointer, channels: x.channels, batch: x.batch,
-                           height: x.height, width: x.width, bias: b.baseAddress,
-                           residual: residual?.pointer, output: y.data, pool: pool)
-        }
+        apply(x, bias: overrideBias, residual: residual, into: y, pool: pool)
         return y
+    }
+
+    /// Into an existing `y`; `residual` may be `y` itself (y must not be x).
+    func apply(_ x: Tensor, bias overrideBias: [Float]? = nil, residual: Tensor?, into y: Tensor, pool: ThreadPool) {
+        precondition(x.channels == inChannels && y !== x)
+        precondition(y.channels == outChannels && y.batch == x.batch
+                     && y.height == outputSize(x.height) && y.width == outputSize(x.width))
+        precondition(residual == nil || residual!.count == y.count)
+        scope.using {
+            (overrideBias ?? bias).withUnsafeBufferPointer { b in
+                Kernels.conv2d(weight, kernelSize: kernelSize, stride: stride, padding: padding,
+                               input: x.pointer, channels: x.channels, batch: x.batch,
+                               height: x.height, width: x.width, bias: b.baseAddress,
+                               residual: residual?.pointer, output: y.data, pool: pool)
+            }
+        }
     }
 }
 
@@ -99,8 +122,14 @@ struct GroupNorm {
 
     /// x: [C, B, H, W] → same shape.
     func callAsFunction(_ x: Tensor, silu: Bool = false, pool: ThreadPool) -> Tensor {
-        precondition(x.channels == weight.count)
         let y = Tensor(channels: x.channels, like: x)
+        apply(x, silu: silu, into: y, pool: pool)
+        return y
+    }
+
+    /// Into `y`, which may be `x` itself (an intermediate nobody reads again).
+    func apply(_ x: Tensor, silu: Bool = false, into y: Tensor, pool: ThreadPool) {
+        precondition(x.channels == weight.count && y.count == x.count)
         weight.withUnsafeBufferPointer { g in
             bias.withUnsafeBufferPointer { b in
                 Kernels.groupNorm(x.pointer, channels: x.channels, batch: x.batch, pixels: x.pixels,
@@ -108,7 +137,6 @@ struct GroupNorm {
                                   silu: silu, output: y.data, pool: pool)
             }
         }
-        return y
     }
 }
 

@@ -3,21 +3,30 @@
 /// reference goes, so model code frees an intermediate simply by dropping it; a class
 /// (not an array) so that passing it around never copies.
 ///
-/// Later: an arena planned from the config and resolution will hand out these buffers
-/// (sizes and lifetimes are static), replacing the allocation in `init`.
+/// Large buffers come from `ActivationBuffers` (mapped, recycled without raising the peak).
 final class Tensor {
     let channels: Int
     let batch: Int
     let height: Int
     let width: Int
     let data: UnsafeMutablePointer<Float>
+    /// Bytes of `data` when it came from `ActivationBuffers`, or 0 when from malloc.
+    private let mappedBytes: Int
 
     init(channels: Int, batch: Int, height: Int, width: Int) {
         self.channels = channels
         self.batch = batch
         self.height = height
         self.width = width
-        data = .allocate(capacity: max(1, channels * batch * height * width))
+        let count = max(1, channels * batch * height * width)
+        let bytes = count * MemoryLayout<Float>.stride
+        if bytes >= ActivationBuffers.mapThresholdBytes {
+            data = ActivationBuffers.take(bytes).bindMemory(to: Float.self, capacity: count)
+            mappedBytes = bytes
+        } else {
+            data = .allocate(capacity: count)
+            mappedBytes = 0
+        }
     }
 
     /// A token sequence `[channels, batch, tokens]`.
@@ -30,7 +39,9 @@ final class Tensor {
         self.init(channels: channels, batch: x.batch, height: x.height, width: x.width)
     }
 
-    deinit { data.deallocate() }
+    deinit {
+        if mappedBytes > 0 { ActivationBuffers.release(data, bytes: mappedBytes) } else { data.deallocate() }
+    }
 
     var pixels: Int { height * width }
     /// Columns of the `[channels, columns]` matrix the kernels see.
@@ -62,6 +73,31 @@ final class Tensor {
             }
             initialized = count
         }
+    }
+
+    /// Copies columns `range` of the `[channels, columns]` matrix into `buffer`, which then
+    /// holds a contiguous `[channels, range.count]` matrix.
+    func copyColumns(_ range: Range<Int>, into buffer: UnsafeMutablePointer<Float>) {
+        let n = range.count, cols = columns
+        for c in 0..<channels {
+            (buffer + c * n).update(from: data + c * cols + range.lowerBound, count: n)
+        }
+    }
+
+    /// The reverse of `copyColumns`: `buffer` `[channels, range.count]` into columns `range`.
+    func setColumns(_ range: Range<Int>, from buffer: UnsafePointer<Float>) {
+        let n = range.count, cols = columns
+        for c in 0..<channels {
+            (data + c * cols + range.lowerBound).update(from: buffer + c * n, count: n)
+        }
+    }
+
+    /// Batch element `b` as its own `[channels, 1, H, W]` tensor (itself when the batch is 1).
+    func batchElement(_ b: Int) -> Tensor {
+        if batch == 1 { return self }
+        let t = Tensor(channels: channels, batch: 1, height: height, width: width)
+        copyColumns((b * pixels)..<((b + 1) * pixels), into: t.data)
+        return t
     }
 
     /// Concatenation along channels, `[a; b]` (torch.cat(dim=1)); in channel-major order

@@ -112,7 +112,7 @@ struct UNetUpBlock {
         var h = x
         for (i, resnet) in resnets.enumerated() {
             h = Tensor.concatChannels(h, skips.removeLast())
-            h = resnet(h, timeEmbedding: cond.timeEmbedding, pool: pool)
+            h = resnet(h, timeEmbedding: cond.timeEmbedding, overwritingInput: true, pool: pool)
             if !attentions.isEmpty { h = attentions[i](h, context: cond.context, pool: pool) }
         }
         if let upsampler {

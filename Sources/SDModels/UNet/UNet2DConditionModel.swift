@@ -16,13 +16,18 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     let upBlocks: [UNetUpBlock]                 // up_blocks.{i}
     let convNormOut: GroupNorm                  // conv_norm_out: [c0]; conv_act (SiLU) fused into it
     let convOut: Conv2d                         // conv_out: [out, c0, 3, 3]
+    let memory: MemoryOptions
+    let scope: ResidencyScope                   // all of the model's weight pages
 
     /// Binds and shape-checks every tensor under `prefix` ("" for a diffusers
     /// unet/diffusion_pytorch_model.safetensors, "unet." in a model file).
-    public init(config c: UNet2DConditionConfig, weights: WeightSource, prefix: String = "") throws {
+    public init(config c: UNet2DConditionConfig, weights: WeightSource, prefix: String = "",
+                memory: MemoryOptions = MemoryOptions()) throws {
         config = c
         self.weights = weights
-        let w = Weights(source: weights, prefix: prefix)
+        self.memory = memory
+        let w = Weights(source: weights, prefix: prefix, memory: memory)
+        scope = w.scope
         let n = c.levels
         let channels = c.blockOutChannels
         let eps = Float(c.normEps)
@@ -67,13 +72,34 @@ public final class UNet2DConditionModel: @unchecked Sendable {
 
     /// The UNet's output for one timestep (the noise for epsilon-prediction models).
     /// sample: NCHW [B, in, h, w]; context: encoder_hidden_states [B, T, Cctx] row-major;
-    /// returns NCHW [B, out, h, w]. Any h, w ≥ 1.
+    /// returns NCHW [B, out, h, w]. Any h, w ≥ 1. Runs `memory.maxBatch` samples at a time.
     public func predictNoise(sample: [Float], batch: Int, height h: Int, width w: Int, timestep: Float,
                              context: [Float], contextTokens: Int, pool: ThreadPool) -> [Float] {
         precondition(batch >= 1 && h >= 1 && w >= 1 && contextTokens >= 1)
         precondition(sample.count == batch * config.inChannels * h * w, "sample must be [B, in_channels, h, w]")
         precondition(context.count == batch * contextTokens * config.crossAttentionDim,
                      "context must be [B, T, cross_attention_dim]")
+        defer { scope.finished() }
+        let slice = min(batch, memory.maxBatch)
+        if slice == batch {
+            return forward(sample: sample[...], batch: batch, height: h, width: w, timestep: timestep,
+                           context: context[...], contextTokens: contextTokens, pool: pool)
+        }
+        let samplePlane = config.inChannels * h * w, contextRows = contextTokens * config.crossAttentionDim
+        var output: [Float] = []
+        output.reserveCapacity(batch * config.outChannels * h * w)
+        for start in stride(from: 0, to: batch, by: slice) {
+            let n = min(slice, batch - start)
+            output += forward(sample: sample[(start * samplePlane)..<((start + n) * samplePlane)], batch: n,
+                              height: h, width: w, timestep: timestep,
+                              context: context[(start * contextRows)..<((start + n) * contextRows)],
+                              contextTokens: contextTokens, pool: pool)
+        }
+        return output
+    }
+
+    private func forward(sample: ArraySlice<Float>, batch: Int, height h: Int, width w: Int, timestep: Float,
+                         context: ArraySlice<Float>, contextTokens: Int, pool: ThreadPool) -> [Float] {
         var x = sample.withUnsafeBufferPointer {
             Tensor.fromBatchMajor($0.baseAddress!, batch: batch, channels: config.inChannels, height: h, width: w)
         }

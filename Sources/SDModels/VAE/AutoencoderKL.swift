@@ -1,5 +1,5 @@
-// Matches diffusers.models.autoencoders.autoencoder_kl.AutoencoderKL.decode (no tiling,
-// no slicing); the encoder is not built.
+// Matches diffusers.models.autoencoders.autoencoder_kl.AutoencoderKL.decode (untiled; the
+// tiled form is in VAETiling.swift); the encoder is not built.
 import SDFormat
 import SDKernels
 
@@ -11,13 +11,16 @@ public final class AutoencoderKL: @unchecked Sendable {
 
     let postQuantConv: Linear?  // post_quant_conv: [L, L, 1, 1] (when use_post_quant_conv)
     let decoder: Decoder        // decoder.*
+    let scope: ResidencyScope   // all of the model's weight pages
 
     /// Binds and shape-checks the decoder's tensors under `prefix` ("" for a diffusers
     /// vae/diffusion_pytorch_model.safetensors, "vae." in a model file).
-    public init(config: AutoencoderKLConfig, weights: WeightSource, prefix: String = "") throws {
+    public init(config: AutoencoderKLConfig, weights: WeightSource, prefix: String = "",
+                memory: MemoryOptions = MemoryOptions()) throws {
         self.config = config
         self.weights = weights
-        let w = Weights(source: weights, prefix: prefix)
+        let w = Weights(source: weights, prefix: prefix, memory: memory)
+        scope = w.scope
         postQuantConv = config.usePostQuantConv
             ? try Linear(conv1x1: w["post_quant_conv"], in: config.latentChannels, out: config.latentChannels) : nil
         decoder = try Decoder(w["decoder"], config: config)
@@ -28,15 +31,29 @@ public final class AutoencoderKL: @unchecked Sendable {
 
     /// latents: NCHW [B, latent_channels, h, w], already divided by scaling_factor;
     /// returns the image NCHW [B, out_channels, f·h, f·w] with f = `upsamplingFactor`,
-    /// roughly in [-1, 1].
-    public func decode(latents: [Float], batch: Int, height h: Int, width w: Int, pool: ThreadPool) -> [Float] {
+    /// roughly in [-1, 1]. With `tiling`, latents larger than one tile are decoded tile by
+    /// tile, one image at a time (see `VAETiling`).
+    public func decode(latents: [Float], batch: Int, height h: Int, width w: Int, tiling: VAETiling? = nil,
+                       pool: ThreadPool) -> [Float] {
         precondition(batch >= 1 && h >= 1 && w >= 1)
         precondition(latents.count == batch * config.latentChannels * h * w, "latents must be [B, latent_channels, h, w]")
+        defer { scope.finished() }
         var z = latents.withUnsafeBufferPointer {
             Tensor.fromBatchMajor($0.baseAddress!, batch: batch, channels: config.latentChannels, height: h, width: w)
         }
+        // A 1×1 convolution: per pixel, so it runs on the whole latent before any tiling.
         if let postQuantConv { z = postQuantConv(z, pool: pool) }
-        return decoder(z, pool: pool).toBatchMajor()
+        guard let tiling, tiling.applies(height: h, width: w, factor: upsamplingFactor) else {
+            return decoder(z, pool: pool).toBatchMajor()
+        }
+        let f = upsamplingFactor, channels = config.outChannels
+        var image = [Float](repeating: 0, count: batch * channels * f * h * f * w)
+        for b in 0..<batch {
+            image.withUnsafeMutableBufferPointer {
+                decodeTiled(z, batchIndex: b, tiling: tiling, into: $0.baseAddress! + b * channels * f * h * f * w, pool: pool)
+            }
+        }
+        return image
     }
 }
 
@@ -63,10 +80,19 @@ struct Decoder {
         convOut = try Conv2d(w["conv_out"], in: c.blockOutChannels[0], out: c.outChannels, kernelSize: 3, padding: 1)
     }
 
-    /// z: [L, B, h, w] → [out, B, f·h, f·w]. Later: tile over the latent (DESIGN §5).
+    /// z: [L, B, h, w] → [out, B, f·h, f·w] (one tile of it when decoding in tiles).
     func callAsFunction(_ z: Tensor, pool: ThreadPool) -> Tensor {
-        var h = convIn(z, pool: pool)
-        h = midBlock(h, pool: pool)
+        upper(middle(z, pool: pool), pool: pool)
+    }
+
+    /// conv_in and the mid block, at latent resolution: z [L, B, h, w] → [c_last, B, h, w].
+    func middle(_ z: Tensor, pool: ThreadPool) -> Tensor {
+        midBlock(convIn(z, pool: pool), pool: pool)
+    }
+
+    /// The up blocks and the output layers: [c_last, B, h, w] → [out, B, f·h, f·w].
+    func upper(_ x: Tensor, pool: ThreadPool) -> Tensor {
+        var h = x
         for block in upBlocks { h = block(h, pool: pool) }
         h = convNormOut(h, silu: true, pool: pool)
         return convOut(h, pool: pool)
@@ -109,7 +135,9 @@ struct UpDecoderBlock2D {
 
     func callAsFunction(_ x: Tensor, pool: ThreadPool) -> Tensor {
         var h = x
-        for resnet in resnets { h = resnet(h, timeEmbedding: nil, pool: pool) }
+        // Each resnet's input is dead once it returns. (The block's own input only meets a
+        // projected shortcut in blocks after the first, whose input is a fresh up-sample.)
+        for resnet in resnets { h = resnet(h, timeEmbedding: nil, overwritingInput: true, pool: pool) }
         if let upsampler { h = upsampler(h, pool: pool) }
         return h
     }
