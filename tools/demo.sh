@@ -19,7 +19,7 @@ if [ $# -eq 0 ]; then
   echo
   "$bin" convert Tests/Fixtures/tiny-sd-a -o out/tiny-sd-a.pdm --weights int8
   "$bin" generate -m out/tiny-sd-a.pdm -p "a photo of an astronaut riding a horse on mars" \
-    --steps 20 --width 256 --height 256 --seed 42 --scheduler dpm++2m -o out/demo.png --stats
+    --steps 20 --width 128 --height 128 --seed 42 --scheduler dpm++2m -o out/demo.png --stats
 else
   model="$1"
   prompt="${2:-a photo of an astronaut riding a horse on mars}"

@@ -2,12 +2,13 @@ import SDFormat
 
 /// Which weight pages stay in memory while a model runs (DESIGN §5, docs/MEMORY.md).
 ///
-/// Weights are always read in place from the mapped model file. Each module that owns a
-/// sizeable share of them (a resnet, a transformer, a CLIP layer, a sampler) brackets its
-/// work with `willUse`/`didUse` and its key prefix ("down_blocks.1.resnets.0.", as the
-/// model's WeightSource names the keys). When a model call returns, `didUse` with the
-/// model's own prefix (usually "") says the whole model is done with. Keeping pages is doing nothing (`nil` residency in the models);
-/// `StreamingResidency` drops a module's pages afterwards.
+/// Weights are always read in place from the mapped model file. Every Linear and Conv2d,
+/// and every module around them (a resnet, a transformer, an attention, a CLIP layer, a
+/// sampler), brackets its work with `willUse`/`didUse` and its key prefix
+/// ("down_blocks.1.resnets.0.conv1.", as the model's WeightSource names the keys). When a
+/// model call returns, `didUse` with the model's own prefix (usually "") says the whole
+/// model is done with. Keeping pages is doing nothing (`nil` residency in the models);
+/// `StreamingResidency` drops them after each use.
 ///
 /// Calls come from the thread that runs the model, in execution order.
 public protocol WeightResidency: AnyObject {
@@ -20,7 +21,8 @@ public protocol WeightResidency: AnyObject {
 /// again on the next touch); before it runs, its pages and the next module's (the
 /// converter lays tensors out in execution order) are requested ahead (WILLNEED), so a
 /// cold or evicted file is read in large sequential requests rather than page by page.
-/// Resident weights are then about one module's plus the read-ahead.
+/// Resident weights are then about one layer's (the read-ahead sits in the page cache, not
+/// in this process).
 public final class StreamingResidency: WeightResidency, @unchecked Sendable {
     let file: MappedFile
     /// Key prefix (ending in ".", or "" for the component) → bytes its tensors occupy.

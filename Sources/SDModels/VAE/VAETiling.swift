@@ -23,10 +23,10 @@ public struct VAETiling: Sendable, Equatable {
     public var wholeMiddleMaxPixels: Int
 
     /// 160-pixel tiles (20 latent pixels for SD) overlapping by 32 px (4 latent pixels, a
-    /// fifth; diffusers overlaps a quarter): SD 1.5's decoder then peaks near 70 MiB at any
-    /// image size (measured, docs/MEMORY.md), and a 512² image takes 4 × 4 tiles, the same
-    /// decoder work as 5 × 5 tiles of 128 px but less error (fewer seams). Images up to
-    /// 160 px on both sides are decoded in one piece.
+    /// fifth; diffusers overlaps a quarter): SD 1.5's decoder then needs about 65 MiB of
+    /// activations at any image size (measured, docs/MEMORY.md), and a 512² image takes
+    /// 4 × 4 tiles: the same decoder work as 5 × 5 tiles of 128 px, for less error (fewer
+    /// seams) and ≈ 20 MiB more. Images up to 160 px on both sides decode in one piece.
     public static let standard = VAETiling(tileSize: 160, overlap: 32)
 
     public init(tileSize: Int, overlap: Int, wholeMiddleMaxPixels: Int = 0) {
