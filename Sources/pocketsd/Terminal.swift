@@ -1,5 +1,6 @@
 import Glibc
 import SDFormat
+import SDPipeline
 
 /// Messages for people on stderr, a progress line that rewrites itself on a terminal,
 /// and machine-readable output on stdout.
@@ -30,11 +31,7 @@ enum Terminal {
 }
 
 /// A monotonic clock in seconds.
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
+func now() -> Double { monotonicSeconds() }
 
 func formatBytes(_ n: Int) -> String {
     let v = Double(n)
