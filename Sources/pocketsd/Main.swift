@@ -29,6 +29,10 @@ enum Main {
             try command.run()
         } catch let exit as ExitCode {
             Glibc.exit(exit.rawValue)
+        } catch where PocketSD.exitCode(for: error) == .success {
+            // `--help` on a subcommand arrives as a help command whose run() throws.
+            print(PocketSD.fullMessage(for: error))
+            exit(0)
         } catch {
             Terminal.error("\(error)")
             exit(1)

@@ -75,6 +75,14 @@ final class CLITests: XCTestCase {
         try assertFails(["frobnicate"], status: 2, "frobnicate")
     }
 
+    func testHelpExitsWith0() throws {
+        for args in [["--help"], ["generate", "--help"], ["convert", "--help"]] {
+            let r = try Self.run(args)
+            XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stdout.contains("USAGE"), "\(args): \(r.stdout)")
+        }
+    }
+
     func testRuntimeErrorsExitWith1AndLeaveNoFiles() throws {
         try assertFails(generate(["-o", "/nonexistent-folder/x.png"]), status: 1, "does not exist")
         try assertFails(["generate", "-m", "/nonexistent.pdm", "-p", "x"], status: 1, "cannot open")
