@@ -43,12 +43,7 @@ public final class ModelFileWriter {
     public init(path: String, metadata: [(String, MetadataValue)], tensors: [PlannedTensor]) throws {
         self.path = path
         let (dir, name) = ModelFileWriter.split(path)
-        var st = stat()
-        guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw FormatError(path, "output folder \(dir) does not exist")
-        }
-        guard access(dir, W_OK) == 0 else { throw FormatError(path, "output folder \(dir) is not writable") }
-        if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw FormatError(path, "output path is a folder") }
+        try ModelFileWriter.checkOutputPath(path)
         temporaryPath = dir + "/." + name + ".partial-\(getpid())"
 
         var meta = ByteWriter()
@@ -110,6 +105,18 @@ public final class ModelFileWriter {
     }
 
     deinit { if !committed { abandon() } }
+
+    /// Fails early, with the path, when a file cannot be created there: a missing or
+    /// read-only folder, or a folder in the file's place.
+    public static func checkOutputPath(_ path: String) throws {
+        let dir = split(path).dir
+        var st = stat()
+        guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw FormatError(path, "output folder \(dir) does not exist")
+        }
+        guard access(dir, W_OK) == 0 else { throw FormatError(path, "output folder \(dir) is not writable") }
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw FormatError(path, "output path is a folder") }
+    }
 
     static func split(_ path: String) -> (dir: String, name: String) {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }

@@ -105,7 +105,7 @@ struct GenerateCommand: ParsableCommand {
             let stem = output.hasSuffix(".png") ? String(output.dropLast(4)) : output
             paths = (0..<count).map { "\(stem)-\($0).png" }
         }
-        for p in paths + (saveLatents.map { [$0] } ?? []) { try checkWritable(p) }
+        for p in paths + (saveLatents.map { [$0] } ?? []) { try ModelFileWriter.checkOutputPath(p) }
         return paths
     }
 
@@ -226,17 +226,6 @@ struct TokenizeCommand: ParsableCommand {
             print(ids.map(String.init).joined(separator: " "))
         }
     }
-}
-
-/// Fails early, with the path, when a file cannot be created there.
-func checkWritable(_ path: String) throws {
-    let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-    var st = stat()
-    guard stat(dir.isEmpty ? "/" : dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-        throw FormatError(path, "output folder \(dir) does not exist")
-    }
-    guard access(dir.isEmpty ? "/" : dir, W_OK) == 0 else { throw FormatError(path, "output folder \(dir) is not writable") }
-    if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw FormatError(path, "output path is a folder") }
 }
 
 /// Writes a whole file via a temporary name, so a failure leaves nothing half-written.
