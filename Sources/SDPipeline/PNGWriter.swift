@@ -50,21 +50,10 @@ public struct RGBImage: Sendable {
 }
 
 /// PNG output through libpng, with text chunks (AUTOMATIC1111 keeps the generation
-/// settings in a `parameters` chunk). Writes to a temporary file renamed into place, so a
-/// failure never leaves a half-written image.
+/// settings in a `parameters` chunk), through `AtomicFile`.
 public enum PNGWriter {
     public static func write(_ image: RGBImage, to path: String, text: [(String, String)] = []) throws {
-        let temporary = path + ".partial-\(getpid())"
-        guard let fp = fopen(temporary, "wb") else { throw FormatError(path, MappedFile.errnoText("cannot write image")) }
-        var ok = false
-        defer {
-            if !ok { unlink(temporary) }
-        }
-        let written = encode(image, fp, text: text)
-        let closed = fclose(fp) == 0
-        guard written, closed else { throw FormatError(path, "cannot write image (libpng or disk error)") }
-        guard rename(temporary, path) == 0 else { throw FormatError(path, MappedFile.errnoText("cannot write image")) }
-        ok = true
+        try AtomicFile.write(path) { fp in encode(image, fp, text: text) }
     }
 
     /// libpng reports errors through longjmp, which Swift cannot catch; the "simplified"

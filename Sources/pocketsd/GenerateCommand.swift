@@ -154,7 +154,7 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         if let saveLatents {
-            try writeFile(saveLatents, NPYArray.encode(shape: result.latentShape, floats: result.latents))
+            try AtomicFile.write(saveLatents, bytes: NPYArray.encode(shape: result.latentShape, floats: result.latents))
         }
         let total = now() - start
         let phases = [("load", loadSeconds, loadMemory)] + result.phases.map { ($0.name, $0.seconds, $0.memory) }
@@ -225,18 +225,6 @@ struct TokenizeCommand: ParsableCommand {
         } else {
             print(ids.map(String.init).joined(separator: " "))
         }
-    }
-}
-
-/// Writes a whole file via a temporary name, so a failure leaves nothing half-written.
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    let temporary = path + ".partial-\(getpid())"
-    guard let fp = fopen(temporary, "wb") else { throw FormatError(path, "cannot create file: \(String(cString: strerror(errno)))") }
-    let n = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, fp) }
-    let closed = fclose(fp) == 0
-    guard n == bytes.count, closed, rename(temporary, path) == 0 else {
-        unlink(temporary)
-        throw FormatError(path, "cannot write file")
     }
 }
 
