@@ -28,7 +28,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "SDKernels", swiftSettings: optimized),
+        // C intrinsics Swift cannot reach (bf16 dot products), chosen at run time.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "SDKernels", dependencies: ["CKernels"], swiftSettings: optimized),
         .target(name: "SDFormat", dependencies: ["SDKernels"], swiftSettings: kernelFlags),
         .target(name: "SDTokenizer"),
         .target(name: "SDSchedulers"),

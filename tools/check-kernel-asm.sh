@@ -9,7 +9,7 @@
 #   --build-path DIR  SwiftPM build directory (default: <package>/.build)
 #
 # What it checks, in every function of the SDKernels objects whose symbol belongs to the
-# fast kernels (Kernels, Gemm, Conv, Winograd, Attention, Normalization, Elementwise, VectorMath;
+# fast kernels (Kernels, Gemm, BF16Gemm, Conv, Winograd, Attention, Normalization, Elementwise, VectorMath;
 # closures and generic specialisations included; ReferenceKernels excluded):
 #   - no call/relocation to: fmaf fma __extendhfsf2 __truncsfhf2 __gnu_h2f_ieee
 #     __gnu_f2h_ieee expf exp exp2f erff erf
@@ -18,6 +18,7 @@
 # and, as positive evidence that the flags took effect:
 #   - the GEMM micro-kernel contains vfmadd…ps on ymm registers
 #   - some Gemm function contains vcvtph2ps (f16 weights converted with F16C)
+#   - the C bf16 kernel (CKernels) contains vdpbf16ps on zmm registers
 # x86_64 only; on other hosts it prints a note and exits 0.
 set -euo pipefail
 
@@ -41,6 +42,7 @@ command -v objdump >/dev/null || { echo "check-kernel-asm: objdump not found" >&
 
 if [[ $do_build == 1 ]]; then
     (cd "$package" && swift build -c release --target SDKernels --build-path "$build_path")
+    # (SDKernels depends on CKernels, so its object is built too.)
 fi
 
 objects_dir="$build_path/release/SDKernels.build"
@@ -52,7 +54,7 @@ if [[ ${#objects[@]} == 0 ]]; then
 fi
 
 # Mangled type prefixes of the fast-kernel namespaces ($s9SDKernels<len><Name>O…).
-kernels='^\$s9SDKernels(7KernelsO|4GemmO|4ConvO|8WinogradO|9AttentionO|13NormalizationO|11ElementwiseO|10VectorMathO)'
+kernels='^\$s9SDKernels(7KernelsO|4GemmO|8BF16GemmO|4ConvO|8WinogradO|9AttentionO|13NormalizationO|11ElementwiseO|10VectorMathO)'
 forbidden='^(fmaf|fma|__extendhfsf2|__truncsfhf2|__gnu_h2f_ieee|__gnu_f2h_ieee|expf|exp|exp2f|erff|erf|swift_getAssociatedTypeWitness|swift_getAssociatedConformanceWitness|\$ss4SIMDP.*|\$ss11SIMDStorageP.*)$'
 
 report="$(for o in "${objects[@]}"; do
@@ -78,6 +80,11 @@ bad="$(grep '^BAD ' <<<"$report" | sort -u || true)"
 fma=$(awk '/^FMA /{s += $2} END {print s + 0}' <<<"$report")
 cvt=$(awk '/^CVT /{s += $2} END {print s + 0}' <<<"$report")
 
+dpbf16=0
+for o in "$build_path"/release/CKernels.build/*.o; do
+    dpbf16=$((dpbf16 + $(objdump -d --no-show-raw-insn "$o" | grep -c 'vdpbf16ps.*%zmm' || true)))
+done
+
 status=0
 if [[ -n "$bad" ]]; then
     echo "check-kernel-asm: per-lane library or generic-witness calls in kernel code:"
@@ -92,7 +99,11 @@ if [[ $cvt == 0 ]]; then
     echo "check-kernel-asm: no vcvtph2ps in Gemm (F16C not enabled? -target-cpu haswell)"
     status=1
 fi
+if [[ $dpbf16 == 0 ]]; then
+    echo "check-kernel-asm: no vdpbf16ps zmm in the CKernels objects (the bf16 kernel was not compiled for AVX-512 BF16)"
+    status=1
+fi
 if [[ $status == 0 ]]; then
-    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt)"
+    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16)"
 fi
 exit $status

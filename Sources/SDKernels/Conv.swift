@@ -18,7 +18,7 @@ enum Conv {
     static func conv2d(_ weight: WeightMatrix, geometry g: Geometry,
                        input x: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                        residual: UnsafePointer<Float>?, output y: UnsafeMutablePointer<Float>,
-                       pool: ThreadPool, blocking: Gemm.Blocking = Gemm.blocking,
+                       pool: ThreadPool, blocking: Gemm.Blocking? = nil,
                        algorithm: Kernels.ConvAlgorithm = .direct) {
         precondition(weight.cols == g.channels * g.kernel * g.kernel, "conv weight is not [Cout, Cin·k·k]")
         if Winograd.applies(to: g) && (algorithm == .winograd
@@ -33,18 +33,32 @@ enum Conv {
                         pool: pool, blocking: blocking)
             return
         }
-        let w = 2 * V.scalarCount, n = weight.rows
+        // Gemm's blocking in bf16 too: wider column blocks would grow the f32 im2col block.
+        let blocking = blocking ?? Gemm.blocking
+        let bf16 = Kernels.precision == .bf16
+        let w = bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount, n = weight.rows
         let parts = Gemm.partCount(rows: n, columns: columns, tileColumns: w, threads: pool.threads)
         pool.run(parts: parts) { part in
             let (rows, cols) = Gemm.partition(rows: n, columns: columns, tileColumns: w, threads: pool.threads,
                                               part: part, parts: parts)
             if rows.isEmpty || cols.isEmpty { return }
-            let gemmFloats = Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking)
+            let gemmFloats = bf16
+                ? BF16Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking, f32Panels: true)
+                : Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking)
             let scratch = pool.scratch(part: part, count: gemmFloats)
             // Per-column gather origins of one B block (batch plane, first input row / column).
             let blockColumns = min(cols.count, blocking.maxColumns)
             let origins = UnsafeMutablePointer<ColumnOrigin>.allocate(capacity: blockColumns)
             defer { origins.deallocate() }
+            if bf16 {
+                BF16Gemm.multiply(weight, rows: rows, columns: cols, output: y, rowStride: columns, bias: bias,
+                                  residual: residual, scratch: scratch, blocking: blocking,
+                                  source: .f32Panels({ k0, kc, p0, np, dst in
+                                      packIm2col(g, x, row: k0, depth: kc, column: p0, count: np, into: dst,
+                                                 origins: origins)
+                                  }))
+                return
+            }
             Gemm.multiply(weight, rows: rows, columns: cols, output: y, rowStride: columns,
                           bias: bias, residual: residual, scratch: scratch, blocking: blocking) { k0, kc, p0, np, dst in
                 packIm2col(g, x, row: k0, depth: kc, column: p0, count: np, into: dst, origins: origins)

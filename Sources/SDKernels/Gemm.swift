@@ -213,9 +213,7 @@ enum Gemm {
         let k = weight.cols
         if rows.isEmpty || columns.isEmpty { return }
         if k == 0 {
-            for n in rows {
-                for p in columns { y[n * ldc + p] = (bias?[n] ?? 0) + (residual?[n * ldc + p] ?? 0) }
-            }
+            emptyProduct(rows: rows, columns: columns, output: y, rowStride: ldc, bias: bias, residual: residual)
             return
         }
         let kcMax = blocking.depth(for: k)
@@ -260,6 +258,14 @@ enum Gemm {
         }
     }
 
+    /// y = bias + residual: a product over K = 0.
+    static func emptyProduct(rows: Range<Int>, columns: Range<Int>, output y: UnsafeMutablePointer<Float>,
+                             rowStride ldc: Int, bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?) {
+        for n in rows {
+            for p in columns { y[n * ldc + p] = (bias?[n] ?? 0) + (residual?[n * ldc + p] ?? 0) }
+        }
+    }
+
     /// How to split an [N × P] output over `threads` parts: along P when it is the longer
     /// side (each part then packs only its own columns of B and re-reads all of A, which is
     /// the smaller matrix), else along N. Boundaries are multiples of the tile.
@@ -285,11 +291,18 @@ enum Gemm {
         return max(1, min(threads, units))
     }
 
-    /// y[N, P] = W[N, K] · x[K, P] (+ bias) (+ residual), threaded.
+    /// y[N, P] = W[N, K] · x[K, P] (+ bias) (+ residual), threaded; `blocking` nil: the
+    /// precision's own (Gemm.blocking or BF16Gemm.blocking).
     static func linear(_ weight: WeightMatrix, input x: UnsafePointer<Float>, columns p: Int,
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
-                       blocking: Blocking = Gemm.blocking) {
+                       blocking: Blocking? = nil) {
+        if Kernels.precision == .bf16 {
+            BF16Gemm.linear(weight, input: x, columns: p, bias: bias, residual: residual, output: y, pool: pool,
+                            blocking: blocking ?? BF16Gemm.blocking)
+            return
+        }
+        let blocking = blocking ?? Gemm.blocking
         let w = 2 * V.scalarCount
         let n = weight.rows
         let parts = partCount(rows: n, columns: p, tileColumns: w, threads: pool.threads)

@@ -9,6 +9,7 @@ public enum Kernels {
     public static func linear(_ w: WeightMatrix, input x: UnsafePointer<Float>, columns: Int,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                               output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if isPlanning { return }
         Gemm.linear(w, input: x, columns: columns, bias: bias, residual: residual, output: y, pool: pool)
     }
 
@@ -25,6 +26,10 @@ public enum Kernels {
     /// The choice `conv2d` uses; tests and benchmarks set `.direct` to compare.
     nonisolated(unsafe) public static var convAlgorithm: ConvAlgorithm = .automatic
 
+    /// While true, every function here returns at once without touching memory: the models
+    /// run through to record their activation allocations (SDModels' `ActivationArena.plan`).
+    nonisolated(unsafe) public static var isPlanning = false
+
     /// Convolution, any square kernel, stride and padding: 3×3 stride 1 padding 1 by
     /// Winograd F(2×2, 3×3) per `convAlgorithm`, otherwise implicit GEMM; 1×1 stride 1 goes
     /// straight to `linear`. residual may alias y (y must not alias x).
@@ -33,6 +38,7 @@ public enum Kernels {
                               height: Int, width: Int,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                               output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if isPlanning { return }
         let geometry = Conv.Geometry(channels: channels, batch: batch, height: height, width: width,
                                      kernel: kernelSize, stride: stride, padding: padding)
         Conv.conv2d(w, geometry: geometry, input: x, bias: bias, residual: residual, output: y,
@@ -44,6 +50,7 @@ public enum Kernels {
                                  groups: Int, eps: Float, gamma: UnsafePointer<Float>,
                                  beta: UnsafePointer<Float>, silu: Bool,
                                  output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if isPlanning { return }
         Normalization.groupNorm(x, channels: channels, batch: batch, pixels: pixels, groups: groups,
                                 eps: eps, gamma: gamma, beta: beta, silu: silu, output: y, pool: pool)
     }
@@ -52,6 +59,7 @@ public enum Kernels {
     public static func layerNorm(_ x: UnsafePointer<Float>, channels: Int, columns: Int, eps: Float,
                                  gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                                  output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if isPlanning { return }
         Normalization.layerNorm(x, channels: channels, columns: columns, eps: eps, gamma: gamma,
                                 beta: beta, output: y, pool: pool)
     }
@@ -61,6 +69,7 @@ public enum Kernels {
                                  value v: UnsafePointer<Float>, heads: Int, headDim: Int,
                                  batch: Int, queryTokens: Int, keyTokens: Int, causal: Bool,
                                  output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if isPlanning { return }
         Attention.attention(query: q, key: k, value: v, heads: heads, headDim: headDim, batch: batch,
                             queryTokens: queryTokens, keyTokens: keyTokens, causal: causal, output: y, pool: pool)
     }
@@ -68,6 +77,7 @@ public enum Kernels {
     /// y may alias the value half of x (rows 0..<F), not the gate half.
     public static func geglu(_ x: UnsafePointer<Float>, features: Int, columns: Int,
                              output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if isPlanning { return }
         Elementwise.geglu(x, features: features, columns: columns, output: y, pool: pool)
     }
 
@@ -75,17 +85,20 @@ public enum Kernels {
 
     /// In place: x[i] = f(x[i]) for i in 0..<count.
     public static func activate(_ f: Activation, _ x: UnsafeMutablePointer<Float>, count: Int, pool: ThreadPool) {
+        if isPlanning { return }
         Elementwise.activate(f, x, count: count, pool: pool)
     }
 
     /// y[i] = a[i] + b[i]; y may alias a or b. Threaded when a pool is given.
     public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
                            output y: UnsafeMutablePointer<Float>, pool: ThreadPool? = nil) {
+        if isPlanning { return }
         Elementwise.add(a, b, count: count, output: y, pool: pool)
     }
 
     public static func upsampleNearest2x(_ x: UnsafePointer<Float>, planes: Int, height: Int, width: Int,
                                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if isPlanning { return }
         Elementwise.upsampleNearest2x(x, planes: planes, height: height, width: width, output: y, pool: pool)
     }
 }

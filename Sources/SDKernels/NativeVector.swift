@@ -21,6 +21,7 @@
 /// `-D SDKERNELS_AVX512`: 32 architectural registers. Such a binary needs AVX-512F.
 public typealias NativeF32 = SIMD16<Float>
 typealias NativeI32 = SIMD16<Int32>
+typealias NativeU32 = SIMD16<UInt32>
 typealias NativeF16 = SIMD16<Float16>
 typealias NativeI8 = SIMD16<Int8>
 typealias NativeF32Pair = SIMD32<Float>
@@ -30,12 +31,14 @@ typealias NativeF32Pair = SIMD32<Float>
 /// (24 q accumulators) still fits, and per-k overhead halves versus SIMD4.
 public typealias NativeF32 = SIMD8<Float>
 typealias NativeI32 = SIMD8<Int32>
+typealias NativeU32 = SIMD8<UInt32>
 typealias NativeF16 = SIMD8<Float16>
 typealias NativeI8 = SIMD8<Int8>
 typealias NativeF32Pair = SIMD16<Float>
 #else
 public typealias NativeF32 = SIMD4<Float>
 typealias NativeI32 = SIMD4<Int32>
+typealias NativeU32 = SIMD4<UInt32>
 typealias NativeF16 = SIMD4<Float16>
 typealias NativeI8 = SIMD4<Int8>
 typealias NativeF32Pair = SIMD8<Float>

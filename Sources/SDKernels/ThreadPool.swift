@@ -85,6 +85,13 @@ public final class ThreadPool: @unchecked Sendable {
     public func scratch(part: Int, count: Int) -> UnsafeMutablePointer<Float> {
         state.scratch(part: part, count: count)
     }
+
+    /// A 64-byte aligned buffer of at least `count` floats for all parts, kept (and grown)
+    /// across calls, for a kernel that fills it in one region and reads it in the next.
+    /// Call outside a region; valid until the next call.
+    public func sharedScratch(count: Int) -> UnsafeMutablePointer<Float> {
+        state.scratch(part: threads, count: count)
+    }
 }
 
 private final class WorkerContext {
@@ -110,7 +117,7 @@ private final class PoolState: @unchecked Sendable {
     private var pending = 0
     private var busy = false
     private var stopping = false
-    // Per-part scratch; part i only touches slot i.
+    // Per-part scratch; part i only touches slot i. Slot `parts` is the shared one.
     private let scratchBase: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private let scratchFloats: UnsafeMutablePointer<Int>
 
@@ -119,14 +126,14 @@ private final class PoolState: @unchecked Sendable {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
         pthread_cond_init(done, nil)
-        scratchBase = .allocate(capacity: parts)
-        scratchBase.initialize(repeating: nil, count: parts)
-        scratchFloats = .allocate(capacity: parts)
-        scratchFloats.initialize(repeating: 0, count: parts)
+        scratchBase = .allocate(capacity: parts + 1)
+        scratchBase.initialize(repeating: nil, count: parts + 1)
+        scratchFloats = .allocate(capacity: parts + 1)
+        scratchFloats.initialize(repeating: 0, count: parts + 1)
     }
 
     deinit {
-        for i in 0..<parts { free(scratchBase[i]) }
+        for i in 0...parts { free(scratchBase[i]) }
         scratchBase.deallocate()
         scratchFloats.deallocate()
         pthread_cond_destroy(wake)

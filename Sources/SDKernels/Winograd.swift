@@ -49,10 +49,10 @@ enum Winograd {
         }
     }
 
-    /// Tiles per block for `channels` input channels: V (16·Cin·tb floats) ≤ 8 MiB.
-    static func tileBlock(channels: Int) -> Int {
-        let w = 2 * V.scalarCount
-        let fit = maxTransformedInput / (16 * max(channels, 1)) / w * w
+    /// Tiles per block when one tile's V takes `words` 4-byte words (16·Cin in f32, 16·⌈Cin/2⌉
+    /// in bf16): V ≤ `maxTransformedInput` words (8 MiB), a multiple of the panel width.
+    static func tileBlock(wordsPerTile words: Int, panelWidth w: Int) -> Int {
+        let fit = maxTransformedInput / max(words, 1) / w * w
         return max(w, min(maxTileBlock, fit))
     }
 
@@ -62,58 +62,217 @@ enum Winograd {
                         pool: ThreadPool) {
         precondition(g.kernel == 3 && g.stride == 1 && g.padding == 1, "Winograd F(2,3) is for 3×3, stride 1, padding 1")
         precondition(weight.cols == g.channels * 9, "conv weight is not [Cout, Cin·9]")
-        let w = 2 * V.scalarCount, v = V.scalarCount
         let tiling = Tiles(g: g)
-        let n = weight.rows, cin = g.channels, tileCount = tiling.count
+        let n = weight.rows, tileCount = tiling.count
         if n == 0 || tileCount == 0 { return }
+        let bf16 = Kernels.precision == .bf16
+        let w = bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount
         let parts = Gemm.partCount(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads)
-        let kcMax = Gemm.blocking.depth(for: cin)
+        // bf16 with the tiles split across parts: every part needs every U row, so U is
+        // transformed once per call into a shared buffer when it fits (instead of once per
+        // tile block and part).
+        var sharedU: UnsafeMutablePointer<UInt32>?
+        let sharedXiStride = (g.channels + 1) / 2 * ((n + BF16Gemm.tileRows - 1) / BF16Gemm.tileRows * BF16Gemm.tileRows)
+        if bf16 && Gemm.splitsColumns(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads)
+            && 16 * sharedXiStride <= maxSharedTransformedWeights {
+            sharedU = transformWeightsShared(weight, pool: pool, xiStride: sharedXiStride)
+        }
         pool.run(parts: parts) { part in
             let (rows, tiles) = Gemm.partition(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads,
                                                part: part, parts: parts)
             if rows.isEmpty || tiles.isEmpty { return }
-            let tbMax = min(tileBlock(channels: cin), (tiles.count + w - 1) / w * w)
-            let mcMax = min(rowBlock, rows.count)
-            let cinPadded = (cin + v - 1) / v * v
-            let vCount = 16 * cin * tbMax, uCount = 16 * mcMax * cin, mCount = 16 * mcMax * tbMax
-            let scratch = pool.scratch(part: part, count: vCount + uCount + mCount + 9 * cinPadded + Gemm.tileRows * w)
-            let vp = scratch, u = vp + vCount, m = u + uCount, rowBuffer = m + mCount, edge = rowBuffer + 9 * cinPadded
-            var t0 = tiles.lowerBound
-            while t0 < tiles.upperBound {
-                let tb = min(tbMax, tiles.upperBound - t0)
-                let panels = (tb + w - 1) / w, ldm = panels * w
-                transformInput(tiling, x, firstTile: t0, count: tb, panels: panels, into: vp)
-                var oc0 = rows.lowerBound
-                while oc0 < rows.upperBound {
-                    let mc = min(mcMax, rows.upperBound - oc0)
-                    transformWeights(weight, firstRow: oc0, count: mc, into: u, rowBuffer: rowBuffer)
-                    for xi in 0..<16 {
-                        let a = UnsafePointer(u + xi * mc * cin)
-                        let bXi = vp + xi * panels * cin * w
-                        let c = m + xi * mc * ldm
-                        var pc = 0
-                        while pc < cin {
-                            let kc = min(kcMax, cin - pc)
-                            for panel in 0..<panels {
-                                let b = UnsafePointer(bXi + (panel * cin + pc) * w)
-                                var ir = 0
-                                while ir < mc {
-                                    let cc = c + ir * ldm + panel * w
-                                    let epilogue = Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(cc), bias: nil)
-                                    Gemm.microKernel(depth: kc, a: a + ir * cin + pc, rowStride: cin,
-                                                     rows: min(Gemm.tileRows, mc - ir), b: b, c: cc, rowStride: ldm,
-                                                     columns: w, epilogue: epilogue, edge: edge)
-                                    ir += Gemm.tileRows
-                                }
+            let out = Output(tiling: tiling, bias: bias, residual: residual, y: y)
+            if bf16 {
+                let shared = sharedU.map { (u: UnsafePointer($0), xiStride: sharedXiStride) }
+                partBF16(weight, out, x, rows: rows, tiles: tiles, sharedU: shared, scratch: pool, part: part)
+            } else {
+                partF32(weight, out, x, rows: rows, tiles: tiles, scratch: pool, part: part)
+            }
+        }
+    }
+
+    /// Where a part's output tiles go.
+    struct Output {
+        let tiling: Tiles
+        let bias: UnsafePointer<Float>?
+        let residual: UnsafePointer<Float>?
+        let y: UnsafeMutablePointer<Float>
+    }
+
+    /// One part in f32: for each block of tiles V, then for each block of output channels
+    /// U, the 16 GEMMs by Gemm.microKernel and the output transform.
+    static func partF32(_ weight: WeightMatrix, _ out: Output, _ x: UnsafePointer<Float>,
+                        rows: Range<Int>, tiles: Range<Int>, scratch pool: ThreadPool, part: Int) {
+        let v = V.scalarCount, w = 2 * v
+        let cin = out.tiling.g.channels
+        let kcMax = Gemm.blocking.depth(for: cin)
+        let tbMax = min(tileBlock(wordsPerTile: 16 * cin, panelWidth: w), (tiles.count + w - 1) / w * w)
+        let mcMax = min(rowBlock, rows.count)
+        let cinPadded = (cin + v - 1) / v * v
+        let vCount = 16 * cin * tbMax, uCount = 16 * mcMax * cin, mCount = 16 * mcMax * tbMax
+        let scratch = pool.scratch(part: part, count: vCount + uCount + mCount + 9 * cinPadded + Gemm.tileRows * w)
+        let vp = scratch, u = vp + vCount, m = u + uCount, rowBuffer = m + mCount, edge = rowBuffer + 9 * cinPadded
+        var t0 = tiles.lowerBound
+        while t0 < tiles.upperBound {
+            let tb = min(tbMax, tiles.upperBound - t0)
+            let panels = (tb + w - 1) / w, ldm = panels * w
+            var sink = F32Panels(vp: vp, channels: cin, xiStride: panels * cin * w)
+            transformInput(out.tiling, x, firstTile: t0, count: tb, panels: panels, into: &sink)
+            var oc0 = rows.lowerBound
+            while oc0 < rows.upperBound {
+                let mc = min(mcMax, rows.upperBound - oc0)
+                transformWeights(weight, firstRow: oc0, count: mc, into: u, rowBuffer: rowBuffer)
+                for xi in 0..<16 {
+                    let a = UnsafePointer(u + xi * mc * cin)
+                    let bXi = vp + xi * panels * cin * w
+                    let c = m + xi * mc * ldm
+                    var pc = 0
+                    while pc < cin {
+                        let kc = min(kcMax, cin - pc)
+                        for panel in 0..<panels {
+                            let b = UnsafePointer(bXi + (panel * cin + pc) * w)
+                            var ir = 0
+                            while ir < mc {
+                                let cc = c + ir * ldm + panel * w
+                                let epilogue = Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(cc), bias: nil)
+                                Gemm.microKernel(depth: kc, a: a + ir * cin + pc, rowStride: cin,
+                                                 rows: min(Gemm.tileRows, mc - ir), b: b, c: cc, rowStride: ldm,
+                                                 columns: w, epilogue: epilogue, edge: edge)
+                                ir += Gemm.tileRows
                             }
-                            pc += kc
                         }
+                        pc += kc
                     }
-                    transformOutput(tiling, m, rowStride: ldm, firstRow: oc0, rows: mc, firstTile: t0, count: tb,
-                                    bias: bias, residual: residual, output: y)
-                    oc0 += mc
                 }
-                t0 += tb
+                transformOutput(out.tiling, m, rowStride: ldm, firstRow: oc0, rows: mc, firstTile: t0, count: tb,
+                                bias: out.bias, residual: out.residual, output: out.y)
+                oc0 += mc
+            }
+            t0 += tb
+        }
+    }
+
+    /// One part in bf16: the same loops, with V transformed straight into BF16Gemm panels
+    /// and U either shared (`sharedU`, BF16Gemm row tiles of all output channels) or
+    /// transformed per block.
+    static func partBF16(_ weight: WeightMatrix, _ out: Output, _ x: UnsafePointer<Float>,
+                         rows: Range<Int>, tiles: Range<Int>,
+                         sharedU: (u: UnsafePointer<UInt32>, xiStride: Int)?, scratch pool: ThreadPool, part: Int) {
+        let bw = BF16Gemm.panelColumns, br = BF16Gemm.tileRows
+        let cin = out.tiling.g.channels, pairs = (cin + 1) / 2
+        let pairBlock = BF16Gemm.depth(for: cin, blocking: Gemm.blocking) / 2
+        let tbMax = min(tileBlock(wordsPerTile: 16 * pairs, panelWidth: bw), (tiles.count + bw - 1) / bw * bw)
+        // With a shared U, blocks must start on its row tiles: rows is then 0 ..< N and
+        // bf16RowBlock a multiple of 12.
+        let mcMax = min(bf16RowBlock, rows.count)
+        let vbCount = 16 * pairs * tbMax, mCount = 16 * mcMax * tbMax
+        let ubCount = sharedU == nil ? 16 * pairs * ((mcMax + br - 1) / br * br) : 0
+        let uCount = sharedU == nil ? weightTransformScratch(channels: cin) : 0
+        let scratch = pool.scratch(part: part, count: vbCount + ubCount + mCount + uCount)
+        let vb = UnsafeMutableRawPointer(scratch).bindMemory(to: UInt32.self, capacity: vbCount + ubCount)
+        let ub = vb + vbCount
+        let m = UnsafeMutableRawPointer(ub + ubCount).bindMemory(to: Float.self, capacity: mCount + uCount)
+        let u = m + mCount
+        var t0 = tiles.lowerBound
+        while t0 < tiles.upperBound {
+            let tb = min(tbMax, tiles.upperBound - t0)
+            let panels = (tb + bw - 1) / bw, ldm = panels * bw, vbStride = pairs * panels * bw
+            var sink = BF16Panels(vb: vb, channels: cin, xiStride: vbStride)
+            transformInput(out.tiling, x, firstTile: t0, count: tb, panels: panels, into: &sink)
+            var oc0 = rows.lowerBound
+            while oc0 < rows.upperBound {
+                let mc = min(mcMax, rows.upperBound - oc0)
+                let a: UnsafePointer<UInt32>, xiStride: Int
+                if let sharedU {
+                    (a, xiStride) = (sharedU.u + (oc0 / br) * pairs * br, sharedU.xiStride)
+                } else {
+                    xiStride = pairs * ((mc + br - 1) / br) * br
+                    transformWeightsBF16(weight, rows: oc0..<(oc0 + mc), into: ub, xiStride: xiStride, scratch: u)
+                    a = UnsafePointer(ub)
+                }
+                for xi in 0..<16 {
+                    let c = m + xi * mc * ldm
+                    var pc = 0
+                    while pc < pairs {
+                        let depth = min(pairBlock, pairs - pc)
+                        BF16Gemm.block(rows: mc, columns: tb, pairs: depth, a: a + xi * xiStride + pc * br,
+                                       tileStride: pairs * br, b: vb + xi * vbStride + pc * bw, panelStride: pairs * bw,
+                                       c: c, rowStride: ldm, scale: nil, bias: nil, addend: pc == 0 ? nil : UnsafePointer(c))
+                        pc += depth
+                    }
+                }
+                transformOutput(out.tiling, m, rowStride: ldm, firstRow: oc0, rows: mc, firstTile: t0, count: tb,
+                                bias: out.bias, residual: out.residual, output: out.y)
+                oc0 += mc
+            }
+            t0 += tb
+        }
+    }
+
+    /// Most 4-byte words of bf16 U shared across parts (16 MiB: U of up to 724 × 724
+    /// channels, all SD 1.x convs but the 1280-channel ones, whose few tiles need few
+    /// tile blocks anyway).
+    nonisolated(unsafe) static var maxSharedTransformedWeights = 4 << 20
+
+    /// Output channels per block of the bf16 path: 48 keeps its packed U (16·⌈Cin/2⌉·48
+    /// words) at 3.9 MiB for the UNet's 2560-channel input, at no measured cost.
+    static let bf16RowBlock = 48
+
+    /// Floats `transformWeightsBF16` needs: f32 U of one row tile (plus the one float
+    /// packRow reads past it) and one transposed weight row.
+    static func weightTransformScratch(channels cin: Int) -> Int {
+        16 * BF16Gemm.tileRows * cin + 1 + 9 * ((cin + V.scalarCount - 1) / V.scalarCount * V.scalarCount)
+    }
+
+    /// U of output channels `rows` (starting on a row tile) as BF16Gemm row tiles at
+    /// a[ξ · xiStride], transformed a tile (12 rows) at a time in f32 through `scratch`
+    /// (`weightTransformScratch` floats); rows past the end of the last tile zero.
+    static func transformWeightsBF16(_ weight: WeightMatrix, rows: Range<Int>, into a: UnsafeMutablePointer<UInt32>,
+                                     xiStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        let cin = weight.cols / 9, br = BF16Gemm.tileRows, pairs = (cin + 1) / 2
+        let u = scratch, rowBuffer = scratch + 16 * br * cin + 1
+        var r0 = rows.lowerBound
+        while r0 < rows.upperBound {
+            let count = min(br, rows.upperBound - r0)
+            transformWeights(weight, firstRow: r0, count: count, into: u, rowBuffer: rowBuffer)
+            packTransformedWeights(u, rows: count, channels: cin, into: a + (r0 - rows.lowerBound) / br * pairs * br,
+                                   xiStride: xiStride)
+            r0 += br
+        }
+    }
+
+    /// U for all output channels, transformed in parallel into the pool's shared scratch
+    /// as BF16Gemm row tiles: [ξ][⌈N / 12⌉][pairs][12] with ξ stride `xiStride`.
+    static func transformWeightsShared(_ weight: WeightMatrix, pool: ThreadPool,
+                                       xiStride: Int) -> UnsafeMutablePointer<UInt32> {
+        let n = weight.rows, cin = weight.cols / 9, br = BF16Gemm.tileRows, pairs = (cin + 1) / 2
+        let shared = UnsafeMutableRawPointer(pool.sharedScratch(count: 16 * xiStride))
+            .bindMemory(to: UInt32.self, capacity: 16 * xiStride)
+        let rowTiles = (n + br - 1) / br, parts = min(pool.threads, rowTiles)
+        pool.run(parts: parts) { part in
+            let first = rowTiles * part / parts * br, end = min(n, rowTiles * (part + 1) / parts * br)
+            let scratch = pool.scratch(part: part, count: weightTransformScratch(channels: cin))
+            transformWeightsBF16(weight, rows: first..<end, into: shared + first / br * pairs * br, xiStride: xiStride,
+                                 scratch: scratch)
+        }
+        return shared
+    }
+
+    /// u[ξ][r][ic] (r < rows) into BF16Gemm row tiles at a[ξ · xiStride], rows up to
+    /// the rest of the last tile zero.
+    static func packTransformedWeights(_ u: UnsafePointer<Float>, rows mc: Int, channels cin: Int,
+                                       into a: UnsafeMutablePointer<UInt32>, xiStride: Int) {
+        let br = BF16Gemm.tileRows, pairs = (cin + 1) / 2
+        let padded = (mc + br - 1) / br * br
+        for xi in 0..<16 {
+            for r in 0..<padded {
+                let dst = a + xi * xiStride + (r / br) * pairs * br + r % br
+                if r < mc {
+                    // u's next row (or what follows u) is addressable: packRow reads one past.
+                    BF16Gemm.packRow(u + (xi * mc + r) * cin, count: cin, into: dst, stride: br)
+                } else {
+                    for i in 0..<pairs { dst[i * br] = 0 }
+                }
             }
         }
     }
@@ -136,19 +295,65 @@ enum Winograd {
              t30 - t32, t31 + t32, t32 - t31, t31 - t33)
     }
 
-    /// V for tiles firstTile ..< firstTile+count, all input channels, into
-    /// vp[ξ][panel][ic][2V] (lane = tile within its panel; lanes past `count` zero).
-    static func transformInput(_ tiling: Tiles, _ x: UnsafePointer<Float>, firstTile t0: Int, count tb: Int,
-                               panels: Int, into vp: UnsafeMutablePointer<Float>) {
-        let v = V.scalarCount, w = 2 * v
+    /// Where transformInput puts the 16 vectors of V for one input channel and v tiles.
+    protocol InputSink {
+        /// Panel width in tiles.
+        static var panelWidth: Int { get }
+        /// Channel `ic` of tiles at lanes of the group starting at tile j0 (in order of ic).
+        mutating func store(_ d: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V), channel ic: Int, group j0: Int)
+    }
+
+    /// f32 micro-panels for Gemm.microKernel: vp[ξ][panel][ic][2V].
+    struct F32Panels: InputSink {
+        static var panelWidth: Int { 2 * V.scalarCount }
+        let vp: UnsafeMutablePointer<Float>, channels: Int, xiStride: Int
+        @inline(__always)
+        mutating func store(_ d: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V), channel ic: Int, group j0: Int) {
+            let w = Self.panelWidth
+            store16(d, vp + (j0 / w) * channels * w + (j0 % w) + ic * w, stride: xiStride)
+        }
+    }
+
+    /// BF16Gemm column panels: vb[ξ][panel][ic / 2][32], channel pairs (ic even low, odd
+    /// high; a last odd channel paired with 0).
+    struct BF16Panels: InputSink {
+        static var panelWidth: Int { BF16Gemm.panelColumns }
+        let vb: UnsafeMutablePointer<UInt32>, channels: Int, xiStride: Int
+        var even = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
+        @inline(__always)
+        mutating func store(_ d: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V), channel ic: Int, group j0: Int) {
+            if ic % 2 == 0 && ic + 1 < channels {
+                even = d
+                return
+            }
+            typealias Tile = (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V)
+            let zero: Tile = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
+            let lo: Tile = ic % 2 == 0 ? d : even
+            let hi: Tile = ic % 2 == 0 ? zero : d
+            let w = Self.panelWidth, pairs = (channels + 1) / 2
+            let p = UnsafeMutableRawPointer(vb + (j0 / w) * pairs * w + (j0 % w) + (ic / 2) * w)
+            let s = xiStride * 4
+            @inline(__always) func put(_ i: Int, _ a: V, _ b: V) {
+                p.storeBytes(of: BF16Gemm.pair(a, b), toByteOffset: i * s, as: NativeU32.self)
+            }
+            put(0, lo.0, hi.0); put(1, lo.1, hi.1); put(2, lo.2, hi.2); put(3, lo.3, hi.3)
+            put(4, lo.4, hi.4); put(5, lo.5, hi.5); put(6, lo.6, hi.6); put(7, lo.7, hi.7)
+            put(8, lo.8, hi.8); put(9, lo.9, hi.9); put(10, lo.10, hi.10); put(11, lo.11, hi.11)
+            put(12, lo.12, hi.12); put(13, lo.13, hi.13); put(14, lo.14, hi.14); put(15, lo.15, hi.15)
+        }
+    }
+
+    /// V for tiles firstTile ..< firstTile+count, all input channels, into `sink`'s
+    /// panels (lane = tile within its panel; lanes past `count` zero).
+    static func transformInput<Sink: InputSink>(_ tiling: Tiles, _ x: UnsafePointer<Float>, firstTile t0: Int,
+                                                count tb: Int, panels: Int, into sink: inout Sink) {
+        let v = V.scalarCount, w = Sink.panelWidth
         let g = tiling.g, cin = g.channels, width = g.width, height = g.height
         let cs = g.channelStride, total = cin * cs
-        let xiStride = panels * cin * w
         let laneIndex = V.laneIndex
         var j0 = 0
         while j0 < panels * w {
             // One group: v consecutive tiles = one vector's lanes of panel j0 / w.
-            let dst0 = vp + (j0 / w) * cin * w + (j0 % w)
             let valid = min(v, tb - j0)
             let first = valid > 0 ? tiling.locate(t0 + j0) : (plane: 0, ty: 0, tx: 0)
             if valid == v && first.tx + v <= tiling.tilesX {
@@ -188,7 +393,7 @@ enum Winograd {
                     let a = row(0, rowOK.0), b = row(1, rowOK.1), c = row(2, rowOK.2), e = row(3, rowOK.3)
                     var d = (a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3, c.0, c.1, c.2, c.3, e.0, e.1, e.2, e.3)
                     inputTile(&d)
-                    store16(d, dst0 + ic * w, stride: xiStride)
+                    sink.store(d, channel: ic, group: j0)
                 }
             } else {
                 // General path: lanes one by one (tiles across rows/images, tail group).
@@ -212,7 +417,7 @@ enum Winograd {
                         d.12[l] = patch[12]; d.13[l] = patch[13]; d.14[l] = patch[14]; d.15[l] = patch[15]
                     }
                     inputTile(&d)
-                    store16(d, dst0 + ic * w, stride: xiStride)
+                    sink.store(d, channel: ic, group: j0)
                 }
             }
             j0 += v

@@ -89,6 +89,9 @@ public final class StableDiffusionPipeline {
         public let name: String
         public let seconds: Double
         public let memory: MemoryStats
+        /// The phase's activation arena (text encoder, denoising, vae decode; nil for the
+        /// steps and when `memoryPlan.planActivations` is off).
+        public var activations: ActivationReport? = nil
     }
 
     public struct Result: Sendable {
@@ -111,8 +114,26 @@ public final class StableDiffusionPipeline {
                              chunkFloats: plan.chunkFloats, maxBatch: maxBatch)
     }
 
+    /// One phase's activation arena, planned from one run of `call` (kernels skipped), or nil
+    /// when the plan says not to (every Tensor is then a plain allocation).
+    func activationArena(idlePageEvents: Int? = nil, _ call: () throws -> Void) rethrows -> ActivationArena? {
+        guard memoryPlan.planActivations else { return nil }
+        return ActivationArena(plan: try ActivationArena.plan(call), idlePageEvents: idlePageEvents)
+    }
+
+    /// Runs `call` as one pass of `arena`, or plainly without one.
+    func run<R>(in arena: ActivationArena?, _ call: () throws -> R) rethrows -> R {
+        guard let arena else { return try call() }
+        return try arena.run(call)
+    }
+
     /// Runs the whole pipeline. `progress` is called before each phase and after each
     /// denoising step; returning false cancels the run.
+    ///
+    /// Each phase first records its model call's tensor allocations (the kernels skipped)
+    /// and lays them out in one arena (`ActivationArena`); the text encoding, every UNet
+    /// step and every image's VAE decode then run in it, and it is unmapped when the phase
+    /// ends.
     public func generate(_ request: GenerationRequest, progress: ((Progress) -> Bool)? = nil) throws -> Result {
         try request.validate()
         guard request.width % vaeScaleFactor == 0, request.height % vaeScaleFactor == 0 else {
@@ -134,6 +155,7 @@ public final class StableDiffusionPipeline {
         //    [negatives…, prompts…], each repeated imagesPerPrompt times as diffusers does.
         try report(Progress(phase: .textEncoder, step: 0, totalSteps: request.steps))
         let context: [Float]
+        var textActivations: ActivationReport?
         do {
             let textModel = try CLIPTextModel(config: textConfig, weights: file.component("text_encoder"),
                                               memory: memoryOptions("text_encoder"))
@@ -142,7 +164,12 @@ public final class StableDiffusionPipeline {
             let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
             let texts = (request.usesGuidance ? negatives : []) + request.prompts
             for text in texts { ids += tokenizer.tokenize(text) }
-            let hidden = try textModel.encode(ids: ids, batch: texts.count, pool: ThreadPool(threads: pool.threads))
+            let textPool = ThreadPool(threads: pool.threads)
+            let encode = { try textModel.encode(ids: ids, batch: texts.count, pool: textPool) }
+            let arena = try activationArena { _ = try encode() }
+            let hidden = try run(in: arena, encode)
+            arena?.close()
+            textActivations = arena?.report
             let width = hidden.count / texts.count
             var repeated: [Float] = []
             repeated.reserveCapacity(width * texts.count * request.imagesPerPrompt)
@@ -152,8 +179,9 @@ public final class StableDiffusionPipeline {
             context = repeated
         }
         release("text_encoder")
-        ActivationBuffers.trim()  // each phase recycles its own activation buffers
-        phases.append(clock.lap("text encoder"))
+        var textPhase = clock.lap("text encoder")
+        textPhase.activations = textActivations
+        phases.append(textPhase)
 
         // 2. Denoising: latents from torch's generator, scaled by the initial sigma.
         let denoisingStart = monotonicSeconds()
@@ -164,18 +192,29 @@ public final class StableDiffusionPipeline {
         if sigma != 1 { for i in latents.indices { latents[i] *= sigma } }
         let guidance = request.guidanceScale
         var steps: [PhaseReport] = []
-        do {  // The UNet and its pool (with the kernels' scratch) end with this block.
+        var unetActivations: ActivationReport?
+        do {  // The UNet, its pool (with the kernels' scratch) and its arena end with this block.
             let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"),
                                                 memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
             release("unet")
             let unetPool = ThreadPool(threads: pool.threads)
+            let unetBatch = request.usesGuidance ? 2 * count : count
+            // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
+            func predict(_ batchInput: [Float], _ t: Float) -> [Float] {
+                unet.predictNoise(sample: batchInput, batch: unetBatch, height: h, width: w, timestep: t,
+                                  context: context, contextTokens: tokens, pool: unetPool)
+            }
+            // Every step makes the same tensors: plan one, run all of them in its arena.
+            let arena = activationArena(idlePageEvents: memoryPlan.unetIdlePageEvents) {
+                _ = predict([Float](repeating: 0, count: unetBatch * latentChannels * h * w), scheduler.timesteps[0])
+            }
+            defer {
+                arena?.close()
+                unetActivations = arena?.report
+            }
             for (i, t) in scheduler.timesteps.enumerated() {
                 let input = scheduler.scaleModelInput(latents, stepIndex: i)
-                let batchInput = request.usesGuidance ? input + input : input
-                // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
-                let prediction = unet.predictNoise(sample: batchInput, batch: request.usesGuidance ? 2 * count : count,
-                                                   height: h, width: w, timestep: t, context: context,
-                                                   contextTokens: tokens, pool: unetPool)
+                let prediction = run(in: arena) { predict(request.usesGuidance ? input + input : input, t) }
                 var noise: [Float]
                 if request.usesGuidance {
                     let n = latents.count
@@ -192,11 +231,11 @@ public final class StableDiffusionPipeline {
             }
         }
         release("unet")
-        ActivationBuffers.trim()
         let last = clock.lap("unet release")
         phases.append(PhaseReport(
             name: "denoising", seconds: monotonicSeconds() - denoisingStart,
-            memory: (steps + [last]).max { $0.memory.peakResident < $1.memory.peakResident }?.memory ?? last.memory))
+            memory: (steps + [last]).max { $0.memory.peakResident < $1.memory.peakResident }?.memory ?? last.memory,
+            activations: unetActivations))
 
         // 3. Decode: latents / scaling_factor through the VAE, then to 8 bits.
         try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
@@ -207,17 +246,25 @@ public final class StableDiffusionPipeline {
         let vaePool = ThreadPool(threads: pool.threads)
         var images: [RGBImage] = []
         let plane = latentChannels * h * w
+        let tiling = memoryPlan.vaeTiling
+        // One image at a time: the decoder's activations are the largest of the run. Every
+        // image (and within it every tile) makes the same tensors: one plan, one arena.
+        func decode(_ n: Int) -> [Float] {
+            vae.decode(latents: Array(scaled[(n * plane)..<((n + 1) * plane)]), batch: 1,
+                       height: h, width: w, tiling: tiling, pool: vaePool)
+        }
+        let vaeArena = activationArena { _ = decode(0) }
         for n in 0..<count {
-            // One image at a time: the decoder's activations are the largest of the run.
-            let decoded = vae.decode(latents: Array(scaled[(n * plane)..<((n + 1) * plane)]), batch: 1,
-                                     height: h, width: w, tiling: memoryPlan.vaeTiling, pool: vaePool)
+            let decoded = run(in: vaeArena) { decode(n) }
             decoded.withUnsafeBufferPointer {
                 images.append(RGBImage(decoded: $0, width: request.width, height: request.height))
             }
         }
+        vaeArena?.close()
         release("vae")
-        ActivationBuffers.trim()
-        phases.append(clock.lap("vae decode"))
+        var vaePhase = clock.lap("vae decode")
+        vaePhase.activations = vaeArena?.report
+        phases.append(vaePhase)
         return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
                       steps: steps, memoryPlan: memoryPlan)
     }

@@ -29,6 +29,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Worker threads (default: all cores).")
     var threads: Int?
 
+    @Option(help: "Matrix-product precision: auto, f32 or bf16 (as for generate).")
+    var precision: String = "auto"
+
     @Flag(help: "Skip the kernel table.")
     var skipKernels = false
 
@@ -48,6 +51,9 @@ struct BenchCommand: ParsableCommand {
         guard steps >= 1, steps <= 100 else { throw ValidationError("--steps must be between 1 and 100 (got \(steps))") }
         guard repeats >= 1, repeats <= 1000 else { throw ValidationError("--repeats must be between 1 and 1000 (got \(repeats))") }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        guard PrecisionChoice(rawValue: precision) != nil else {
+            throw ValidationError("--precision must be one of \(PrecisionChoice.allCases.map(\.rawValue).joined(separator: ", ")) (got \(precision))")
+        }
     }
 
     struct KernelRow { let name: String, shape: String, result: KernelBenchmark.Result }
@@ -56,9 +62,10 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        pipeline.usePrecision(PrecisionChoice(rawValue: precision)!)
         let openSeconds = now() - openStart
         let file = pipeline.file, pool = pipeline.pool
-        let type = Self.weightType(file)
+        let type = StableDiffusionPipeline.unetWeightType(file)
         let h = height / pipeline.vaeScaleFactor, w = width / pipeline.vaeScaleFactor
         let load = Self.loadAverage()
 
@@ -80,6 +87,7 @@ struct BenchCommand: ParsableCommand {
         if json {
             Terminal.printJSON(.object([
                 ("model", .string(model)), ("weights", .string(weights)), ("kernel_weight_type", .string("\(type)")),
+                ("precision", .string(Kernels.precision.rawValue)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
                 ("threads", .number(Double(pool.threads))), ("load_average", .array(load.map { .number($0) })),
                 ("open_seconds", .number(openSeconds)), ("fma_peak_gflops", .number(peak)),
@@ -102,7 +110,7 @@ struct BenchCommand: ParsableCommand {
             ]))
             return
         }
-        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type)), \(width)×\(height) (latent \(w)×\(h)), "
+        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(Kernels.precision.rawValue)), \(width)×\(height) (latent \(w)×\(h)), "
               + "\(pool.threads) threads, load average \(load.map { format($0, 2) }.joined(separator: " ")) at start")
         if !skipKernels {
             print("\nFMA peak: \(format(peak, 1)) GFLOP/s (\(pool.threads) threads). Kernels: median of \(repeats) after one warm-up.\n")
@@ -183,11 +191,14 @@ struct BenchCommand: ParsableCommand {
         MemoryStats.resetPeak()
         let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
         let ids = p.tokenizer.tokenize("") + p.tokenizer.tokenize("a photograph of an astronaut riding a horse")
-        var context = try text.encode(ids: ids, batch: 2, pool: pool)
+        // Each phase runs in its planned activation arena, as `generate` does.
+        let textArena = try ActivationArena(plan: ActivationArena.plan { _ = try text.encode(ids: ids, batch: 2, pool: pool) })
+        defer { textArena.close() }
+        var context = try textArena.run { try text.encode(ids: ids, batch: 2, pool: pool) }
         var textTimes: [Double] = [], textCPU: [Double] = []
         for _ in 0..<3 {
             let t0 = now(), c0 = Self.cpuSeconds()
-            context = try text.encode(ids: ids, batch: 2, pool: pool)
+            context = try textArena.run { try text.encode(ids: ids, batch: 2, pool: pool) }
             textTimes.append(now() - t0)
             textCPU.append(Self.cpuSeconds() - c0)
         }
@@ -200,11 +211,17 @@ struct BenchCommand: ParsableCommand {
         let plane = p.unetConfig.inChannels * h * w
         let latents = Self.noise(count: plane)
         var unetTimes: [Double] = [], unetCPU: [Double] = []
+        func predict() -> [Float] {
+            unet.predictNoise(sample: latents + latents, batch: 2, height: h, width: w, timestep: 981,
+                              context: context, contextTokens: p.tokenizer.maxLength, pool: pool)
+        }
+        let unetArena = ActivationArena(plan: ActivationArena.plan { _ = predict() },
+                                        idlePageEvents: p.memoryPlan.unetIdlePageEvents)
+        defer { unetArena.close() }
         for step in 0..<steps {
             Terminal.progress("UNet step \(step + 1)/\(steps)…")
             let t0 = now(), c0 = Self.cpuSeconds()
-            let prediction = unet.predictNoise(sample: latents + latents, batch: 2, height: h, width: w, timestep: 981,
-                                               context: context, contextTokens: p.tokenizer.maxLength, pool: pool)
+            let prediction = unetArena.run(predict)
             var guided = [Float](repeating: 0, count: plane)
             for j in 0..<plane { guided[j] = prediction[j] + 7.5 * (prediction[plane + j] - prediction[j]) }
             unetTimes.append(now() - t0)
@@ -218,25 +235,18 @@ struct BenchCommand: ParsableCommand {
         Terminal.progress("VAE decode…")
         MemoryStats.resetPeak()
         let vae = try AutoencoderKL(config: p.vaeConfig, weights: p.file.component("vae"))
+        let vaeArena = ActivationArena(plan: ActivationArena.plan {
+            _ = vae.decode(latents: latents, batch: 1, height: h, width: w, pool: pool)
+        })
+        defer { vaeArena.close() }
         let t0 = now(), c0 = Self.cpuSeconds()
-        let image = vae.decode(latents: latents, batch: 1, height: h, width: w, pool: pool)
+        let image = vaeArena.run { vae.decode(latents: latents, batch: 1, height: h, width: w, pool: pool) }
         rows.append(PhaseRow(name: "VAE decode \(width)×\(height)", runs: "1", seconds: [now() - t0],
                              cpuSeconds: [Self.cpuSeconds() - c0],
                              peakResident: MemoryStats.current().peakResident))
         if !image.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the VAE produced non-finite values") }
         release("vae")
         return rows
-    }
-
-    /// The type most UNet weight matrices are stored in: what the kernels run on.
-    static func weightType(_ file: ModelFileReader) -> WeightType {
-        var elements: [TensorDType: Int] = [:]
-        for e in file.entries where e.component == "unet" && e.shape.count >= 2 { elements[e.dtype, default: 0] += e.elementCount }
-        switch elements.max(by: { $0.value < $1.value })?.key {
-        case .q8: return .q8
-        case .f16: return .f16
-        default: return .f32
-        }
     }
 
     /// Roughly unit-variance values from a fixed-seed xorshift: benchmark inputs only.

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
 import SDFormat
+import SDKernels
+import SDModels
 import SDPipeline
 import SDSchedulers
 
@@ -53,6 +55,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Weight residency: keep (pages stay mapped; fastest with RAM to spare), stream (each layer's weight pages dropped after use; least memory) or auto (keep if the model file fits with room to spare).")
     var memory: String = "auto"
 
+    @Option(help: "Matrix-product precision: auto (bf16 for int8 model files where the CPU has bf16 dot products, else f32), f32 (exact) or bf16 (activations rounded to bfloat16; faster).")
+    var precision: String = "auto"
+
     @Flag(help: "Print time and peak memory per phase and per denoising step.")
     var stats = false
 
@@ -79,6 +84,9 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
         }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        guard PrecisionChoice(rawValue: precision) != nil else {
+            throw ValidationError("--precision must be one of \(PrecisionChoice.allCases.map(\.rawValue).joined(separator: ", ")) (got \(precision))")
+        }
         guard MemoryPolicy(rawValue: memory) != nil else {
             throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
         }
@@ -123,6 +131,7 @@ struct GenerateCommand: ParsableCommand {
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
+        pipeline.usePrecision(PrecisionChoice(rawValue: precision)!)
         let loadSeconds = now() - start
         let loadMemory = MemoryStats.current()
         var stepStart = now()
@@ -157,21 +166,31 @@ struct GenerateCommand: ParsableCommand {
             try AtomicFile.write(saveLatents, bytes: NPYArray.encode(shape: result.latentShape, floats: result.latents))
         }
         let total = now() - start
-        let phases = [("load", loadSeconds, loadMemory)] + result.phases.map { ($0.name, $0.seconds, $0.memory) }
-        let stepRows = result.steps.map { ($0.name, $0.seconds, $0.memory) }
+        let phases = [("load", loadSeconds, loadMemory, nil)] + result.phases.map { ($0.name, $0.seconds, $0.memory, $0.activations) }
+        let stepRows = result.steps.map { ($0.name, $0.seconds, $0.memory, $0.activations) }
         if json {
-            func rows(_ list: [(String, Double, MemoryStats)]) -> JSON {
-                .array(list.map { name, seconds, m in
-                    .object([("name", .string(name)), ("seconds", .number(seconds)),
-                             ("peak_rss_bytes", .number(Double(m.peakResident))),
-                             ("rss_anon_bytes", .number(Double(m.residentAnonymous))),
-                             ("rss_file_bytes", .number(Double(m.residentFile)))])
+            func rows(_ list: [(String, Double, MemoryStats, ActivationReport?)]) -> JSON {
+                .array(list.map { name, seconds, m, a in
+                    var fields: [(String, JSON)] = [
+                        ("name", .string(name)), ("seconds", .number(seconds)),
+                        ("peak_rss_bytes", .number(Double(m.peakResident))),
+                        ("rss_anon_bytes", .number(Double(m.residentAnonymous))),
+                        ("rss_file_bytes", .number(Double(m.residentFile)))]
+                    if let a {
+                        fields += [("activation_arena_bytes", .number(Double(a.arenaBytes))),
+                                   ("activation_peak_live_bytes", .number(Double(a.peakLiveBytes))),
+                                   ("activation_allocations", .number(Double(a.allocations))),
+                                   ("activation_idle_bytes_per_pass", .number(Double(a.idleBytesPerPass))),
+                                   ("activation_fallbacks", .number(Double(a.fallbacks)))]
+                    }
+                    return .object(fields)
                 })
             }
             Terminal.printJSON(.object([
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
                 ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
+                ("precision", .string(Kernels.precision.rawValue)),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
                 ("phases", rows(phases)),
@@ -182,19 +201,26 @@ struct GenerateCommand: ParsableCommand {
         for w in written { if let f = w["file"]?.string { print("wrote \(f)") } }
         if seed == nil { print("seed: \(request.seed)") }
         if stats {
-            print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason))")
-            print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true) + pad("file", 12, right: true))
-            func line(_ name: String, _ seconds: Double, _ m: MemoryStats) {
-                print(pad(name, 14) + pad(format(seconds, 2), 10, right: true) + pad(formatBytes(m.peakResident), 12, right: true)
-                      + pad(formatBytes(m.residentAnonymous), 12, right: true) + pad(formatBytes(m.residentFile), 12, right: true))
+            print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: \(Kernels.precision.rawValue)")
+            print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
+                  + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
+            func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {
+                var text = pad(name, 14) + pad(format(seconds, 2), 10, right: true) + pad(formatBytes(m.peakResident), 12, right: true)
+                    + pad(formatBytes(m.residentAnonymous), 12, right: true) + pad(formatBytes(m.residentFile), 12, right: true)
+                if let a {
+                    text += pad(formatBytes(a.arenaBytes), 12, right: true) + pad(formatBytes(a.peakLiveBytes), 12, right: true)
+                    if a.fallbacks > 0 { text += "  (\(a.fallbacks) unplanned allocations)" }
+                }
+                print(text)
             }
-            for (name, seconds, memory) in phases {
-                line(name, seconds, memory)
+            for (name, seconds, memory, activations) in phases {
+                line(name, seconds, memory, activations)
                 // Under denoising, one indented line per step.
-                if name == "denoising" { for (n, s, m) in stepRows { line("  " + n, s, m) } }
+                if name == "denoising" { for (n, s, m, a) in stepRows { line("  " + n, s, m, a) } }
             }
             print(pad("total", 14) + pad(format(total, 2), 10, right: true))
-            print("(peak RSS: VmHWM during the phase; anon/file: how the resident set split at its sampled peak)")
+            print("(peak RSS: VmHWM during the phase; anon/file: how the resident set split at its sampled peak;")
+            print(" arena: the phase's planned activation arena; peak live: the most activation bytes live at once)")
         }
     }
 

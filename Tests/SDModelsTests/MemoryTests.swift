@@ -129,41 +129,6 @@ final class MemoryTests: XCTestCase {
         }
     }
 
-    /// Recycled activation buffers never hold more than the tensors once needed at once.
-    func testActivationBuffersKeepNoMoreThanThePeakNeeded() {
-        let mib = 1 << 20
-        ActivationBuffers.trim()
-        XCTAssertEqual(ActivationBuffers.keptBytes, 0)
-        func floats(_ bytes: Int) -> Tensor { Tensor(channels: bytes / 4, batch: 1, height: 1, width: 1) }
-        var a: Tensor? = floats(1 * mib), b: Tensor? = floats(2 * mib)
-        withExtendedLifetime((a, b)) {}
-        a = nil
-        b = nil
-        XCTAssertEqual(ActivationBuffers.keptBytes, 3 * mib, "both kept: 3 MiB were live at once")
-        let reused = floats(2 * mib)
-        XCTAssertEqual(ActivationBuffers.keptBytes, 1 * mib, "the 2 MiB buffer came back")
-        let larger = floats(3 * mib)  // 5 MiB live, more than ever: nothing may stay kept
-        XCTAssertEqual(ActivationBuffers.keptBytes, 0)
-        withExtendedLifetime((reused, larger)) {}
-        let small = floats(64 << 10)  // below the threshold: malloc, not counted
-        withExtendedLifetime(small) {}
-        XCTAssertEqual(ActivationBuffers.keptBytes, 0)
-
-        // A kept buffer nobody asks for within `maxAge` requests is unmapped.
-        ActivationBuffers.trim()
-        var c: Tensor? = floats(1 * mib), d: Tensor? = floats(2 * mib)
-        withExtendedLifetime((c, d)) {}
-        c = nil
-        d = nil
-        for _ in 0...ActivationBuffers.maxAge {
-            let again = floats(1 * mib)  // reuses c's buffer each time
-            withExtendedLifetime(again) {}
-        }
-        XCTAssertEqual(ActivationBuffers.keptBytes, 1 * mib, "d's buffer aged out")
-        ActivationBuffers.trim()
-        XCTAssertEqual(ActivationBuffers.keptBytes, 0)
-    }
-
     // MARK: - Streaming residency
 
     /// Dropping pages only makes the kernel read them again from the file: every output is

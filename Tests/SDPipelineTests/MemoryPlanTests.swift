@@ -30,7 +30,9 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertEqual(MemoryPolicy.automatic(memAvailable: .max, cgroupLimit: nil, modelFileBytes: .max), .stream,
                        "no overflow")
         // A small model keeps on a small machine.
-        XCTAssertEqual(MemoryPolicy.automatic(memAvailable: 700 * Self.mib, cgroupLimit: nil, modelFileBytes: 100 * Self.mib), .keep)
+        XCTAssertEqual(MemoryPolicy.automatic(memAvailable: 1200 * Self.mib, cgroupLimit: nil, modelFileBytes: 100 * Self.mib), .keep)
+        XCTAssertEqual(MemoryPolicy.automatic(memAvailable: 900 * Self.mib, cgroupLimit: nil, modelFileBytes: 100 * Self.mib), .stream,
+                       "keep needs room for the untiled VAE decode")
     }
 
     func testCgroupLimitsAreReadUpTheHierarchy() throws {
@@ -59,7 +61,10 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertEqual(plan.unetBatch(latentPixels: 96 * 96), 1)
         XCTAssertEqual(plan.unetBatch(latentPixels: 32 * 32), 4, "256²: four samples share a pass")
         XCTAssertEqual(plan.unetBatch(latentPixels: 8 * 8), 64)
-        XCTAssertEqual(plan.vaeTiling, .standard)
+        XCTAssertEqual(plan.vaeTiling, .standard, "stream: small tiles")
+        XCTAssertEqual(MemoryPlan.resolve(.keep, modelFileBytes: 1).vaeTiling, .large, "keep: 512² whole")
+        XCTAssertFalse(VAETiling.large.applies(height: 64, width: 64, factor: 8))
+        XCTAssertTrue(VAETiling.large.applies(height: 64, width: 72, factor: 8))
     }
 
     /// keep and stream are the same computation; only page residency differs.

@@ -1,17 +1,22 @@
 /// One activation in the kernels' channel-major layout: `[channels, batch, height, width]`
-/// (a token sequence is `height = tokens, width = 1`). The buffer is freed when the last
+/// (a token sequence is `height = tokens, width = 1`). The buffer is released when the last
 /// reference goes, so model code frees an intermediate simply by dropping it; a class
 /// (not an array) so that passing it around never copies.
 ///
-/// Large buffers come from `ActivationBuffers` (mapped, recycled without raising the peak).
+/// Inside `ActivationArena.run` every buffer is the next planned slot of the phase's arena
+/// and releasing it does nothing (the plan already gave its bytes to later tensors); while
+/// a plan is recorded it is shared scratch; elsewhere it is a plain allocation (see
+/// ActivationArena.swift). Either way, the order in which tensors are made and dropped is
+/// what the plan is: model code keeps it independent of the values.
 final class Tensor {
     let channels: Int
     let batch: Int
     let height: Int
     let width: Int
     let data: UnsafeMutablePointer<Float>
-    /// Bytes of `data` when it came from `ActivationBuffers`, or 0 when from malloc.
-    private let mappedBytes: Int
+    /// Where `data` came from, with its slot there; nil for a plain allocation.
+    private let source: ActivationSource?
+    private let slot: Int
 
     init(channels: Int, batch: Int, height: Int, width: Int) {
         self.channels = channels
@@ -20,12 +25,14 @@ final class Tensor {
         self.width = width
         let count = max(1, channels * batch * height * width)
         let bytes = count * MemoryLayout<Float>.stride
-        if bytes >= ActivationBuffers.mapThresholdBytes {
-            data = ActivationBuffers.take(bytes).bindMemory(to: Float.self, capacity: count)
-            mappedBytes = bytes
+        if let source = ActivationContext.current, let buffer = source.allocate(bytes) {
+            data = buffer.pointer.bindMemory(to: Float.self, capacity: count)
+            self.source = source
+            slot = buffer.slot
         } else {
-            data = .allocate(capacity: count)
-            mappedBytes = 0
+            data = PlainActivations.allocate(bytes).bindMemory(to: Float.self, capacity: count)
+            source = nil
+            slot = -1
         }
     }
 
@@ -40,7 +47,11 @@ final class Tensor {
     }
 
     deinit {
-        if mappedBytes > 0 { ActivationBuffers.release(data, bytes: mappedBytes) } else { data.deallocate() }
+        if let source {
+            source.release(slot: slot)
+        } else {
+            PlainActivations.free(UnsafeMutableRawPointer(data), bytes: max(1, count) * MemoryLayout<Float>.stride)
+        }
     }
 
     var pixels: Int { height * width }

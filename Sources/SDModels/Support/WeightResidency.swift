@@ -1,4 +1,5 @@
 import SDFormat
+import SDKernels
 
 /// Which weight pages stay in memory while a model runs (DESIGN §5, docs/MEMORY.md).
 ///
@@ -71,14 +72,15 @@ public final class StreamingResidency: WeightResidency, @unchecked Sendable {
 }
 
 /// A module's weights as the residency policy sees them; `scope.using { … }` brackets the
-/// work that reads them. Made by `Weights.scope` at bind time.
+/// work that reads them. Made by `Weights.scope` at bind time. While an activation plan is
+/// recorded (`Kernels.isPlanning`: no kernel reads a weight) it does nothing.
 struct ResidencyScope {
     let residency: WeightResidency?
     let keyPrefix: String
 
     @inline(__always)
     func using<R>(_ body: () throws -> R) rethrows -> R {
-        guard let residency else { return try body() }
+        guard let residency, !Kernels.isPlanning else { return try body() }
         residency.willUse(keyPrefix)
         defer { residency.didUse(keyPrefix) }
         return try body()
@@ -86,5 +88,7 @@ struct ResidencyScope {
 
     /// For a model's root scope: called when a whole model call is done, so that the small
     /// top-level layers without a scope of their own are released too.
-    func finished() { residency?.didUse(keyPrefix) }
+    func finished() {
+        if !Kernels.isPlanning { residency?.didUse(keyPrefix) }
+    }
 }

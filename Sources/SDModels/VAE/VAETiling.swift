@@ -29,6 +29,10 @@ public struct VAETiling: Sendable, Equatable {
     /// seams) and ≈ 20 MiB more. Images up to 160 px on both sides decode in one piece.
     public static let standard = VAETiling(tileSize: 160, overlap: 32)
 
+    /// 512-pixel tiles overlapping by 64 px: SD 1.x's own size decodes whole (≈ 700 MiB of
+    /// activations for SD 1.5), larger images in tiles of that size; for `keep`.
+    public static let large = VAETiling(tileSize: 512, overlap: 64)
+
     public init(tileSize: Int, overlap: Int, wholeMiddleMaxPixels: Int = 0) {
         precondition(tileSize >= 1 && overlap >= 0 && overlap < tileSize, "tile \(tileSize) with overlap \(overlap)")
         self.tileSize = tileSize

@@ -1,0 +1,106 @@
+// bf16 GEMM micro-kernel for x86_64 AVX-512 BF16 (vdpbf16ps: 16 lanes × 2 products per
+// instruction). Compiled for any x86_64 through the `target` attribute and chosen at run
+// time, so the binary still runs on CPUs without it. Other architectures get the stub;
+// the Swift twin (BF16Gemm.portableBlock) runs there.
+
+#include "CKernels.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+int pd_bf16_native_available(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;  // OSXSAVE
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xE6u) != 0xE6u) return 0;  // OS saves xmm, ymm, opmask and zmm state
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    int avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+    if (!(avx512f && avx512bw && avx512vl)) return 0;
+    __get_cpuid_count(7, 1, &a, &b, &c, &d);
+    return (a >> 5) & 1;  // AVX512_BF16
+}
+
+#define PD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+
+// One 12 × 32 tile: 24 zmm accumulators, 2 B loads and one broadcast per row and k pair.
+// The A operand is a broadcast 32-bit pair, so each instruction adds
+// A[r,2i]·B[2i,p] + A[r,2i+1]·B[2i+1,p] to 16 columns.
+PD_TARGET
+static void tile(int rows, int columns, int pairs, const uint32_t *a, const uint32_t *b,
+                 float *c, ptrdiff_t ldc, const float *scale, const float *bias,
+                 const float *addend) {
+    __m512 acc[PD_BF16_TILE_ROWS][2];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
+        acc[r][0] = _mm512_setzero_ps();
+        acc[r][1] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < pairs; k++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + k * PD_BF16_PANEL_COLUMNS);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + k * PD_BF16_PANEL_COLUMNS + 16);
+        const uint32_t *ak = a + k * PD_BF16_TILE_ROWS;
+#pragma clang loop unroll(full)
+        for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
+            __m512bh s = (__m512bh)_mm512_set1_epi32((int)ak[r]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], s, b0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], s, b1);
+        }
+    }
+    __mmask16 m0 = columns >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << columns) - 1);
+    __mmask16 m1 = columns >= 32 ? (__mmask16)0xFFFF
+                 : columns <= 16 ? (__mmask16)0 : (__mmask16)((1u << (columns - 16)) - 1);
+#pragma clang loop unroll(full)
+    for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
+        if (r >= rows) break;
+        __m512 x0 = acc[r][0], x1 = acc[r][1];
+        if (scale) {
+            __m512 s = _mm512_set1_ps(scale[r]);
+            x0 = _mm512_mul_ps(x0, s);
+            x1 = _mm512_mul_ps(x1, s);
+        }
+        if (bias) {
+            __m512 s = _mm512_set1_ps(bias[r]);
+            x0 = _mm512_add_ps(x0, s);
+            x1 = _mm512_add_ps(x1, s);
+        }
+        if (addend) {
+            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, addend + r * ldc));
+            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, addend + r * ldc + 16));
+        }
+        _mm512_mask_storeu_ps(c + r * ldc, m0, x0);
+        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, x1);
+    }
+}
+
+void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t a_tile_stride,
+                        const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                        const float *scale, const float *bias, const float *addend) {
+    // Panel by panel (one B panel, pairs × 128 bytes, stays in L1) over all row tiles.
+    for (int p0 = 0; p0 < columns; p0 += PD_BF16_PANEL_COLUMNS) {
+        const uint32_t *bp = b + (p0 / PD_BF16_PANEL_COLUMNS) * b_panel_stride;
+        int cols = columns - p0 < PD_BF16_PANEL_COLUMNS ? columns - p0 : PD_BF16_PANEL_COLUMNS;
+        for (int r0 = 0; r0 < rows; r0 += PD_BF16_TILE_ROWS) {
+            const uint32_t *ap = a + (r0 / PD_BF16_TILE_ROWS) * a_tile_stride;
+            int rs = rows - r0 < PD_BF16_TILE_ROWS ? rows - r0 : PD_BF16_TILE_ROWS;
+            tile(rs, cols, pairs, ap, bp, c + r0 * ldc + p0, ldc,
+                 scale ? scale + r0 : 0, bias ? bias + r0 : 0,
+                 addend ? addend + r0 * ldc + p0 : 0);
+        }
+    }
+}
+
+#else
+
+int pd_bf16_native_available(void) { return 0; }
+
+void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t a_tile_stride,
+                        const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                        const float *scale, const float *bias, const float *addend) {
+    (void)rows; (void)columns; (void)pairs; (void)a; (void)a_tile_stride; (void)b;
+    (void)b_panel_stride; (void)c; (void)ldc;
+    (void)scale; (void)bias; (void)addend;
+}
+
+#endif
