@@ -4,7 +4,8 @@
 # (docs/BENCHMARKS.md). The cores may be shared, so it first waits (up to WAIT_SECONDS) for
 # QUIET_WINDOWS consecutive 10-second windows with fewer than MAX_BUSY cores busy.
 #
-#   tools/bench.sh [MODEL.pdm ...]        default: models/sd15-int8.pdm
+#   tools/bench.sh [MODEL.pdm[:PRECISION] ...]   default: models/sd15-int8.pdm (precision auto)
+#   e.g. tools/bench.sh models/sd15-int8.pdm:bf16 models/sd15-int8.pdm:f32
 #
 # Environment: POCKETSD (binary, default .build/release/pocketsd), FOLDER (diffusers folder,
 # default models/sd15-random), THREADS (default: all cores), WIDTH/HEIGHT (512), STEPS (1),
@@ -29,7 +30,7 @@ WAIT_SECONDS=${WAIT_SECONDS:-1800}
 [ $# -gt 0 ] || set -- models/sd15-int8.pdm
 
 [ -x "$POCKETSD" ] || { echo "bench.sh: $POCKETSD not found; run swift build -c release first" >&2; exit 1; }
-for m in "$@"; do [ -f "$m" ] || { echo "bench.sh: no model file $m (pocketsd convert $FOLDER -o $m)" >&2; exit 1; }; done
+for m in "$@"; do [ -f "${m%%:*}" ] || { echo "bench.sh: no model file ${m%%:*} (pocketsd convert $FOLDER -o ${m%%:*})" >&2; exit 1; }; done
 mkdir -p "$OUT"
 
 # Cores busy over the next 10 s, from /proc/stat (the load average lags by minutes).
@@ -52,11 +53,12 @@ echo "bench.sh: start $(date -u +%FT%TZ), uptime:$(uptime)" >&2
 
 ours=() reference=()
 run_ours() {
-    local name
-    name=$(basename "$1" .pdm)
-    echo "bench.sh: pocketsd bench -m $1 ($(cut -d' ' -f1-3 /proc/loadavg))" >&2
-    "$POCKETSD" bench -m "$1" --width "$WIDTH" --height "$HEIGHT" --steps "$STEPS" --repeats "$REPEATS" \
-        --threads "$THREADS" --json > "$OUT/pocketsd-$name.json"
+    local model=${1%%:*} precision=auto name
+    [[ $1 == *:* ]] && precision=${1#*:}
+    name=$(basename "$model" .pdm)-$precision
+    echo "bench.sh: pocketsd bench -m $model --precision $precision ($(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    "$POCKETSD" bench -m "$model" --precision "$precision" --width "$WIDTH" --height "$HEIGHT" --steps "$STEPS" \
+        --repeats "$REPEATS" --threads "$THREADS" --json > "$OUT/pocketsd-$name.json"
     ours+=("$OUT/pocketsd-$name.json")
 }
 # The first model and diffusers run back to back: that is the comparison that matters.
@@ -83,7 +85,7 @@ gib = lambda b: f"{b / 2**30:.2f} GiB"
 def phase(run, prefix):
     return next((p for p in run["phases"] if p["name"].startswith(prefix)), None)
 
-cols = [f"pocketsd {r['weights']}" for r in ours] + (["diffusers fp32"] if ref else [])
+cols = [f"pocketsd {r['weights']} {r.get('precision', 'f32')}" for r in ours] + (["diffusers fp32"] if ref else [])
 print("| phase | " + " | ".join(cols) + (" | " + " | ".join(f"diffusers ÷ {c[9:]}" for c in cols[:len(ours)]) if ref else "") + " |")
 print("|---|" + "--:|" * (len(cols) + (len(ours) if ref else 0)))
 for label, prefix in [("text encoder, batch 2 (s)", "text encoder"), ("UNet step, guided batch 2 (s)", "UNet step"),
@@ -102,7 +104,7 @@ print("\nSeconds: median wall time (median CPU time of all threads). Load averag
 
 for r in ours:
     peak = r["fma_peak_gflops"]
-    print(f"\npocketsd {r['weights']} ({r['kernel_weight_type']} kernels), {r['threads']} threads, "
+    print(f"\npocketsd {r['weights']} ({r['kernel_weight_type']} kernels, {r.get('precision', 'f32')} products), {r['threads']} threads, "
           f"FMA peak {peak:.1f} GFLOP/s; median of the repeats after one warm-up\n")
     print("| kernel | shape | GFLOP/s | % of peak | median ms | min ms | max ms | GFLOP/s per CPU-s |")
     print("|---|---|--:|--:|--:|--:|--:|--:|")
