@@ -6,13 +6,19 @@
 ///
 /// Over all channels and tiles the ⊙ becomes 16 independent GEMMs, one per position ξ of the
 /// 4×4 transformed tile: M[ξ][Cout, T] = U[ξ][Cout, Cin] · V[ξ][Cin, T], run by the GEMM
-/// micro-kernel (Gemm.microKernel) on panels of 2V tiles.
+/// micro-kernel (Gemm.microKernel, `partF32`) on panels of 2V tiles, or with
+/// `Kernels.Precision.bf16` by BF16Gemm.block (`partBF16`) on bf16 pairs.
 ///
-/// Memory: nothing is cached between calls. Per part, for one block of ≤ `tileBlock` tiles:
-/// V for all channels (16·Cin·tb floats, already in micro-panel order), and for one block of
-/// ≤ `rowBlock` output channels: U (16·mc·Cin, transformed from the stored f32/f16/q8
-/// weights on the fly) and M (16·mc·tb). The weight transform (≈10 cycles per channel pair)
-/// is redone per tile block, which costs ≈ 10 / tb of the GEMM (≈ tb cycles per pair).
+/// Memory, f32: nothing is cached between calls. Per part, for one block of ≤ `tileBlock`
+/// tiles: V for all channels (16·Cin·tb floats, already in micro-panel order), and for one
+/// block of ≤ `rowBlock` output channels: U (16·mc·Cin, transformed from the stored
+/// f32/f16/q8 weights on the fly) and M (16·mc·tb). The weight transform (≈10 cycles per
+/// channel pair) is redone per tile block, which costs ≈ 10 / tb of the GEMM (≈ tb cycles per
+/// pair). bf16: V is written as bf16 pairs (half the bytes); U is transformed 12 rows at a
+/// time into bf16 row tiles, and once per call into the pool's shared scratch when the
+/// tiles are split across parts (every part needs all of U) and it fits
+/// (`maxSharedTransformedWeights`): next to the bf16 GEMM, redoing the transform per tile
+/// block took ≈ 14 % of the CPU time of a 512² UNet step and VAE decode (perf).
 enum Winograd {
     typealias V = NativeF32
 
@@ -211,8 +217,9 @@ enum Winograd {
 
     /// Most 4-byte words of bf16 U shared across parts (16 MiB: U of up to 724 × 724
     /// channels, all SD 1.x convs but the 1280-channel ones, whose few tiles need few
-    /// tile blocks anyway).
-    nonisolated(unsafe) static var maxSharedTransformedWeights = 4 << 20
+    /// tile blocks anyway). The cost, SD 1.5 at 512² with `stream` (measured before the
+    /// activation arena): 113.6 MiB peak, against 107.3 MiB with a 4 MiB bound.
+    static let maxSharedTransformedWeights = 4 << 20
 
     /// Output channels per block of the bf16 path: 48 keeps its packed U (16·⌈Cin/2⌉·48
     /// words) at 3.9 MiB for the UNet's 2560-channel input, at no measured cost.

@@ -79,7 +79,7 @@ struct BenchCommand: ParsableCommand {
                 kernels.append(KernelRow(name: name, shape: shape, result: measure()))
             }
         }
-        let phases = skipPhases ? [] : try measurePhases(pipeline, h: h, w: w)
+        let (phases, tiling) = skipPhases ? ([], nil) : try measurePhases(pipeline, h: h, w: w)
         Terminal.progress("")
         let peakResident = max(MemoryStats.current().peakResident, phases.map(\.peakResident).max() ?? 0)
         let weights = file.string("general.weights") ?? "\(type)"
@@ -106,6 +106,8 @@ struct BenchCommand: ParsableCommand {
                                     ("peak_rss_bytes", .number(Double(p.peakResident)))])
                 })),
                 ("peak_rss_bytes", .number(Double(peakResident))),
+                ("vae_tiles_vs_whole", tiling.map { .object([("relative_rms", .number($0.relativeRMS)),
+                                                             ("max_abs", .number($0.maxAbs))]) } ?? .null),
                 ("load_average_end", .array(Self.loadAverage().map { .number($0) })),
             ]))
             return
@@ -132,6 +134,10 @@ struct BenchCommand: ParsableCommand {
                   + "\(format(Self.median(p.cpuSeconds), 2)) | \(formatBytes(p.peakResident)) |")
         }
         print("| whole process | | | | | | \(formatBytes(peakResident)) |")
+        if let tiling {
+            print("\nVAE decode in 160-px tiles vs in one piece (same latent, this model's weights): relative RMS "
+                  + "\(format(tiling.relativeRMS, 4)), largest difference \(format(tiling.maxAbs, 3)) (image values in [-1, 1])")
+        }
     }
 
     /// The SD shapes this model runs at this image size, from its configs.
@@ -177,10 +183,14 @@ struct BenchCommand: ParsableCommand {
         return cases
     }
 
+    /// How far `stream`'s tiled VAE decode is from the whole decode.
+    struct TilingDifference { let relativeRMS: Double, maxAbs: Double }
+
     /// Text encoder (batch 2, median of 3 after a warm-up), `steps` guided UNet steps
-    /// (batch 2; the first pages the weights in), one VAE decode. Each phase binds its
-    /// component, reports its own peak RSS, and drops the weight pages afterwards.
-    func measurePhases(_ p: StableDiffusionPipeline, h: Int, w: Int) throws -> [PhaseRow] {
+    /// (batch 2; the first pages the weights in), one VAE decode in one piece (as `keep`
+    /// runs it) and one in `stream`'s tiles. Each phase binds its component, reports its own
+    /// peak RSS, and drops the weight pages afterwards.
+    func measurePhases(_ p: StableDiffusionPipeline, h: Int, w: Int) throws -> ([PhaseRow], TilingDifference?) {
         let pool = p.pool
         var rows: [PhaseRow] = []
         func release(_ name: String) {
@@ -235,18 +245,35 @@ struct BenchCommand: ParsableCommand {
         Terminal.progress("VAE decode…")
         MemoryStats.resetPeak()
         let vae = try AutoencoderKL(config: p.vaeConfig, weights: p.file.component("vae"))
-        let vaeArena = ActivationArena(plan: ActivationArena.plan {
-            _ = vae.decode(latents: latents, batch: 1, height: h, width: w, pool: pool)
-        })
-        defer { vaeArena.close() }
-        let t0 = now(), c0 = Self.cpuSeconds()
-        let image = vaeArena.run { vae.decode(latents: latents, batch: 1, height: h, width: w, pool: pool) }
-        rows.append(PhaseRow(name: "VAE decode \(width)×\(height)", runs: "1", seconds: [now() - t0],
-                             cpuSeconds: [Self.cpuSeconds() - c0],
-                             peakResident: MemoryStats.current().peakResident))
-        if !image.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the VAE produced non-finite values") }
+        func decode(_ tiling: VAETiling?, name: String) throws -> [Float] {
+            MemoryStats.resetPeak()
+            let arena = ActivationArena(plan: ActivationArena.plan {
+                _ = vae.decode(latents: latents, batch: 1, height: h, width: w, tiling: tiling, pool: pool)
+            })
+            defer { arena.close() }
+            let t0 = now(), c0 = Self.cpuSeconds()
+            let image = arena.run { vae.decode(latents: latents, batch: 1, height: h, width: w, tiling: tiling, pool: pool) }
+            rows.append(PhaseRow(name: name, runs: "1", seconds: [now() - t0], cpuSeconds: [Self.cpuSeconds() - c0],
+                                 peakResident: MemoryStats.current().peakResident))
+            if !image.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the VAE produced non-finite values") }
+            return image
+        }
+        let whole = try decode(nil, name: "VAE decode \(width)×\(height)")
+        var difference: TilingDifference?
+        if VAETiling.standard.applies(height: h, width: w, factor: p.vaeScaleFactor) {
+            Terminal.progress("VAE decode in tiles…")
+            let tiled = try decode(.standard, name: "VAE decode \(width)×\(height), 160-px tiles")
+            var squares = 0.0, reference = 0.0, largest = 0.0
+            for (a, b) in zip(tiled, whole) {
+                let d = Double(a) - Double(b)
+                squares += d * d
+                reference += Double(b) * Double(b)
+                largest = max(largest, abs(d))
+            }
+            difference = TilingDifference(relativeRMS: (squares / max(reference, 1e-30)).squareRoot(), maxAbs: largest)
+        }
         release("vae")
-        return rows
+        return (rows, difference)
     }
 
     /// Roughly unit-variance values from a fixed-seed xorshift: benchmark inputs only.
