@@ -70,6 +70,8 @@ final class CLITests: XCTestCase {
         try assertFails(generate(["--images", "0"]), status: 2, "--images")
         try assertFails(generate(["--images", "1000000"]), status: 2, "at most")
         try assertFails(generate(["--grid", "3x3"]), status: 2, "--grid")
+        try assertFails(generate(["--precision", "fp8"]), status: 2, "--precision must be one of auto, f32, bf16")
+        try assertFails(generate(["--memory", "lots"]), status: 2, "--memory must be one of")
         try assertFails(["generate", "-m", Self.model], status: 2, "prompt")
         try assertFails(["convert", Self.fixtures + "/tiny-sd-a", "-o", Self.scratch + "/y.pdm", "--weights", "q4"], status: 2, "--weights")
         try assertFails(["frobnicate"], status: 2, "frobnicate")
@@ -120,6 +122,8 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(images.map { $0["seed"] as! Int }, [7, 7, 7, 7])
         XCTAssertEqual(images.map { $0["prompt"] as! String }, ["a cat", "a cat", "a dog", "a dog"])
         XCTAssertNotNil(json["phases"] as? [[String: Any]])
+        // The tiny file is fp16, so auto keeps the exact f32 products.
+        XCTAssertEqual(json["precision"] as? String, "f32")
         let png = try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/batch-2.png"))
         XCTAssertNotNil(png.range(of: Data("a dog\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 7, Size: 32x48, Model: tiny".utf8)))
         // float32 NCHW [4, 4, 24, 16] (tiny-sd-a's VAE scales by 2).
@@ -142,6 +146,11 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(try Self.run(generate(["--seed", "123", "-o", path])).status, 0)
         }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: a)), try Data(contentsOf: URL(fileURLWithPath: b)))
+        // bf16 products (native or the portable twin): the same seed, a slightly different run.
+        let c = Self.scratch + "/s3.npy", d = Self.scratch + "/s4.npy"
+        XCTAssertEqual(try Self.run(generate(["--seed", "123", "--save-latents", c])).status, 0)
+        XCTAssertEqual(try Self.run(generate(["--seed", "123", "--save-latents", d, "--precision", "bf16"])).status, 0)
+        XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: c)), try Data(contentsOf: URL(fileURLWithPath: d)))
     }
 
     func testTokenizeAndInfo() throws {
