@@ -1,0 +1,176 @@
+/// `Attention.attention` with bf16 products (`Kernels.Precision.bf16`, non-causal): the same
+/// flash loop over key blocks with queries as lanes, its two products run by BF16Gemm.block:
+///   Sᵀ[j, i] = Σ_e K[j, e] · Q[e, i]   A = K in row tiles over keys (pairs along e)
+///   O[e, i] += Σ_j V[e, j] · P[j, i]   A = V in row tiles over e (pairs along keys)
+/// K and V are packed once per (batch, head) and part; each query tile's Q, and each block's
+/// probabilities P, as B panels of 32 queries (P is packed while it is exponentiated).
+/// Softmax statistics, scores and O stay f32.
+extension Attention {
+    static let bf16TileQueries = 2 * BF16Gemm.panelColumns
+
+    static func attentionBF16(query q: UnsafePointer<Float>, key k: UnsafePointer<Float>,
+                              value v: UnsafePointer<Float>, heads: Int, headDim d: Int,
+                              batch: Int, queryTokens tq: Int, keyTokens tk: Int,
+                              output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let bw = BF16Gemm.panelColumns, br = BF16Gemm.tileRows
+        let panels = bf16TileQueries / bw
+        let tiles = (tq + bf16TileQueries - 1) / bf16TileQueries
+        let items = batch * heads * tiles
+        let parts = min(pool.threads, items)
+        let dPairs = (d + 1) / 2, keyPairs = (tk + 1) / 2
+        let keyTiles = (tk + br - 1) / br, dTiles = (d + br - 1) / br
+        // Scratch (4-byte words): packed K and V, Q panels, P panels; then f32 scores, O,
+        // running max and sum.
+        let kCount = keyTiles * dPairs * br, vCount = dTiles * keyPairs * br
+        let qCount = panels * dPairs * bw, pCount = (blockKeys / 2) * bw
+        let sCount = blockKeys * bw, oCount = panels * d * bw, statCount = panels * bw
+        let words = kCount + vCount + qCount + pCount + sCount + oCount + 2 * statCount
+        pool.run(parts: parts) { part in
+            let raw = UnsafeMutableRawPointer(pool.scratch(part: part, count: words))
+            let packedK = raw.bindMemory(to: UInt32.self, capacity: kCount + vCount + qCount + pCount)
+            let packedV = packedK + kCount, packedQ = packedV + vCount, packedP = packedQ + qCount
+            let floats = UnsafeMutableRawPointer(packedP + pCount)
+                .bindMemory(to: Float.self, capacity: sCount + oCount + 2 * statCount)
+            let s = BF16Scratch(k: UnsafePointer(packedK), v: UnsafePointer(packedV), q: packedQ, p: packedP,
+                                scores: floats, out: floats + sCount, runningMax: floats + sCount + oCount,
+                                runningSum: floats + sCount + oCount + statCount)
+            var packedHead = -1
+            for item in items * part / parts ..< items * (part + 1) / parts {
+                let head = item / tiles, tile = item - head * tiles  // head = b·heads + h
+                let b = head / heads, h = head - b * heads
+                let kHead = k + h * d * batch * tk + b * tk, vHead = v + h * d * batch * tk + b * tk
+                if head != packedHead {
+                    // K: rows = keys, pairs along e. V: rows = e, pairs along keys.
+                    packRowsAsTiles(kHead, elementStride: batch * tk, lineStride: 1, rows: tk, depth: d,
+                                    into: packedK)
+                    packRowsAsTiles(vHead, elementStride: 1, lineStride: batch * tk, rows: d, depth: tk,
+                                    into: packedV)
+                    packedHead = head
+                }
+                let i0 = tile * bf16TileQueries
+                queryTileBF16(q: q + h * d * batch * tq + b * tq, y: y + h * d * batch * tq + b * tq,
+                              qStride: batch * tq, headDim: d, firstQuery: i0,
+                              queries: min(bf16TileQueries, tq - i0), keys: tk, scratch: s)
+            }
+        }
+    }
+
+    struct BF16Scratch {
+        let k, v: UnsafePointer<UInt32>
+        let q, p: UnsafeMutablePointer<UInt32>
+        let scores, out, runningMax, runningSum: UnsafeMutablePointer<Float>
+    }
+
+    /// A matrix M[r, c] = x[r · lineStride + c · elementStride] (r < rows, c < depth) as
+    /// BF16Gemm row tiles [⌈rows/12⌉][⌈depth/2⌉][12], zero past the ends.
+    static func packRowsAsTiles(_ x: UnsafePointer<Float>, elementStride es: Int, lineStride ls: Int,
+                                rows: Int, depth: Int, into a: UnsafeMutablePointer<UInt32>) {
+        let br = BF16Gemm.tileRows, pairs = (depth + 1) / 2
+        for r in 0..<((rows + br - 1) / br * br) {
+            let dst = a + (r / br) * pairs * br + r % br
+            if r >= rows {
+                for i in 0..<pairs { dst[i * br] = 0 }
+                continue
+            }
+            if ls == 1 { continue }  // packed column by column below
+            let line = x + r * ls
+            for i in 0..<pairs {
+                let c = 2 * i
+                dst[i * br] = BF16Gemm.pair(line[c * es], c + 1 < depth ? line[(c + 1) * es] : 0)
+            }
+        }
+        if ls == 1 {
+            // Rows are contiguous along r (keys): read two source lines at a time.
+            for i in 0..<pairs {
+                let lo = x + 2 * i * es, hi = lo + es, hasHigh = 2 * i + 1 < depth
+                for r in 0..<rows {
+                    a[(r / br) * pairs * br + i * br + r % br] = BF16Gemm.pair(lo[r], hasHigh ? hi[r] : 0)
+                }
+            }
+        }
+    }
+
+    /// One work item: queries i0 ..< i0+nq of one (batch, head); q and y point at that
+    /// head's row 0, token 0; K and V already packed in the scratch.
+    static func queryTileBF16(q: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, qStride: Int,
+                              headDim d: Int, firstQuery i0: Int, queries nq: Int, keys tk: Int,
+                              scratch s: BF16Scratch) {
+        let lanes = V.scalarCount, bw = BF16Gemm.panelColumns, br = BF16Gemm.tileRows
+        let panels = (nq + bw - 1) / bw, groups = bw / lanes
+        let dPairs = (d + 1) / 2, keyPairs = (tk + 1) / 2
+        // Scores in log2 units (softmax uses exp2): Q pre-scaled by log2(e)/√d.
+        let scale = 1.442_695_04 / Float(d).squareRoot()
+        for panel in 0..<panels {
+            let first = panel * bw, count = min(bw, nq - first)
+            let dst = s.q + panel * dPairs * bw
+            for i in 0..<dPairs {
+                let lo = q + 2 * i * qStride + i0 + first, hi = lo + qStride
+                let hasHigh = 2 * i + 1 < d
+                for j in 0..<bw {
+                    dst[i * bw + j] = j < count ? BF16Gemm.pair(lo[j] * scale, hasHigh ? hi[j] * scale : 0) : 0
+                }
+            }
+        }
+        for i in 0..<panels * bw { s.runningMax[i] = masked; s.runningSum[i] = 0 }
+        for i in 0..<panels * d * bw { s.out[i] = 0 }
+
+        var j0 = 0
+        while j0 < tk {
+            let nk = min(blockKeys, tk - j0), pairs = (nk + 1) / 2
+            for panel in 0..<panels {
+                let scores = s.scores
+                BF16Gemm.block(rows: nk, columns: bw, pairs: dPairs, a: s.k + (j0 / br) * dPairs * br,
+                               tileStride: dPairs * br, b: s.q + panel * dPairs * bw, panelStride: dPairs * bw,
+                               c: scores, rowStride: bw, scale: nil, bias: nil, addend: nil)
+                let out = s.out + panel * d * bw
+                for g in 0..<groups {
+                    let col = g * lanes
+                    let mp = s.runningMax + panel * bw + col, lp = s.runningSum + panel * bw + col
+                    let oldMax = V.load(mp)
+                    var newMax = oldMax
+                    for j in 0..<nk { newMax = V.vmax(newMax, V.load(scores + j * bw + col)) }
+                    // Probabilities, summed, and packed in key pairs straight into P's panel.
+                    var sum = V()
+                    var j = 0
+                    while j < nk {
+                        let p0 = VectorMath.exp2(V.load(scores + j * bw + col) - newMax)
+                        let p1 = j + 1 < nk ? VectorMath.exp2(V.load(scores + (j + 1) * bw + col) - newMax) : V()
+                        sum += p0 + p1
+                        UnsafeMutableRawPointer(s.p + (j / 2) * bw + col).storeBytes(of: BF16Gemm.pair(p0, p1),
+                                                                                      as: NativeU32.self)
+                        j += 2
+                    }
+                    newMax.store(mp)
+                    if j0 == 0 {
+                        sum.store(lp)
+                    } else {
+                        let alpha = VectorMath.exp2(oldMax - newMax)
+                        (V.load(lp) * alpha + sum).store(lp)
+                        for e in 0..<d { (V.load(out + e * bw + col) * alpha).store(out + e * bw + col) }
+                    }
+                }
+                BF16Gemm.block(rows: d, columns: bw, pairs: pairs, a: s.v + (j0 / 2) * br, tileStride: keyPairs * br,
+                               b: s.p, panelStride: pairs * bw, c: out, rowStride: bw,
+                               scale: nil, bias: nil, addend: UnsafePointer(out))
+            }
+            j0 += nk
+        }
+        for panel in 0..<panels {
+            let first = panel * bw, count = min(bw, nq - first)
+            let out = s.out + panel * d * bw
+            for g in 0..<groups where g * lanes < count {
+                let col = g * lanes
+                let inv = V(repeating: 1) / V.load(s.runningSum + panel * bw + col)
+                for e in 0..<d {
+                    let o = V.load(out + e * bw + col) * inv
+                    let dst = y + e * qStride + i0 + first + col
+                    if col + lanes <= count {
+                        o.store(dst)
+                    } else {
+                        for l in 0..<(count - col) { dst[l] = o[l] }
+                    }
+                }
+            }
+        }
+    }
+}
