@@ -55,6 +55,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Weight residency: keep (pages stay mapped; fastest with RAM to spare), stream (each layer's weight pages dropped after use; least memory) or auto (keep if the model file fits with room to spare).")
     var memory: String = "auto"
 
+    @Option(help: "VAE decode tile size in pixels (a multiple of 8, 64 to 4096), or 0 to decode in one piece; default: 512 with --memory keep, 160 with stream.")
+    var vaeTile: Int?
+
     @Option(help: "Matrix-product precision: auto (bf16 for int8 model files where the CPU has bf16 dot products, else f32), f32 (exact) or bf16 (activations rounded to bfloat16; faster).")
     var precision: String = "auto"
 
@@ -84,6 +87,9 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
         }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        if let vaeTile, vaeTile != 0 && (vaeTile < 64 || vaeTile > 4096 || vaeTile % 8 != 0) {
+            throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
+        }
         guard PrecisionChoice(rawValue: precision) != nil else {
             throw ValidationError("--precision must be one of \(PrecisionChoice.allCases.map(\.rawValue).joined(separator: ", ")) (got \(precision))")
         }
@@ -132,6 +138,7 @@ struct GenerateCommand: ParsableCommand {
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
         pipeline.usePrecision(PrecisionChoice(rawValue: precision)!)
+        if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
         let loadMemory = MemoryStats.current()
         var stepStart = now()
@@ -191,6 +198,7 @@ struct GenerateCommand: ParsableCommand {
                 ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
                 ("precision", .string(Kernels.precision.rawValue)),
+                ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
                 ("phases", rows(phases)),
@@ -201,7 +209,9 @@ struct GenerateCommand: ParsableCommand {
         for w in written { if let f = w["file"]?.string { print("wrote \(f)") } }
         if seed == nil { print("seed: \(request.seed)") }
         if stats {
-            print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: \(Kernels.precision.rawValue)")
+            let tiles = result.memoryPlan.vaeTiling.map { "\($0.tileSize) px tiles" } ?? "one piece"
+            print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: "
+                  + "\(Kernels.precision.rawValue); VAE decode: \(tiles)")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
                   + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
             func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {

@@ -72,6 +72,8 @@ final class CLITests: XCTestCase {
         try assertFails(generate(["--grid", "3x3"]), status: 2, "--grid")
         try assertFails(generate(["--precision", "fp8"]), status: 2, "--precision must be one of auto, f32, bf16")
         try assertFails(generate(["--memory", "lots"]), status: 2, "--memory must be one of")
+        try assertFails(generate(["--vae-tile", "100"]), status: 2, "--vae-tile must be 0 or a multiple of 8")
+        try assertFails(generate(["--vae-tile", "8"]), status: 2, "--vae-tile")
         try assertFails(["generate", "-m", Self.model], status: 2, "prompt")
         try assertFails(["convert", Self.fixtures + "/tiny-sd-a", "-o", Self.scratch + "/y.pdm", "--weights", "q4"], status: 2, "--weights")
         try assertFails(["frobnicate"], status: 2, "frobnicate")
@@ -124,6 +126,7 @@ final class CLITests: XCTestCase {
         XCTAssertNotNil(json["phases"] as? [[String: Any]])
         // The tiny file is fp16, so auto keeps the exact f32 products.
         XCTAssertEqual(json["precision"] as? String, "f32")
+        XCTAssertNotNil(json["vae_tile_pixels"] as? Int)
         let png = try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/batch-2.png"))
         XCTAssertNotNil(png.range(of: Data("a dog\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 7, Size: 32x48, Model: tiny".utf8)))
         // float32 NCHW [4, 4, 24, 16] (tiny-sd-a's VAE scales by 2).
@@ -151,6 +154,16 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try Self.run(generate(["--seed", "123", "--save-latents", c])).status, 0)
         XCTAssertEqual(try Self.run(generate(["--seed", "123", "--save-latents", d, "--precision", "bf16"])).status, 0)
         XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: c)), try Data(contentsOf: URL(fileURLWithPath: d)))
+        // --vae-tile: 64-px tiles on a 96-px image decode in pieces (a different picture), 0 in one.
+        let whole = Self.scratch + "/t0.png", tiled = Self.scratch + "/t64.png", same = Self.scratch + "/tdefault.png"
+        for (path, extra) in [(whole, ["--vae-tile", "0"]), (tiled, ["--vae-tile", "64"]), (same, [])] {
+            let r = try Self.run(["generate", "-m", Self.model, "-p", "a cat", "--steps", "1", "--width", "96", "--height", "96",
+                                  "--seed", "5", "-o", path, "--json"] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let png = { (p: String) in try Data(contentsOf: URL(fileURLWithPath: p)) }
+        XCTAssertNotEqual(try png(whole), try png(tiled))
+        XCTAssertEqual(try png(whole), try png(same), "96 px is below both default tile sizes")
     }
 
     func testTokenizeAndInfo() throws {

@@ -33,6 +33,12 @@ public struct VAETiling: Sendable, Equatable {
     /// activations for SD 1.5), larger images in tiles of that size; for `keep`.
     public static let large = VAETiling(tileSize: 512, overlap: 64)
 
+    /// Tiles of `tileSize` pixels overlapping by a fifth of a tile (in whole latent pixels
+    /// of SD's factor 8, at least 8 px), as `standard` does.
+    public init(tileSize: Int) {
+        self.init(tileSize: tileSize, overlap: max(8, tileSize / 5 / 8 * 8))
+    }
+
     public init(tileSize: Int, overlap: Int, wholeMiddleMaxPixels: Int = 0) {
         precondition(tileSize >= 1 && overlap >= 0 && overlap < tileSize, "tile \(tileSize) with overlap \(overlap)")
         self.tileSize = tileSize
