@@ -133,8 +133,9 @@ extension Attention {
                     var sum = V()
                     var j = 0
                     while j < nk {
-                        let p0 = VectorMath.exp2(V.load(scores + j * bw + col) - newMax)
-                        let p1 = j + 1 < nk ? VectorMath.exp2(V.load(scores + (j + 1) * bw + col) - newMax) : V()
+                        let p0 = VectorMath.exp2NonPositiveBF16(V.load(scores + j * bw + col) - newMax)
+                        let p1 = j + 1 < nk ? VectorMath.exp2NonPositiveBF16(V.load(scores + (j + 1) * bw + col) - newMax)
+                                            : V()
                         sum += p0 + p1
                         UnsafeMutableRawPointer(s.p + (j / 2) * bw + col).storeBytes(of: BF16Gemm.pair(p0, p1),
                                                                                       as: NativeU32.self)
