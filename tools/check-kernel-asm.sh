@@ -9,7 +9,7 @@
 #   --build-path DIR  SwiftPM build directory (default: <package>/.build)
 #
 # What it checks, in every function of the SDKernels objects whose symbol belongs to the
-# fast kernels (Kernels, Gemm, BF16Gemm, Conv, Winograd, Attention, Normalization, Elementwise, VectorMath;
+# fast kernels (Kernels, Gemm, BF16Gemm, Conv, Winograd, Winograd43, Attention, Normalization, Elementwise, VectorMath;
 # closures and generic specialisations included; ReferenceKernels excluded):
 #   - no call/relocation to: fmaf fma __extendhfsf2 __truncsfhf2 __gnu_h2f_ieee
 #     __gnu_f2h_ieee expf exp exp2f erff erf
@@ -54,7 +54,7 @@ if [[ ${#objects[@]} == 0 ]]; then
 fi
 
 # Mangled type prefixes of the fast-kernel namespaces ($s9SDKernels<len><Name>O…).
-kernels='^\$s9SDKernels(7KernelsO|4GemmO|8BF16GemmO|4ConvO|8WinogradO|9AttentionO|13NormalizationO|11ElementwiseO|10VectorMathO)'
+kernels='^\$s9SDKernels(7KernelsO|4GemmO|8BF16GemmO|4ConvO|8WinogradO|10Winograd43O|9AttentionO|13NormalizationO|11ElementwiseO|10VectorMathO)'
 forbidden='^(fmaf|fma|__extendhfsf2|__truncsfhf2|__gnu_h2f_ieee|__gnu_f2h_ieee|expf|exp|exp2f|erff|erf|swift_getAssociatedTypeWitness|swift_getAssociatedConformanceWitness|\$ss4SIMDP.*|\$ss11SIMDStorageP.*)$'
 
 report="$(for o in "${objects[@]}"; do

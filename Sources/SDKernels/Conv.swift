@@ -21,7 +21,13 @@ enum Conv {
                        pool: ThreadPool, blocking: Gemm.Blocking? = nil,
                        algorithm: Kernels.ConvAlgorithm = .direct) {
         precondition(weight.cols == g.channels * g.kernel * g.kernel, "conv weight is not [Cout, Cin·k·k]")
-        if Winograd.applies(to: g) && (algorithm == .winograd
+        let f32 = Kernels.precision == .f32
+        if Winograd.applies(to: g) && f32 && (algorithm == .winograd43
+                                              || algorithm == .automatic && Winograd43.pays(for: g, outChannels: weight.rows)) {
+            Winograd43.conv3x3(weight, geometry: g, input: x, bias: bias, residual: residual, output: y, pool: pool)
+            return
+        }
+        if Winograd.applies(to: g) && (algorithm == .winograd || algorithm == .winograd43
                                        || algorithm == .automatic && Winograd.pays(for: g, outChannels: weight.rows)) {
             Winograd.conv3x3(weight, geometry: g, input: x, bias: bias, residual: residual, output: y, pool: pool)
             return

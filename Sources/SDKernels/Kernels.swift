@@ -15,12 +15,15 @@ public enum Kernels {
 
     /// How `conv2d` computes 3×3, stride 1, padding 1 convolutions.
     public enum ConvAlgorithm: Sendable {
-        /// Winograd F(2×2, 3×3) where it measured faster (`Winograd.pays`), else direct.
+        /// With f32 products Winograd F(4×4, 3×3) where it measured faster
+        /// (`Winograd43.pays`); else F(2×2, 3×3) where that did (`Winograd.pays`); else direct.
         case automatic
         /// Implicit GEMM (exact summation of the 9·Cin products per output).
         case direct
         /// Winograd F(2×2, 3×3) whenever it applies (tests, benchmarks).
         case winograd
+        /// Winograd F(4×4, 3×3) whenever it applies with f32 products (tests, benchmarks).
+        case winograd43
     }
 
     /// The choice `conv2d` uses; tests and benchmarks set `.direct` to compare.

@@ -25,6 +25,7 @@ typealias NativeU32 = SIMD16<UInt32>
 typealias NativeF16 = SIMD16<Float16>
 typealias NativeI8 = SIMD16<Int8>
 typealias NativeF32Pair = SIMD32<Float>
+typealias NativeF32Quad = SIMD64<Float>
 #elseif arch(x86_64) || arch(arm64)
 /// x86_64: one ymm register (AVX2 + FMA + F16C via `-target-cpu haswell`), 16 registers.
 /// arm64: two NEON q registers per value; with 32 q registers the 6 × 2-vector GEMM tile
@@ -35,6 +36,7 @@ typealias NativeU32 = SIMD8<UInt32>
 typealias NativeF16 = SIMD8<Float16>
 typealias NativeI8 = SIMD8<Int8>
 typealias NativeF32Pair = SIMD16<Float>
+typealias NativeF32Quad = SIMD32<Float>
 #else
 public typealias NativeF32 = SIMD4<Float>
 typealias NativeI32 = SIMD4<Int32>
@@ -42,6 +44,7 @@ typealias NativeU32 = SIMD4<UInt32>
 typealias NativeF16 = SIMD4<Float16>
 typealias NativeI8 = SIMD4<Int8>
 typealias NativeF32Pair = SIMD8<Float>
+typealias NativeF32Quad = SIMD16<Float>
 #endif
 
 extension NativeF32 {
@@ -71,6 +74,11 @@ extension NativeF32 {
     /// stride-2 gather as one double-width load and a shuffle.
     @inline(__always) static func loadEven(_ p: UnsafePointer<Float>) -> Self {
         UnsafeRawPointer(p).loadUnaligned(as: NativeF32Pair.self).evenHalf
+    }
+
+    /// Lanes p[0], p[4], …, p[4·(scalarCount − 1)], reading 4·scalarCount floats.
+    @inline(__always) static func loadEvery4(_ p: UnsafePointer<Float>) -> Self {
+        UnsafeRawPointer(p).loadUnaligned(as: NativeF32Quad.self).evenHalf.evenHalf
     }
 
     @inline(__always) static func vmax(_ a: Self, _ b: Self) -> Self {

@@ -453,20 +453,7 @@ enum Winograd {
         let xiStride = mc * cin
         let half = V(repeating: 0.5)
         for r in 0..<mc {
-            let n = n0 + r
-            switch weight.type {
-            case .f32:
-                let src = weight.data.assumingMemoryBound(to: Float.self) + n * weight.cols
-                for ic in 0..<cin { for e in 0..<9 { t[e * cinPadded + ic] = src[ic * 9 + e] } }
-            case .f16:
-                let src = (weight.data + n * weight.cols * 2).assumingMemoryBound(to: Float16.self)
-                for ic in 0..<cin { for e in 0..<9 { t[e * cinPadded + ic] = Float(src[ic * 9 + e]) } }
-            case .q8:
-                let src = (weight.data + n * weight.cols).assumingMemoryBound(to: Int8.self)
-                let scale = weight.scales![n]
-                for ic in 0..<cin { for e in 0..<9 { t[e * cinPadded + ic] = Float(src[ic * 9 + e]) * scale } }
-            }
-            for e in 0..<9 { for ic in cin..<cinPadded { t[e * cinPadded + ic] = 0 } }
+            transposedRow(weight, row: n0 + r, into: t)
             var ic = 0
             while ic < cin {
                 let p = t + ic
@@ -498,6 +485,26 @@ enum Winograd {
                 ic += v
             }
         }
+    }
+
+    /// Weight row n [Cin][3][3], converted to f32 and transposed into t[9][Cin padded to V]
+    /// (zero padding), so that the transforms run on vectors over input channels.
+    static func transposedRow(_ weight: WeightMatrix, row n: Int, into t: UnsafeMutablePointer<Float>) {
+        let cin = weight.cols / 9
+        let cinPadded = (cin + V.scalarCount - 1) / V.scalarCount * V.scalarCount
+        switch weight.type {
+        case .f32:
+            let src = weight.data.assumingMemoryBound(to: Float.self) + n * weight.cols
+            for ic in 0..<cin { for e in 0..<9 { t[e * cinPadded + ic] = src[ic * 9 + e] } }
+        case .f16:
+            let src = (weight.data + n * weight.cols * 2).assumingMemoryBound(to: Float16.self)
+            for ic in 0..<cin { for e in 0..<9 { t[e * cinPadded + ic] = Float(src[ic * 9 + e]) } }
+        case .q8:
+            let src = (weight.data + n * weight.cols).assumingMemoryBound(to: Int8.self)
+            let scale = weight.scales![n]
+            for ic in 0..<cin { for e in 0..<9 { t[e * cinPadded + ic] = Float(src[ic * 9 + e]) * scale } }
+        }
+        for e in 0..<9 { for ic in cin..<cinPadded { t[e * cinPadded + ic] = 0 } }
     }
 
     // MARK: output transform y = Aᵀ m A

@@ -47,6 +47,9 @@ enum MaxNMSE {
         case .q8: return 1e-11
         }
     }
+    /// Winograd F(4×4, 3×3): transforms with coefficients up to 8 and 1/24 (measured worst
+    /// over WinogradTests.testF43: 1.5e-12).
+    static let winograd43 = 1e-11
     static let attention = 1e-11
     static let groupNorm = 1e-10
     static let groupNormSiLU = 1e-10

@@ -21,6 +21,9 @@ final class WinogradTests: XCTestCase {
         Case(cin: 2, cout: 3, batch: 1, height: 3, width: 96, kernel: 3, stride: 1, padding: 1),
     ]
 
+    /// Which Winograd runs in `check`: F(2×2, 3×3) or F(4×4, 3×3).
+    var tileSize = 2
+
     func check(_ c: Case, type: WeightType, bias: Bool, residual: Bool, aliasResidual: Bool = false,
                pool: ThreadPool, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
         var random = SeededRandom(seed: seed)
@@ -41,13 +44,18 @@ final class WinogradTests: XCTestCase {
         actual.withUnsafeMutableBufferPointer { y in
             x.ptr { xp in b.ptr { bp in r.ptr { rp in
                 let res: UnsafePointer<Float>? = aliasResidual ? UnsafePointer(y.baseAddress!) : (residual ? rp : nil)
-                Winograd.conv3x3(weights.matrix, geometry: geometry, input: xp, bias: bias ? bp : nil,
-                                 residual: res, output: y.baseAddress!, pool: pool)
+                if tileSize == 4 {
+                    Winograd43.conv3x3(weights.matrix, geometry: geometry, input: xp, bias: bias ? bp : nil,
+                                       residual: res, output: y.baseAddress!, pool: pool)
+                } else {
+                    Winograd.conv3x3(weights.matrix, geometry: geometry, input: xp, bias: bias ? bp : nil,
+                                     residual: res, output: y.baseAddress!, pool: pool)
+                }
             } } }
         }
         let error = nmse(actual, expected)
-        XCTAssertLessThan(error, MaxNMSE.winograd23(type),
-                          "winograd \(type) \(c) bias=\(bias) residual=\(residual) alias=\(aliasResidual) "
+        XCTAssertLessThan(error, tileSize == 4 ? MaxNMSE.winograd43 : MaxNMSE.winograd23(type),
+                          "winograd F(\(tileSize),3) \(type) \(c) bias=\(bias) residual=\(residual) alias=\(aliasResidual) "
                           + "threads=\(pool.threads): nmse \(error)", file: file, line: line)
     }
 
@@ -60,6 +68,15 @@ final class WinogradTests: XCTestCase {
                       seed: seed)
             }
         }
+    }
+
+    /// F(4×4, 3×3) on the same shapes, blocks and partitions (sizes not multiples of 4 give
+    /// partial edge tiles).
+    func testF43() {
+        tileSize = 4
+        testAwkwardShapesAllTypes()
+        testResidualMayAliasOutput()
+        testBlocksAndPartitions()
     }
 
     func testResidualMayAliasOutput() {
