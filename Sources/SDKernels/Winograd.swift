@@ -41,10 +41,12 @@ enum Winograd {
         g.channels >= 64 && outChannels >= 64 && Tiles(g: g).count >= 64
     }
 
+    /// The output tiles of `size` × `size` pixels (2 here, 4 in Winograd43), row by row.
     struct Tiles {
         let g: Conv.Geometry
-        var tilesY: Int { (g.height + 1) / 2 }
-        var tilesX: Int { (g.width + 1) / 2 }
+        var size = 2
+        var tilesY: Int { (g.height + size - 1) / size }
+        var tilesX: Int { (g.width + size - 1) / size }
         var count: Int { g.batch * tilesY * tilesX }
         /// (batch plane offset in x/y, tile row, tile column) of tile t.
         @inline(__always) func locate(_ t: Int) -> (plane: Int, ty: Int, tx: Int) {
@@ -128,33 +130,44 @@ enum Winograd {
             while oc0 < rows.upperBound {
                 let mc = min(mcMax, rows.upperBound - oc0)
                 transformWeights(weight, firstRow: oc0, count: mc, into: u, rowBuffer: rowBuffer)
-                for xi in 0..<16 {
-                    let a = UnsafePointer(u + xi * mc * cin)
-                    let bXi = vp + xi * panels * cin * w
-                    let c = m + xi * mc * ldm
-                    var pc = 0
-                    while pc < cin {
-                        let kc = min(kcMax, cin - pc)
-                        for panel in 0..<panels {
-                            let b = UnsafePointer(bXi + (panel * cin + pc) * w)
-                            var ir = 0
-                            while ir < mc {
-                                let cc = c + ir * ldm + panel * w
-                                let epilogue = Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(cc), bias: nil)
-                                Gemm.microKernel(depth: kc, a: a + ir * cin + pc, rowStride: cin,
-                                                 rows: min(Gemm.tileRows, mc - ir), b: b, c: cc, rowStride: ldm,
-                                                 columns: w, epilogue: epilogue, edge: edge)
-                                ir += Gemm.tileRows
-                            }
-                        }
-                        pc += kc
-                    }
-                }
+                products(16, u: u, v: vp, m: m, rows: mc, channels: cin, panels: panels, depthBlock: kcMax, edge: edge)
                 transformOutput(out.tiling, m, rowStride: ldm, firstRow: oc0, rows: mc, firstTile: t0, count: tb,
                                 bias: out.bias, residual: out.residual, output: out.y)
                 oc0 += mc
             }
             t0 += tb
+        }
+    }
+
+    /// The `positions` f32 GEMMs M[ξ][mc, tiles] = U[ξ][mc, Cin] · V[ξ][Cin, tiles] of
+    /// `partF32` (and Winograd43): u[ξ][r][ic], v in Gemm micro-panels [ξ][panel][ic][2V],
+    /// m[ξ][r][panels · 2V].
+    @inline(__always)
+    static func products(_ positions: Int, u: UnsafeMutablePointer<Float>, v vp: UnsafeMutablePointer<Float>,
+                         m: UnsafeMutablePointer<Float>, rows mc: Int, channels cin: Int, panels: Int,
+                         depthBlock kcMax: Int, edge: UnsafeMutablePointer<Float>) {
+        let w = 2 * V.scalarCount, ldm = panels * w
+        for xi in 0..<positions {
+            let a = UnsafePointer(u + xi * mc * cin)
+            let bXi = vp + xi * panels * cin * w
+            let c = m + xi * mc * ldm
+            var pc = 0
+            while pc < cin {
+                let kc = min(kcMax, cin - pc)
+                for panel in 0..<panels {
+                    let b = UnsafePointer(bXi + (panel * cin + pc) * w)
+                    var ir = 0
+                    while ir < mc {
+                        let cc = c + ir * ldm + panel * w
+                        let epilogue = Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(cc), bias: nil)
+                        Gemm.microKernel(depth: kc, a: a + ir * cin + pc, rowStride: cin,
+                                         rows: min(Gemm.tileRows, mc - ir), b: b, c: cc, rowStride: ldm,
+                                         columns: w, epilogue: epilogue, edge: edge)
+                        ir += Gemm.tileRows
+                    }
+                }
+                pc += kc
+            }
         }
     }
 

@@ -20,18 +20,7 @@ enum Winograd43 {
     static let maxTileBlock = 256
     static let maxTransformedInput = 1 << 20
 
-    struct Tiles {
-        let g: Conv.Geometry
-        var tilesY: Int { (g.height + 3) / 4 }
-        var tilesX: Int { (g.width + 3) / 4 }
-        var count: Int { g.batch * tilesY * tilesX }
-        @inline(__always) func locate(_ t: Int) -> (plane: Int, ty: Int, tx: Int) {
-            let perImage = tilesY * tilesX
-            let b = t / perImage, rest = t - b * perImage
-            let ty = rest / tilesX
-            return (b * g.planeSize, ty, rest - ty * tilesX)
-        }
-    }
+    typealias Tiles = Winograd.Tiles
 
     /// Where F(4, 3) measured faster than F(2, 3) (`pocketsd bench --precision f32`, 2
     /// threads, GFLOP/s of the direct algorithm): 459 vs 396 at 320 ch 64×64, 408 vs 347 at
@@ -39,7 +28,7 @@ enum Winograd43 {
     /// the transforms (per channel, not per channel pair) weigh more. Enough 4×4 tiles to
     /// fill the GEMMs' column panels.
     static func pays(for g: Conv.Geometry, outChannels: Int) -> Bool {
-        g.channels >= 256 && outChannels >= 64 && Tiles(g: g).count >= 64
+        g.channels >= 256 && outChannels >= 64 && Tiles(g: g, size: 4).count >= 64
     }
 
     static func conv3x3(_ weight: WeightMatrix, geometry g: Conv.Geometry,
@@ -49,7 +38,7 @@ enum Winograd43 {
         precondition(g.kernel == 3 && g.stride == 1 && g.padding == 1, "Winograd F(4,3) is for 3×3, stride 1, padding 1")
         precondition(weight.cols == g.channels * 9, "conv weight is not [Cout, Cin·9]")
         let v = V.scalarCount, w = 2 * v
-        let tiling = Tiles(g: g)
+        let tiling = Tiles(g: g, size: 4)
         let n = weight.rows, cin = g.channels, tileCount = tiling.count
         if n == 0 || tileCount == 0 { return }
         let parts = Gemm.partCount(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads)
@@ -76,28 +65,8 @@ enum Winograd43 {
                 while oc0 < rows.upperBound {
                     let mc = min(mcMax, rows.upperBound - oc0)
                     transformWeights(weight, firstRow: oc0, count: mc, into: u, rowBuffer: rowBuffer)
-                    for xi in 0..<36 {
-                        let a = UnsafePointer(u + xi * mc * cin)
-                        let bXi = vp + xi * panels * cin * w
-                        let c = m + xi * mc * ldm
-                        var pc = 0
-                        while pc < cin {
-                            let kc = min(kcMax, cin - pc)
-                            for panel in 0..<panels {
-                                let b = UnsafePointer(bXi + (panel * cin + pc) * w)
-                                var ir = 0
-                                while ir < mc {
-                                    let cc = c + ir * ldm + panel * w
-                                    let epilogue = Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(cc), bias: nil)
-                                    Gemm.microKernel(depth: kc, a: a + ir * cin + pc, rowStride: cin,
-                                                     rows: min(Gemm.tileRows, mc - ir), b: b, c: cc, rowStride: ldm,
-                                                     columns: w, epilogue: epilogue, edge: edge)
-                                    ir += Gemm.tileRows
-                                }
-                            }
-                            pc += kc
-                        }
-                    }
+                    Winograd.products(36, u: u, v: vp, m: m, rows: mc, channels: cin, panels: panels,
+                                      depthBlock: kcMax, edge: edge)
                     transformOutput(tiling, m, rowStride: ldm, firstRow: oc0, rows: mc, firstTile: t0, count: tb,
                                     bias: bias, residual: residual, output: y, patch: patch)
                     oc0 += mc
