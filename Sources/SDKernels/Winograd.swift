@@ -22,8 +22,11 @@
 enum Winograd {
     typealias V = NativeF32
 
-    /// Output channels per U/M block (a multiple of the micro-kernel's 6 rows).
-    static let rowBlock = 96
+    /// Output channels per U/M block: a multiple of the f32 micro-kernel's 6 rows and of the
+    /// bf16 row tiles' 12. 48 keeps U at 16·48·Cin floats (7.5 MiB per thread for the UNet's
+    /// 2560-channel input; bf16: 3.9 MiB): with 96, SD 1.5's 512² `stream` run peaked at
+    /// 129 MiB instead of 117 MiB in f32, at the same speed within noise.
+    static let rowBlock = 48
     /// Upper bound on tiles per block (a multiple of 2V), and on V's size in floats.
     static let maxTileBlock = 256
     static let maxTransformedInput = 2 << 20
@@ -182,8 +185,8 @@ enum Winograd {
         let pairBlock = BF16Gemm.depth(for: cin, blocking: Gemm.blocking) / 2
         let tbMax = min(tileBlock(wordsPerTile: 16 * pairs, panelWidth: bw), (tiles.count + bw - 1) / bw * bw)
         // With a shared U, blocks must start on its row tiles: rows is then 0 ..< N and
-        // bf16RowBlock a multiple of 12.
-        let mcMax = min(bf16RowBlock, rows.count)
+        // rowBlock a multiple of 12.
+        let mcMax = min(rowBlock, rows.count)
         let vbCount = 16 * pairs * tbMax, mCount = 16 * mcMax * tbMax
         let ubCount = sharedU == nil ? 16 * pairs * ((mcMax + br - 1) / br * br) : 0
         let uCount = sharedU == nil ? weightTransformScratch(channels: cin) : 0
@@ -233,10 +236,6 @@ enum Winograd {
     /// tile blocks anyway). The cost, SD 1.5 at 512² with `stream` (measured before the
     /// activation arena): 113.6 MiB peak, against 107.3 MiB with a 4 MiB bound.
     static let maxSharedTransformedWeights = 4 << 20
-
-    /// Output channels per block of the bf16 path: 48 keeps its packed U (16·⌈Cin/2⌉·48
-    /// words) at 3.9 MiB for the UNet's 2560-channel input, at no measured cost.
-    static let bf16RowBlock = 48
 
     /// Floats `transformWeightsBF16` needs: f32 U of one row tile (plus the one float
     /// packRow reads past it) and one transposed weight row.

@@ -14,8 +14,8 @@
 enum Winograd43 {
     typealias V = NativeF32
 
-    /// Output channels per U/M block (a multiple of the micro-kernel's 6 rows).
-    static let rowBlock = 48
+    /// Output channels per U/M block (as in F(2, 3): U is then 36·48·Cin floats).
+    static let rowBlock = Winograd.rowBlock
     /// Upper bound on tiles per block, and on V's size in floats (36·Cin·tb).
     static let maxTileBlock = 256
     static let maxTransformedInput = 1 << 20
