@@ -29,7 +29,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Worker threads (default: all cores).")
     var threads: Int?
 
-    @Option(help: "Matrix-product precision: auto, f32 or bf16 (as for generate).")
+    @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
     @Flag(help: "Skip the kernel table.")
@@ -51,9 +51,7 @@ struct BenchCommand: ParsableCommand {
         guard steps >= 1, steps <= 100 else { throw ValidationError("--steps must be between 1 and 100 (got \(steps))") }
         guard repeats >= 1, repeats <= 1000 else { throw ValidationError("--repeats must be between 1 and 1000 (got \(repeats))") }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
-        guard PrecisionChoice(rawValue: precision) != nil else {
-            throw ValidationError("--precision must be one of \(PrecisionChoice.allCases.map(\.rawValue).joined(separator: ", ")) (got \(precision))")
-        }
+        _ = try PrecisionChoice.parse(precision)
     }
 
     struct KernelRow { let name: String, shape: String, result: KernelBenchmark.Result }
@@ -62,7 +60,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
-        pipeline.usePrecision(PrecisionChoice(rawValue: precision)!)
+        pipeline.usePrecision(try PrecisionChoice.parse(precision))
         let openSeconds = now() - openStart
         let file = pipeline.file, pool = pipeline.pool
         let type = StableDiffusionPipeline.unetWeightType(file)

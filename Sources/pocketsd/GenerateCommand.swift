@@ -58,7 +58,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "VAE decode tile size in pixels (a multiple of 8, 64 to 4096), or 0 to decode in one piece; default: 512 with --memory keep, 160 with stream.")
     var vaeTile: Int?
 
-    @Option(help: "Matrix-product precision: auto (bf16 for int8 model files where the CPU has bf16 dot products, else f32), f32 (exact) or bf16 (activations rounded to bfloat16; faster).")
+    @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
     @Flag(help: "Print time and peak memory per phase and per denoising step.")
@@ -90,9 +90,7 @@ struct GenerateCommand: ParsableCommand {
         if let vaeTile, vaeTile != 0 && (vaeTile < 64 || vaeTile > 4096 || vaeTile % 8 != 0) {
             throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
         }
-        guard PrecisionChoice(rawValue: precision) != nil else {
-            throw ValidationError("--precision must be one of \(PrecisionChoice.allCases.map(\.rawValue).joined(separator: ", ")) (got \(precision))")
-        }
+        _ = try PrecisionChoice.parse(precision)
         guard MemoryPolicy(rawValue: memory) != nil else {
             throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
         }
@@ -137,7 +135,7 @@ struct GenerateCommand: ParsableCommand {
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
-        pipeline.usePrecision(PrecisionChoice(rawValue: precision)!)
+        pipeline.usePrecision(try PrecisionChoice.parse(precision))
         if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
         let loadMemory = MemoryStats.current()

@@ -1,0 +1,15 @@
+import ArgumentParser
+import SDPipeline
+
+extension PrecisionChoice {
+    /// The help text of `--precision`, shared by generate and bench.
+    static let help = "Matrix-product precision: auto (bf16 for int8 model files where the CPU has bf16 dot products, else f32), f32 (exact) or bf16 (activations rounded to bfloat16; faster)."
+
+    /// `--precision`'s value, or a usage error that lists the choices.
+    static func parse(_ text: String) throws -> PrecisionChoice {
+        guard let choice = PrecisionChoice(rawValue: text) else {
+            throw ValidationError("--precision must be one of \(allCases.map(\.rawValue).joined(separator: ", ")) (got \(text))")
+        }
+        return choice
+    }
+}
