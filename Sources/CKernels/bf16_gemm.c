@@ -26,9 +26,10 @@ int pd_bf16_native_available(void) {
 
 // One 12 × 32 tile: 24 zmm accumulators, 2 B loads and one broadcast per row and k pair.
 // The A operand is a broadcast 32-bit pair, so each instruction adds
-// A[r,2i]·B[2i,p] + A[r,2i+1]·B[2i+1,p] to 16 columns.
+// A[r,2i]·B[2i,p] + A[r,2i+1]·B[2i+1,p] to 16 columns. The 12 A rows are addressed from four
+// bases (rows 0, 3, 6, 9) plus 0, 1 or 2 row strides, which x86 addressing does for free.
 PD_TARGET
-static void tile(int rows, int columns, int pairs, const uint32_t *a, const uint32_t *b,
+static void tile(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda, const uint32_t *b,
                  float *c, ptrdiff_t ldc, const float *scale, const float *bias,
                  const float *addend) {
     __m512 acc[PD_BF16_TILE_ROWS][2];
@@ -37,13 +38,13 @@ static void tile(int rows, int columns, int pairs, const uint32_t *a, const uint
         acc[r][0] = _mm512_setzero_ps();
         acc[r][1] = _mm512_setzero_ps();
     }
+    const uint32_t *base[4] = {a, a + 3 * lda, a + 6 * lda, a + 9 * lda};
     for (int k = 0; k < pairs; k++) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + k * PD_BF16_PANEL_COLUMNS);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + k * PD_BF16_PANEL_COLUMNS + 16);
-        const uint32_t *ak = a + k * PD_BF16_TILE_ROWS;
 #pragma clang loop unroll(full)
         for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
-            __m512bh s = (__m512bh)_mm512_set1_epi32((int)ak[r]);
+            __m512bh s = (__m512bh)_mm512_set1_epi32((int)base[r / 3][(r % 3) * lda + k]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], s, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], s, b1);
         }
@@ -53,7 +54,7 @@ static void tile(int rows, int columns, int pairs, const uint32_t *a, const uint
                  : columns <= 16 ? (__mmask16)0 : (__mmask16)((1u << (columns - 16)) - 1);
 #pragma clang loop unroll(full)
     for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
-        if (r >= rows) break;
+        if (r >= rows) continue;  // (not break: the loop must unroll to keep acc in registers)
         __m512 x0 = acc[r][0], x1 = acc[r][1];
         if (scale) {
             __m512 s = _mm512_set1_ps(scale[r]);
@@ -74,7 +75,7 @@ static void tile(int rows, int columns, int pairs, const uint32_t *a, const uint
     }
 }
 
-void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t a_tile_stride,
+void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda,
                         const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                         const float *scale, const float *bias, const float *addend) {
     // Panel by panel (one B panel, pairs × 128 bytes, stays in L1) over all row tiles.
@@ -82,9 +83,8 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptr
         const uint32_t *bp = b + (p0 / PD_BF16_PANEL_COLUMNS) * b_panel_stride;
         int cols = columns - p0 < PD_BF16_PANEL_COLUMNS ? columns - p0 : PD_BF16_PANEL_COLUMNS;
         for (int r0 = 0; r0 < rows; r0 += PD_BF16_TILE_ROWS) {
-            const uint32_t *ap = a + (r0 / PD_BF16_TILE_ROWS) * a_tile_stride;
             int rs = rows - r0 < PD_BF16_TILE_ROWS ? rows - r0 : PD_BF16_TILE_ROWS;
-            tile(rs, cols, pairs, ap, bp, c + r0 * ldc + p0, ldc,
+            tile(rs, cols, pairs, a + r0 * lda, lda, bp, c + r0 * ldc + p0, ldc,
                  scale ? scale + r0 : 0, bias ? bias + r0 : 0,
                  addend ? addend + r0 * ldc + p0 : 0);
         }
@@ -95,10 +95,10 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptr
 
 int pd_bf16_native_available(void) { return 0; }
 
-void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t a_tile_stride,
+void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda,
                         const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                         const float *scale, const float *bias, const float *addend) {
-    (void)rows; (void)columns; (void)pairs; (void)a; (void)a_tile_stride; (void)b;
+    (void)rows; (void)columns; (void)pairs; (void)a; (void)lda; (void)b;
     (void)b_panel_stride; (void)c; (void)ldc;
     (void)scale; (void)bias; (void)addend;
 }

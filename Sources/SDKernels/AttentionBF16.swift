@@ -21,7 +21,7 @@ extension Attention {
         let keyTiles = (tk + br - 1) / br, dTiles = (d + br - 1) / br
         // Scratch (4-byte words): packed K and V, Q panels, P panels; then f32 scores, O,
         // running max and sum.
-        let kCount = keyTiles * dPairs * br, vCount = dTiles * keyPairs * br
+        let kCount = keyTiles * br * dPairs, vCount = dTiles * br * keyPairs
         let qCount = panels * dPairs * bw, pCount = (blockKeys / 2) * bw
         let sCount = blockKeys * bw, oCount = panels * d * bw, statCount = panels * bw
         let words = kCount + vCount + qCount + pCount + sCount + oCount + 2 * statCount
@@ -41,10 +41,8 @@ extension Attention {
                 let kHead = k + h * d * batch * tk + b * tk, vHead = v + h * d * batch * tk + b * tk
                 if head != packedHead {
                     // K: rows = keys, pairs along e. V: rows = e, pairs along keys.
-                    packRowsAsTiles(kHead, elementStride: batch * tk, lineStride: 1, rows: tk, depth: d,
-                                    into: packedK)
-                    packRowsAsTiles(vHead, elementStride: 1, lineStride: batch * tk, rows: d, depth: tk,
-                                    into: packedV)
+                    packKeys(kHead, rowStride: batch * tk, headDim: d, keys: tk, into: packedK)
+                    packValues(vHead, rowStride: batch * tk, headDim: d, keys: tk, into: packedV)
                     packedHead = head
                 }
                 let i0 = tile * bf16TileQueries
@@ -61,33 +59,34 @@ extension Attention {
         let scores, out, runningMax, runningSum: UnsafeMutablePointer<Float>
     }
 
-    /// A matrix M[r, c] = x[r · lineStride + c · elementStride] (r < rows, c < depth) as
-    /// BF16Gemm row tiles [⌈rows/12⌉][⌈depth/2⌉][12], zero past the ends.
-    static func packRowsAsTiles(_ x: UnsafePointer<Float>, elementStride es: Int, lineStride ls: Int,
-                                rows: Int, depth: Int, into a: UnsafeMutablePointer<UInt32>) {
-        let br = BF16Gemm.tileRows, pairs = (depth + 1) / 2
-        for r in 0..<((rows + br - 1) / br * br) {
-            let dst = a + (r / br) * pairs * br + r % br
-            if r >= rows {
-                for i in 0..<pairs { dst[i * br] = 0 }
-                continue
-            }
-            if ls == 1 { continue }  // packed column by column below
-            let line = x + r * ls
-            for i in 0..<pairs {
-                let c = 2 * i
-                dst[i * br] = BF16Gemm.pair(line[c * es], c + 1 < depth ? line[(c + 1) * es] : 0)
+    /// Kᵀ as BF16Gemm A rows: row j (a key) holds the ⌈d/2⌉ pairs (k[2i][j], k[2i+1][j]);
+    /// rows up to a whole 12 zero. k: [d rows of `rowStride`], contiguous along keys.
+    static func packKeys(_ k: UnsafePointer<Float>, rowStride: Int, headDim d: Int, keys tk: Int,
+                         into a: UnsafeMutablePointer<UInt32>) {
+        let br = BF16Gemm.tileRows, pairs = (d + 1) / 2
+        for i in 0..<pairs {
+            let lo = k + 2 * i * rowStride, hi = lo + rowStride, hasHigh = 2 * i + 1 < d
+            for j in 0..<tk { a[j * pairs + i] = BF16Gemm.pair(lo[j], hasHigh ? hi[j] : 0) }
+        }
+        (a + tk * pairs).initialize(repeating: 0, count: ((tk + br - 1) / br * br - tk) * pairs)
+    }
+
+    /// V as BF16Gemm A rows: row e holds the ⌈tk/2⌉ pairs of keys (v[e][2i], v[e][2i+1]);
+    /// rows up to a whole 12 zero.
+    static func packValues(_ v: UnsafePointer<Float>, rowStride: Int, headDim d: Int, keys tk: Int,
+                           into a: UnsafeMutablePointer<UInt32>) {
+        let br = BF16Gemm.tileRows, pairs = (tk + 1) / 2
+        for e in 0..<d {
+            // packRow reads one float past the row, which is inside the tensor for every row
+            // but the head's last (maybe the tensor's last): that one goes pair by pair.
+            let row = v + e * rowStride, dst = a + e * pairs
+            if e + 1 < d {
+                BF16Gemm.packRow(row, count: tk, into: dst)
+            } else {
+                for i in 0..<pairs { dst[i] = BF16Gemm.pair(row[2 * i], 2 * i + 1 < tk ? row[2 * i + 1] : 0) }
             }
         }
-        if ls == 1 {
-            // Rows are contiguous along r (keys): read two source lines at a time.
-            for i in 0..<pairs {
-                let lo = x + 2 * i * es, hi = lo + es, hasHigh = 2 * i + 1 < depth
-                for r in 0..<rows {
-                    a[(r / br) * pairs * br + i * br + r % br] = BF16Gemm.pair(lo[r], hasHigh ? hi[r] : 0)
-                }
-            }
-        }
+        (a + d * pairs).initialize(repeating: 0, count: ((d + br - 1) / br * br - d) * pairs)
     }
 
     /// One work item: queries i0 ..< i0+nq of one (batch, head); q and y point at that
@@ -95,7 +94,7 @@ extension Attention {
     static func queryTileBF16(q: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, qStride: Int,
                               headDim d: Int, firstQuery i0: Int, queries nq: Int, keys tk: Int,
                               scratch s: BF16Scratch) {
-        let lanes = V.scalarCount, bw = BF16Gemm.panelColumns, br = BF16Gemm.tileRows
+        let lanes = V.scalarCount, bw = BF16Gemm.panelColumns
         let panels = (nq + bw - 1) / bw, groups = bw / lanes
         let dPairs = (d + 1) / 2, keyPairs = (tk + 1) / 2
         // Scores in log2 units (softmax uses exp2): Q pre-scaled by log2(e)/√d.
@@ -119,8 +118,8 @@ extension Attention {
             let nk = min(blockKeys, tk - j0), pairs = (nk + 1) / 2
             for panel in 0..<panels {
                 let scores = s.scores
-                BF16Gemm.block(rows: nk, columns: bw, pairs: dPairs, a: s.k + (j0 / br) * dPairs * br,
-                               tileStride: dPairs * br, b: s.q + panel * dPairs * bw, panelStride: dPairs * bw,
+                BF16Gemm.block(rows: nk, columns: bw, pairs: dPairs, a: s.k + j0 * dPairs,
+                               lda: dPairs, b: s.q + panel * dPairs * bw, panelStride: dPairs * bw,
                                c: scores, rowStride: bw, scale: nil, bias: nil, addend: nil)
                 let out = s.out + panel * d * bw
                 for g in 0..<groups {
@@ -150,7 +149,7 @@ extension Attention {
                         for e in 0..<d { (V.load(out + e * bw + col) * alpha).store(out + e * bw + col) }
                     }
                 }
-                BF16Gemm.block(rows: d, columns: bw, pairs: pairs, a: s.v + (j0 / 2) * br, tileStride: keyPairs * br,
+                BF16Gemm.block(rows: d, columns: bw, pairs: pairs, a: s.v + j0 / 2, lda: keyPairs,
                                b: s.p, panelStride: pairs * bw, c: out, rowStride: bw,
                                scale: nil, bias: nil, addend: UnsafePointer(out))
             }

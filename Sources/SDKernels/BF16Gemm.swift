@@ -29,7 +29,7 @@ extension Kernels {
 /// `Kernels.Precision.automatic` only picks bf16 where the native kernel runs).
 ///
 /// Packed layouts (one UInt32 = a bf16 pair, k even in the low half, k odd in the high):
-///   A: row tiles of `tileRows` rows, each [pairs][tileRows] (row fastest, zero rows past the end)
+///   A: rows of pairs, `lda` apart, readable up to a whole number of `tileRows` (zero rows)
 ///   B: column panels of `panelColumns`, each [pairs][panelColumns] (zero columns past the end)
 /// The loop order is Gemm's (jc → pc → ic, then panels × tiles inside the block call).
 public enum BF16Gemm {
@@ -70,19 +70,20 @@ public enum BF16Gemm {
 
     // MARK: packing
 
-    /// A[r, k0 ..< k0+kc] for rows n0 ..< n0+mc of the weight into row tiles; for q8 the
-    /// int8 values themselves (exact in bf16), whose scales the block call applies.
+    /// A[r, k0 ..< k0+kc] for rows n0 ..< n0+mc of the weight as rows of ⌈kc/2⌉ pairs
+    /// (zero rows up to a whole tile); for q8 the int8 values themselves (exact in bf16),
+    /// whose scales the block call applies.
     static func packWeights(_ w: WeightMatrix, row n0: Int, count mc: Int, column k0: Int, depth kc: Int,
                             into dst: UnsafeMutablePointer<UInt32>, rowBuffer: UnsafeMutablePointer<Float>) {
         let pairs = (kc + 1) / 2
         for r in 0..<((mc + tileRows - 1) / tileRows * tileRows) {
-            let tileBase = dst + (r / tileRows) * pairs * tileRows + r % tileRows
+            let row = dst + r * pairs
             if r >= mc {
-                for i in 0..<pairs { tileBase[i * tileRows] = 0 }
+                row.initialize(repeating: 0, count: pairs)
                 continue
             }
             let n = n0 + r
-            // The row as f32 (q8: unscaled), with a zero after an odd end.
+            // The row as f32 (q8: unscaled).
             switch w.type {
             case .f32:
                 let src = w.data.assumingMemoryBound(to: Float.self) + n * w.cols + k0
@@ -98,24 +99,24 @@ public enum BF16Gemm {
                 while i + V.scalarCount <= kc { V.loadInt8(src + i).store(rowBuffer + i); i += V.scalarCount }
                 while i < kc { rowBuffer[i] = Float(src.load(fromByteOffset: i, as: Int8.self)); i += 1 }
             }
-            packRow(rowBuffer, count: kc, into: tileBase, stride: tileRows)
+            packRow(rowBuffer, count: kc, into: row)
         }
     }
 
-    /// dst[i · stride] = pair(row[2i], row[2i + 1]) for the ⌈count / 2⌉ pairs of a row of
-    /// `count` values, the last high half 0 when count is odd. Reads row[count] (unused),
-    /// which must be addressable.
+    /// dst[i] = pair(row[2i], row[2i + 1]) for the ⌈count / 2⌉ pairs of a row of `count`
+    /// values, the last high half 0 when count is odd. Reads row[count] (unused), which
+    /// must be addressable.
     @inline(__always)
-    static func packRow(_ row: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<UInt32>, stride: Int) {
+    static func packRow(_ row: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<UInt32>) {
         let v = V.scalarCount
         var i = 0
         while 2 * (i + v) <= count {
             let p = pair(V.loadEven(row + 2 * i), V.loadEven(row + 2 * i + 1))
-            for l in 0..<v { dst[(i + l) * stride] = p[l] }
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: p, as: NativeU32.self)
             i += v
         }
         while 2 * i < count {
-            dst[i * stride] = pair(row[2 * i], 2 * i + 1 < count ? row[2 * i + 1] : 0)
+            dst[i] = pair(row[2 * i], 2 * i + 1 < count ? row[2 * i + 1] : 0)
             i += 1
         }
     }
@@ -184,14 +185,14 @@ public enum BF16Gemm {
     /// C[r, p] = Σ pairs · scale[r] + bias[r] + addend[r, p] (see CKernels.h).
     @inline(__always)
     static func block(rows: Int, columns: Int, pairs: Int,
-                      a: UnsafePointer<UInt32>, tileStride: Int, b: UnsafePointer<UInt32>, panelStride: Int,
+                      a: UnsafePointer<UInt32>, lda: Int, b: UnsafePointer<UInt32>, panelStride: Int,
                       c: UnsafeMutablePointer<Float>, rowStride ldc: Int,
                       scale: UnsafePointer<Float>?, bias: UnsafePointer<Float>?, addend: UnsafePointer<Float>?) {
         if implementation == .native {
-            pd_bf16_gemm_block(Int32(rows), Int32(columns), Int32(pairs), a, tileStride, b, panelStride,
+            pd_bf16_gemm_block(Int32(rows), Int32(columns), Int32(pairs), a, lda, b, panelStride,
                                c, ldc, scale, bias, addend)
         } else {
-            portableBlock(rows: rows, columns: columns, pairs: pairs, a: a, tileStride: tileStride,
+            portableBlock(rows: rows, columns: columns, pairs: pairs, a: a, lda: lda,
                           b: b, panelStride: panelStride, c: c, rowStride: ldc,
                           scale: scale, bias: bias, addend: addend)
         }
@@ -199,7 +200,7 @@ public enum BF16Gemm {
 
     /// The twin of `pd_bf16_gemm_block`, on portable vectors.
     static func portableBlock(rows: Int, columns: Int, pairs: Int,
-                              a: UnsafePointer<UInt32>, tileStride: Int, b: UnsafePointer<UInt32>, panelStride: Int,
+                              a: UnsafePointer<UInt32>, lda: Int, b: UnsafePointer<UInt32>, panelStride: Int,
                               c: UnsafeMutablePointer<Float>, rowStride ldc: Int,
                               scale: UnsafePointer<Float>?, bias: UnsafePointer<Float>?, addend: UnsafePointer<Float>?) {
         let v = V.scalarCount, w = panelColumns
@@ -210,10 +211,10 @@ public enum BF16Gemm {
             let bp = b + (p0 / w) * panelStride
             let cols = min(w, columns - p0)
             for r in 0..<rows {
-                let ap = a + (r / tileRows) * tileStride + r % tileRows
+                let ap = a + r * lda
                 for g in 0..<(w / v) { acc[g] = V() }
                 for i in 0..<pairs {
-                    let pa = ap[i * tileRows]
+                    let pa = ap[i]
                     let alo = V(repeating: Float(bitPattern: pa << 16))
                     let ahi = V(repeating: Float(bitPattern: pa & 0xFFFF_0000))
                     for g in 0..<(w / v) {
@@ -324,7 +325,7 @@ public enum BF16Gemm {
                     let c = y + ic * ldc + jc
                     let addend: UnsafePointer<Float>? = pc == 0
                         ? residual.map { $0 + ic * ldc + jc } : UnsafePointer(c)
-                    block(rows: mc, columns: nc, pairs: pairs, a: packedA, tileStride: pairs * tileRows,
+                    block(rows: mc, columns: nc, pairs: pairs, a: packedA, lda: pairs,
                           b: packedB, panelStride: pairs * panelColumns, c: c, rowStride: ldc,
                           scale: scales.map { $0 + ic }, bias: pc == 0 ? bias.map { $0 + ic } : nil, addend: addend)
                     ic += mc

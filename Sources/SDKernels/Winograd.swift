@@ -206,7 +206,7 @@ enum Winograd {
                 let mc = min(mcMax, rows.upperBound - oc0)
                 let a: UnsafePointer<UInt32>, xiStride: Int
                 if let sharedU {
-                    (a, xiStride) = (sharedU.u + (oc0 / br) * pairs * br, sharedU.xiStride)
+                    (a, xiStride) = (sharedU.u + oc0 * pairs, sharedU.xiStride)
                 } else {
                     xiStride = pairs * ((mc + br - 1) / br) * br
                     transformWeightsBF16(weight, rows: oc0..<(oc0 + mc), into: ub, xiStride: xiStride, scratch: u)
@@ -217,8 +217,8 @@ enum Winograd {
                     var pc = 0
                     while pc < pairs {
                         let depth = min(pairBlock, pairs - pc)
-                        BF16Gemm.block(rows: mc, columns: tb, pairs: depth, a: a + xi * xiStride + pc * br,
-                                       tileStride: pairs * br, b: vb + xi * vbStride + pc * bw, panelStride: pairs * bw,
+                        BF16Gemm.block(rows: mc, columns: tb, pairs: depth, a: a + xi * xiStride + pc,
+                                       lda: pairs, b: vb + xi * vbStride + pc * bw, panelStride: pairs * bw,
                                        c: c, rowStride: ldm, scale: nil, bias: nil, addend: pc == 0 ? nil : UnsafePointer(c))
                         pc += depth
                     }
@@ -243,9 +243,9 @@ enum Winograd {
         16 * BF16Gemm.tileRows * cin + 1 + 9 * ((cin + V.scalarCount - 1) / V.scalarCount * V.scalarCount)
     }
 
-    /// U of output channels `rows` (starting on a row tile) as BF16Gemm row tiles at
-    /// a[ξ · xiStride], transformed a tile (12 rows) at a time in f32 through `scratch`
-    /// (`weightTransformScratch` floats); rows past the end of the last tile zero.
+    /// U of output channels `rows` as BF16Gemm A rows (⌈Cin/2⌉ pairs each) at a[ξ · xiStride],
+    /// transformed 12 rows at a time in f32 through `scratch` (`weightTransformScratch`
+    /// floats); rows past the end, up to a whole 12, zero.
     static func transformWeightsBF16(_ weight: WeightMatrix, rows: Range<Int>, into a: UnsafeMutablePointer<UInt32>,
                                      xiStride: Int, scratch: UnsafeMutablePointer<Float>) {
         let cin = weight.cols / 9, br = BF16Gemm.tileRows, pairs = (cin + 1) / 2
@@ -254,14 +254,14 @@ enum Winograd {
         while r0 < rows.upperBound {
             let count = min(br, rows.upperBound - r0)
             transformWeights(weight, firstRow: r0, count: count, into: u, rowBuffer: rowBuffer)
-            packTransformedWeights(u, rows: count, channels: cin, into: a + (r0 - rows.lowerBound) / br * pairs * br,
+            packTransformedWeights(u, rows: count, channels: cin, into: a + (r0 - rows.lowerBound) * pairs,
                                    xiStride: xiStride)
             r0 += br
         }
     }
 
     /// U for all output channels, transformed in parallel into the pool's shared scratch
-    /// as BF16Gemm row tiles: [ξ][⌈N / 12⌉][pairs][12] with ξ stride `xiStride`.
+    /// as BF16Gemm A rows: [ξ][N rounded up to 12][pairs] with ξ stride `xiStride`.
     static func transformWeightsShared(_ weight: WeightMatrix, pool: ThreadPool,
                                        xiStride: Int) -> UnsafeMutablePointer<UInt32> {
         let n = weight.rows, cin = weight.cols / 9, br = BF16Gemm.tileRows, pairs = (cin + 1) / 2
@@ -271,26 +271,26 @@ enum Winograd {
         pool.run(parts: parts) { part in
             let first = rowTiles * part / parts * br, end = min(n, rowTiles * (part + 1) / parts * br)
             let scratch = pool.scratch(part: part, count: weightTransformScratch(channels: cin))
-            transformWeightsBF16(weight, rows: first..<end, into: shared + first / br * pairs * br, xiStride: xiStride,
+            transformWeightsBF16(weight, rows: first..<end, into: shared + first * pairs, xiStride: xiStride,
                                  scratch: scratch)
         }
         return shared
     }
 
-    /// u[ξ][r][ic] (r < rows) into BF16Gemm row tiles at a[ξ · xiStride], rows up to
-    /// the rest of the last tile zero.
+    /// u[ξ][r][ic] (r < rows) into BF16Gemm A rows at a[ξ · xiStride + r · pairs], rows up
+    /// to a whole 12 zero.
     static func packTransformedWeights(_ u: UnsafePointer<Float>, rows mc: Int, channels cin: Int,
                                        into a: UnsafeMutablePointer<UInt32>, xiStride: Int) {
         let br = BF16Gemm.tileRows, pairs = (cin + 1) / 2
         let padded = (mc + br - 1) / br * br
         for xi in 0..<16 {
             for r in 0..<padded {
-                let dst = a + xi * xiStride + (r / br) * pairs * br + r % br
+                let dst = a + xi * xiStride + r * pairs
                 if r < mc {
                     // u's next row (or what follows u) is addressable: packRow reads one past.
-                    BF16Gemm.packRow(u + (xi * mc + r) * cin, count: cin, into: dst, stride: br)
+                    BF16Gemm.packRow(u + (xi * mc + r) * cin, count: cin, into: dst)
                 } else {
-                    for i in 0..<pairs { dst[i * br] = 0 }
+                    dst.initialize(repeating: 0, count: pairs)
                 }
             }
         }

@@ -185,12 +185,12 @@ final class BF16GemmTests: XCTestCase {
         try XCTSkipUnless(BF16Gemm.nativeAvailable, "no native bf16 kernel on this CPU")
         var random = SeededRandom(seed: 9900)
         for (rows, columns, pairs) in [(1, 1, 1), (5, 31, 3), (12, 32, 8), (13, 33, 17), (30, 70, 40)] {
-            let tiles = (rows + 11) / 12, panels = (columns + 31) / 32
-            let tileStride = pairs * 12 + 5, panelStride = pairs * 32 + 3
-            var a = [UInt32](repeating: 0, count: tiles * tileStride)
+            let paddedRows = (rows + 11) / 12 * 12, panels = (columns + 31) / 32
+            let lda = pairs + 5, panelStride = pairs * 32 + 3
+            var a = [UInt32](repeating: 0, count: paddedRows * lda)
             var bm = [UInt32](repeating: 0, count: panels * panelStride)
             for r in 0..<rows { for i in 0..<pairs {
-                a[(r / 12) * tileStride + i * 12 + r % 12] = BF16Gemm.pair(random.uniform(), random.uniform())
+                a[r * lda + i] = BF16Gemm.pair(random.uniform(), random.uniform())
             } }
             for p in 0..<columns { for i in 0..<pairs {
                 bm[(p / 32) * panelStride + i * 32 + p % 32] = BF16Gemm.pair(random.uniform(), random.uniform())
@@ -207,7 +207,7 @@ final class BF16GemmTests: XCTestCase {
                                 let add = epilogue == 3 ? addp : nil
                                 BF16Gemm.implementation = native ? .native : .portable
                                 BF16Gemm.block(rows: rows, columns: columns, pairs: pairs, a: ap.baseAddress!,
-                                               tileStride: tileStride, b: bp.baseAddress!, panelStride: panelStride,
+                                               lda: lda, b: bp.baseAddress!, panelStride: panelStride,
                                                c: cp.baseAddress!, rowStride: ldc, scale: s, bias: bb, addend: add)
                             }
                         } } }

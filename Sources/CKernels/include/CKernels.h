@@ -21,13 +21,14 @@ int pd_bf16_native_available(void);
 
 /// C[r, p] = acc · scale[r] + bias[r] + addend[r·ldc + p] for r < rows, p < columns, where
 /// acc = Σ_k A[r, k] · B[k, p] over `pairs` pairs of k in bfloat16, accumulated in f32.
-///   a: row tiles of [pairs][12] uint32, `a_tile_stride` apart, each the bf16 pair
-///      (A[r, 2i] low half, A[r, 2i+1] high half); rows past `rows` are zero.
+///   a: rows of `pairs` uint32, `lda` apart, each the bf16 pair (A[r, 2i] low half,
+///      A[r, 2i+1] high half); rows up to the next multiple of 12 must be readable (their
+///      results are dropped).
 ///   b: column panels of [pairs][32] uint32, `b_panel_stride` apart, each the pair
 ///      (B[2i, p] low, B[2i+1, p] high); columns past `columns` are zero.
 ///   scale, bias, addend may be NULL (1, 0, 0); addend has row stride ldc and may be c.
 void pd_bf16_gemm_block(int rows, int columns, int pairs,
-                        const uint32_t *a, ptrdiff_t a_tile_stride,
+                        const uint32_t *a, ptrdiff_t lda,
                         const uint32_t *b, ptrdiff_t b_panel_stride,
                         float *c, ptrdiff_t ldc,
                         const float *scale, const float *bias, const float *addend);
