@@ -6,7 +6,7 @@ public enum PrecisionChoice: String, CaseIterable, Sendable {
     /// bf16 for int8 model files on CPUs with native bf16 dot products, else f32: who
     /// converted to int8 chose speed over exactness (on the parity tests' tiny models int8
     /// weights move the final latents by ≤ 0.6 % relative RMS, int8 with bf16 by ≤ 1.2 %,
-    /// for ≈ 1.35× faster UNet steps and 1.6× faster VAE decodes on SD 1.5); fp16/fp32
+    /// for ≈ 1.7× faster UNet steps and VAE decodes on SD 1.5); fp16/fp32
     /// files keep the exact mode.
     case auto
     /// Exact: f32 operands (the diffusers parity of the tests).
