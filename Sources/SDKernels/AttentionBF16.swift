@@ -1,7 +1,7 @@
 /// `Attention.attention` with bf16 products (`Kernels.Precision.bf16`, non-causal): the same
 /// flash loop over key blocks with queries as lanes, its two products run by BF16Gemm.block:
-///   Sᵀ[j, i] = Σ_e K[j, e] · Q[e, i]   A = K in row tiles over keys (pairs along e)
-///   O[e, i] += Σ_j V[e, j] · P[j, i]   A = V in row tiles over e (pairs along keys)
+///   Sᵀ[j, i] = Σ_e K[j, e] · Q[e, i]   A = K, a row per key (pairs along e)
+///   O[e, i] += Σ_j V[e, j] · P[j, i]   A = V, a row per e (pairs along keys)
 /// K and V are packed once per (batch, head) and part; each query tile's Q, and each block's
 /// probabilities P, as B panels of 32 queries (P is packed while it is exponentiated).
 /// Softmax statistics, scores and O stay f32.

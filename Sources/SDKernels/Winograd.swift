@@ -15,7 +15,7 @@
 /// f32/f16/q8 weights on the fly) and M (16·mc·tb). The weight transform (≈10 cycles per
 /// channel pair) is redone per tile block, which costs ≈ 10 / tb of the GEMM (≈ tb cycles per
 /// pair). bf16: V is written as bf16 pairs (half the bytes); U is transformed 12 rows at a
-/// time into bf16 row tiles, and once per call into the pool's shared scratch when the
+/// time into bf16 rows, and once per call into the pool's shared scratch when the
 /// tiles are split across parts (every part needs all of U) and it fits
 /// (`maxSharedTransformedWeights`): next to the bf16 GEMM, redoing the transform per tile
 /// block took ≈ 14 % of the CPU time of a 512² UNet step and VAE decode (perf).
@@ -23,7 +23,7 @@ enum Winograd {
     typealias V = NativeF32
 
     /// Output channels per U/M block: a multiple of the f32 micro-kernel's 6 rows and of the
-    /// bf16 row tiles' 12. 48 keeps U at 16·48·Cin floats (7.5 MiB per thread for the UNet's
+    /// bf16 kernel's 12-row tiles. 48 keeps U at 16·48·Cin floats (7.5 MiB per thread for the UNet's
     /// 2560-channel input; bf16: 3.9 MiB): with 96, SD 1.5's 512² `stream` run peaked at
     /// 129 MiB instead of 117 MiB in f32, at the same speed within noise.
     static let rowBlock = 48
@@ -175,7 +175,7 @@ enum Winograd {
     }
 
     /// One part in bf16: the same loops, with V transformed straight into BF16Gemm panels
-    /// and U either shared (`sharedU`, BF16Gemm row tiles of all output channels) or
+    /// and U either shared (`sharedU`, BF16Gemm A rows of all output channels) or
     /// transformed per block.
     static func partBF16(_ weight: WeightMatrix, _ out: Output, _ x: UnsafePointer<Float>,
                          rows: Range<Int>, tiles: Range<Int>,
@@ -184,7 +184,7 @@ enum Winograd {
         let cin = out.tiling.g.channels, pairs = (cin + 1) / 2
         let pairBlock = BF16Gemm.depth(for: cin, blocking: Gemm.blocking) / 2
         let tbMax = min(tileBlock(wordsPerTile: 16 * pairs, panelWidth: bw), (tiles.count + bw - 1) / bw * bw)
-        // With a shared U, blocks must start on its row tiles: rows is then 0 ..< N and
+        // With a shared U, blocks start on multiples of 12 rows: rows is then 0 ..< N and
         // rowBlock a multiple of 12.
         let mcMax = min(rowBlock, rows.count)
         let vbCount = 16 * pairs * tbMax, mCount = 16 * mcMax * tbMax
@@ -237,7 +237,7 @@ enum Winograd {
     /// activation arena): 113.6 MiB peak, against 107.3 MiB with a 4 MiB bound.
     static let maxSharedTransformedWeights = 4 << 20
 
-    /// Floats `transformWeightsBF16` needs: f32 U of one row tile (plus the one float
+    /// Floats `transformWeightsBF16` needs: f32 U of 12 rows (plus the one float
     /// packRow reads past it) and one transposed weight row.
     static func weightTransformScratch(channels cin: Int) -> Int {
         16 * BF16Gemm.tileRows * cin + 1 + 9 * ((cin + V.scalarCount - 1) / V.scalarCount * V.scalarCount)
