@@ -61,9 +61,10 @@ enum Winograd {
     }
 
     /// Tiles per block when one tile's V takes `words` 4-byte words (16·Cin in f32, 16·⌈Cin/2⌉
-    /// in bf16): V ≤ `maxTransformedInput` words (8 MiB), a multiple of the panel width.
-    static func tileBlock(wordsPerTile words: Int, panelWidth w: Int) -> Int {
-        let fit = maxTransformedInput / max(words, 1) / w * w
+    /// in bf16, 36·Cin in F(4, 3)): V ≤ `budget` words, at most `maxTileBlock` tiles, a
+    /// multiple of the panel width.
+    static func tileBlock(wordsPerTile words: Int, panelWidth w: Int, budget: Int = maxTransformedInput) -> Int {
+        let fit = budget / max(words, 1) / w * w
         return max(w, min(maxTileBlock, fit))
     }
 

@@ -16,8 +16,8 @@ enum Winograd43 {
 
     /// Output channels per U/M block (as in F(2, 3): U is then 36·48·Cin floats).
     static let rowBlock = Winograd.rowBlock
-    /// Upper bound on tiles per block, and on V's size in floats (36·Cin·tb).
-    static let maxTileBlock = 256
+    /// Bound on V's size in floats (36·Cin·tb): 4 MiB, half of F(2, 3)'s, which keeps the f32
+    /// `stream` peak where it was.
     static let maxTransformedInput = 1 << 20
 
     typealias Tiles = Winograd.Tiles
@@ -47,7 +47,7 @@ enum Winograd43 {
             let (rows, tiles) = Gemm.partition(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads,
                                                part: part, parts: parts)
             if rows.isEmpty || tiles.isEmpty { return }
-            let fit = max(w, min(maxTileBlock, maxTransformedInput / (36 * cin) / w * w))
+            let fit = Winograd.tileBlock(wordsPerTile: 36 * cin, panelWidth: w, budget: maxTransformedInput)
             let tbMax = min(fit, (tiles.count + w - 1) / w * w)
             let mcMax = min(rowBlock, rows.count)
             let cinPadded = (cin + v - 1) / v * v
