@@ -11,10 +11,12 @@ let kernelFlags: [SwiftSetting] = []
 #endif
 // The numeric targets are optimised in debug builds too (unoptimised SIMD code runs
 // ~100× slower); tools/test.sh still tests in release, since generic kernels are only
-// fully specialised with whole-module optimisation.
+// fully specialised with whole-module optimisation. Both builds keep Swift's checks
+// (`-O`, not `-Ounchecked`): hot loops that must not pay for them use unsafe pointers
+// and wrapping arithmetic explicitly, each place commented.
 let optimized: [SwiftSetting] = kernelFlags + [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-    .unsafeFlags(["-Ounchecked"], .when(configuration: .debug)),
+    .unsafeFlags(["-wmo"], .when(configuration: .release)),
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
 ]
 
 let package = Package(

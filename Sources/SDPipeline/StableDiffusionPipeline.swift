@@ -83,6 +83,10 @@ public final class StableDiffusionPipeline {
         public let phase: Phase
         public let step: Int
         public let totalSteps: Int
+        /// During denoising, the latents after this step (NCHW, `latentShape`), for previews;
+        /// nil in the other phases.
+        public var latents: [Float]? = nil
+        public var latentShape: [Int] = []
     }
 
     public struct PhaseReport: Sendable {
@@ -227,7 +231,8 @@ public final class StableDiffusionPipeline {
                 }
                 latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
                 steps.append(clock.lap("step \(i + 1)"))
-                try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count))
+                try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count,
+                                    latents: latents, latentShape: [count, latentChannels, h, w]))
             }
         }
         release("unet")
