@@ -7,8 +7,7 @@
 #                                                  generates a 512x512 image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/install-deps.sh
-swift build -c release --product pocketsd
+tools/build.sh
 bin=.build/release/pocketsd
 mkdir -p out
 if [ $# -eq 0 ]; then

@@ -2,6 +2,5 @@
 # Runs the whole test suite (the README's test command; CI runs it too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/install-deps.sh
-swift build -c release --build-tests -Xswiftc -enable-testing
+tools/build.sh --tests
 swift test -c release -Xswiftc -enable-testing --skip-build --disable-swift-testing "$@"

@@ -12,6 +12,8 @@ public struct GenerationRequest {
     public var width: Int = 512
     public var height: Int = 512
     public var imagesPerPrompt: Int = 1
+    /// How several images get their noise; see `SeedMode`.
+    public var seedMode: SeedMode = .perImage
     public var scheduler: SchedulerKind = .pndm
 
     public init(prompts: [String], negativePrompts: [String] = []) {
@@ -34,6 +36,30 @@ public struct GenerationRequest {
     public static let maxImages = 64
 
     public var imageCount: Int { prompts.count * imagesPerPrompt }
+
+    /// How the images of one run draw their noise.
+    public enum SeedMode: String, CaseIterable, Sendable {
+        /// Image i (in batch order: prompt by prompt, images per prompt within) draws from
+        /// its own generator seeded with seed + i, so its metadata's seed remakes it alone:
+        /// AUTOMATIC1111's convention, and diffusers' with a list of generators.
+        case perImage = "per-image"
+        /// One generator for the whole batch: diffusers' `generator=torch.Generator().manual_seed(seed)`.
+        /// Image i is then remade only by the same batch (A1111's "Batch size"/"Batch pos").
+        case batch
+    }
+
+    /// The seed recorded for image i: its own seed (per-image), or the batch's.
+    public func seed(ofImage i: Int) -> UInt64 {
+        seedMode == .perImage ? seed &+ UInt64(i) : seed
+    }
+
+    /// The generator the run draws its noise from.
+    public func makeGenerator() -> TorchGenerator {
+        switch seedMode {
+        case .perImage: return TorchGenerator(seeds: (0..<imageCount).map(seed(ofImage:)))
+        case .batch: return TorchGenerator(seed: seed)
+        }
+    }
 
     /// Checks every number before anything is allocated from it.
     public func validate() throws {

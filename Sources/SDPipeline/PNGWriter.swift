@@ -49,6 +49,13 @@ public struct RGBImage: Sendable {
     }
 }
 
+enum PNGText {
+    /// Whether `text` goes in a tEXt/zTXt chunk. Those hold Latin-1 by the specification;
+    /// ASCII is the same in Latin-1 and UTF-8, so it is stored as it is, and any other text
+    /// goes to iTXt as UTF-8 (readers such as Pillow load both kinds alike).
+    static func fitsLatin1Chunk(_ text: String) -> Bool { text.utf8.allSatisfy { $0 < 0x80 } }
+}
+
 /// PNG output through libpng, with text chunks (AUTOMATIC1111 keeps the generation
 /// settings in a `parameters` chunk), through `AtomicFile`.
 public enum PNGWriter {
@@ -75,13 +82,26 @@ public enum PNGWriter {
         // Keys and values as C strings that live until png_write_info returns.
         let cStrings = text.map { (strdup($0.0)!, strdup($0.1)!) }
         defer { for (k, v) in cStrings { free(k); free(v) } }
-        var chunks = cStrings.map { key, value -> png_text in
+        let emptyLanguage = strdup("")!
+        defer { free(emptyLanguage) }
+        var chunks = zip(text, cStrings).map { pair, c -> png_text in
+            let (key, value) = c
             var t = png_text()
-            // Long texts compress well; short ones are stored plain, as A1111 reads either.
-            t.compression = strlen(value) > 1024 ? PNG_TEXT_COMPRESSION_zTXt : PNG_TEXT_COMPRESSION_NONE
             t.key = key
             t.text = value
-            t.text_length = strlen(value)
+            let length = strlen(value)
+            if PNGText.fitsLatin1Chunk(pair.1) {
+                // Long texts compress well; short ones are stored plain, as A1111 reads either.
+                t.compression = length > 1024 ? PNG_TEXT_COMPRESSION_zTXt : PNG_TEXT_COMPRESSION_NONE
+                t.text_length = length
+            } else {
+                // tEXt/zTXt are Latin-1 by the PNG specification; other text goes in iTXt
+                // as UTF-8 (Pillow, and so A1111's readers, load either into `info`).
+                t.compression = length > 1024 ? PNG_ITXT_COMPRESSION_zTXt : PNG_ITXT_COMPRESSION_NONE
+                t.itxt_length = length
+                t.lang = emptyLanguage
+                t.lang_key = emptyLanguage
+            }
             return t
         }
         if !chunks.isEmpty { png_set_text(png, info, &chunks, Int32(chunks.count)) }

@@ -189,7 +189,7 @@ public final class StableDiffusionPipeline {
 
         // 2. Denoising: latents from torch's generator, scaled by the initial sigma.
         let denoisingStart = monotonicSeconds()
-        var generator = TorchGenerator(seed: request.seed)
+        var generator = request.makeGenerator()
         var scheduler = scheduler0
         var latents = generator.randn(count: count * latentChannels * h * w)
         let sigma = scheduler.initNoiseSigma

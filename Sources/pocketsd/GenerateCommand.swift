@@ -5,6 +5,7 @@ import SDKernels
 import SDModels
 import SDPipeline
 import SDSchedulers
+import SDTokenizer
 
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -39,6 +40,9 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(help: "Images per prompt.")
     var images: Int = 1
+
+    @Option(help: "How several images get their noise: per-image (image i uses seed + i, so each PNG's recorded seed remakes it alone; AUTOMATIC1111's way, and diffusers' with a list of generators) or batch (one generator for the whole batch, as diffusers with one generator).")
+    var seedMode: String = GenerationRequest.SeedMode.perImage.rawValue
 
     @Option(help: "Save all images as one grid, ROWSxCOLS (e.g. 2x2).")
     var grid: String?
@@ -83,6 +87,12 @@ struct GenerateCommand: ParsableCommand {
         }
         guard steps >= 1, steps <= 1000 else { throw ValidationError("--steps must be between 1 and 1000 (got \(steps))") }
         guard images >= 1 else { throw ValidationError("--images must be at least 1 (got \(images))") }
+        guard guidance.isFinite, guidance >= 0, guidance <= 100 else {
+            throw ValidationError("--guidance must be a number from 0 to 100 (got \(guidance))")
+        }
+        guard GenerationRequest.SeedMode(rawValue: seedMode) != nil else {
+            throw ValidationError("--seed-mode must be one of \(GenerationRequest.SeedMode.allCases.map(\.rawValue).joined(separator: ", ")) (got \(seedMode))")
+        }
         guard prompts.count * images <= GenerationRequest.maxImages else {
             throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
         }
@@ -129,6 +139,7 @@ struct GenerateCommand: ParsableCommand {
         request.width = width
         request.height = height
         request.imagesPerPrompt = images
+        request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
         request.scheduler = SchedulerKind(rawValue: scheduler)!
         let paths = try outputPaths(count: request.imageCount)
 
@@ -139,12 +150,14 @@ struct GenerateCommand: ParsableCommand {
         if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
         let loadMemory = MemoryStats.current()
+        warnAboutTruncation(request, tokenizer: pipeline.tokenizer)
         var stepStart = now()
         let result = try pipeline.generate(request) { p in
             switch p.phase {
             case .denoising:
                 let t = now()
-                Terminal.progress("step \(p.step)/\(p.totalSteps)  \(format(t - stepStart, 2)) s/step")
+                Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.steps)
+                                  + "  \(format(t - stepStart, 2)) s/call")
                 stepStart = t
             default:
                 Terminal.progress(p.phase.rawValue + "…")
@@ -155,16 +168,23 @@ struct GenerateCommand: ParsableCommand {
         Terminal.progress("")
         let modelName = Self.modelName(model)
         var written: [JSON] = []
+        // Per image: what remakes it (its seed, and in batch mode its place in the batch).
+        func imageFields(_ i: Int) -> [(String, JSON)] {
+            [("seed", .number(Double(request.seed(ofImage: i)))), ("batch_index", .number(Double(i))),
+             ("prompt", .string(prompts[i / images])),
+             ("parameters", .string(automatic1111Parameters(image: i, request: request, modelName: modelName)))]
+        }
         if let grid, let (r, c) = Self.parseGrid(grid) {
             let image = RGBImage.grid(result.images, rows: r, columns: c)
-            try PNGWriter.write(image, to: paths[0], text: [("parameters", automatic1111Parameters(promptIndex: 0, request: request, modelName: modelName))])
-            written.append(.object([("file", .string(paths[0])), ("seed", .number(Double(request.seed))), ("grid", .string(grid))]))
+            try PNGWriter.write(image, to: paths[0],
+                                text: automatic1111GridText(request: request, modelName: modelName, rows: r, columns: c))
+            written.append(.object([("file", .string(paths[0])), ("seed", .number(Double(request.seed))), ("grid", .string(grid)),
+                                    ("width", .number(Double(image.width))), ("height", .number(Double(image.height))),
+                                    ("cells", .array((0..<result.images.count).map { .object(imageFields($0)) }))]))
         } else {
             for (i, image) in result.images.enumerated() {
-                let prompt = prompts[i / images]
-                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(promptIndex: i / images, request: request, modelName: modelName))])
-                written.append(.object([("file", .string(paths[i])), ("seed", .number(Double(request.seed))),
-                                        ("batch_index", .number(Double(i))), ("prompt", .string(prompt))]))
+                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(image: i, request: request, modelName: modelName))])
+                written.append(.object([("file", .string(paths[i]))] + imageFields(i)))
             }
         }
         if let saveLatents {
@@ -193,7 +213,7 @@ struct GenerateCommand: ParsableCommand {
             }
             Terminal.printJSON(.object([
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
-                ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)),
+                ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)), ("seed_mode", .string(seedMode)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
                 ("precision", .string(Kernels.precision.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
@@ -229,6 +249,31 @@ struct GenerateCommand: ParsableCommand {
             print(pad("total", 14) + pad(format(total, 2), 10, right: true))
             print("(peak RSS: VmHWM during the phase; anon/file: how the resident set split at its sampled peak;")
             print(" arena: the phase's planned activation arena; peak live: the most activation bytes live at once)")
+        }
+    }
+
+    /// The progress label of UNet call `call` of `calls`. PNDM makes one call more than
+    /// `steps` (its first step is a two-call warm-up), and that call is named as such
+    /// instead of counting to "step 11/10".
+    static func stepLabel(call: Int, calls: Int, steps: Int) -> String {
+        let extra = max(0, calls - steps)
+        if extra == 0 { return "step \(call)/\(steps)" }
+        if call <= extra + 1 { return "step 1/\(steps) (warm-up call \(call) of \(extra + 1))" }
+        return "step \(call - extra)/\(steps)"
+    }
+
+    /// diffusers' warning for text the text encoder never sees: the words cut by the
+    /// 77-token limit, quoted, for every prompt and (when guidance uses it) negative prompt.
+    func warnAboutTruncation(_ request: GenerationRequest, tokenizer: CLIPTokenizer) {
+        let limit = tokenizer.maxLength
+        for (i, prompt) in request.prompts.enumerated() {
+            var texts = [("prompt", prompt)]
+            if request.usesGuidance { texts.append(("negative prompt", request.negativePrompt(for: i))) }
+            for (kind, text) in texts {
+                guard let dropped = tokenizer.truncatedText(of: text) else { continue }
+                let which = request.prompts.count > 1 ? "\(kind) \(i + 1)" : kind
+                Terminal.warning("\(which) is longer than \(limit) tokens; the text encoder does not see: \"\(dropped)\"")
+            }
         }
     }
 

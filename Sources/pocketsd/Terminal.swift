@@ -20,11 +20,25 @@ enum Terminal {
         fflush(stderr)
     }
 
-    /// One progress line per step: rewritten in place on a terminal, quiet otherwise
-    /// (logs get the summary, not thousands of lines).
+    static func warning(_ message: String) { writeStderr("pocketsd: warning: \(message)\n") }
+
+    /// When the last plain progress line was written (stderr not a terminal). Set at the
+    /// first report (a lazy static), so the first line comes a second into the work and
+    /// quick commands log nothing but their result.
+    nonisolated(unsafe) static var lastPlainProgress = now()
+
+    /// One progress line per step: rewritten in place on a terminal; when stderr is a log
+    /// or a pipe, plain lines, at most one a second (a log gets a heartbeat, not thousands
+    /// of lines). An empty text clears the terminal line and is not logged.
     static func progress(_ text: String, final: Bool = false) {
-        guard stderrIsTerminal else { return }
-        writeStderr("\r\u{1B}[2K" + text + (final ? "\n" : ""))
+        if stderrIsTerminal {
+            writeStderr("\r\u{1B}[2K" + text + (final ? "\n" : ""))
+            return
+        }
+        let t = now()
+        guard !text.isEmpty, t - lastPlainProgress >= 1 else { return }
+        lastPlainProgress = t
+        writeStderr(text + "\n")
     }
 
     static func printJSON(_ value: JSON) { print(value.serialized) }

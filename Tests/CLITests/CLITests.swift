@@ -46,7 +46,12 @@ final class CLITests: XCTestCase {
     override class func tearDown() { try? FileManager.default.removeItem(atPath: scratch) }
 
     func assertFails(_ args: [String], status: Int32, _ fragment: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let r = try Self.run(args)
+        try Self.assertFails(args, status: status, fragment, file: file, line: line)
+    }
+
+    /// The run fails with `status` and says why in one line on stderr.
+    static func assertFails(_ args: [String], status: Int32, _ fragment: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try run(args)
         XCTAssertEqual(r.status, status, "\(args): \(r.stderr)", file: file, line: line)
         let lines = r.stderr.split(separator: "\n")
         XCTAssertEqual(lines.count, 1, "one line: \(r.stderr)", file: file, line: line)
@@ -121,14 +126,14 @@ final class CLITests: XCTestCase {
         let images = json["images"] as! [[String: Any]]
         XCTAssertEqual(images.count, 4)
         XCTAssertEqual(images.map { $0["file"] as! String }, (0..<4).map { Self.scratch + "/batch-\($0).png" })
-        XCTAssertEqual(images.map { $0["seed"] as! Int }, [7, 7, 7, 7])
+        XCTAssertEqual(images.map { $0["seed"] as! Int }, [7, 8, 9, 10], "per-image seeds by default")
         XCTAssertEqual(images.map { $0["prompt"] as! String }, ["a cat", "a cat", "a dog", "a dog"])
         XCTAssertNotNil(json["phases"] as? [[String: Any]])
         // The tiny file is fp16, so auto keeps the exact f32 products.
         XCTAssertEqual(json["precision"] as? String, "f32")
         XCTAssertNotNil(json["vae_tile_pixels"] as? Int)
         let png = try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/batch-2.png"))
-        XCTAssertNotNil(png.range(of: Data("a dog\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 7, Size: 32x48, Model: tiny".utf8)))
+        XCTAssertNotNil(png.range(of: Data("a dog\nNegative prompt: blurry\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 9, Size: 32x48, Model: tiny".utf8)))
         // float32 NCHW [4, 4, 24, 16] (tiny-sd-a's VAE scales by 2).
         let npy = try Data(contentsOf: URL(fileURLWithPath: latents))
         XCTAssertNotNil(npy.range(of: Data("'shape': (4, 4, 24, 16)".utf8)))

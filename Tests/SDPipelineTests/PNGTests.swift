@@ -14,7 +14,7 @@ final class PNGTests: XCTestCase {
         request.steps = 20
         request.scheduler = .eulerAncestral
         request.seed = 42
-        let params = automatic1111Parameters(promptIndex: 0, request: request, modelName: "sd15")
+        let params = automatic1111Parameters(image: 0, request: request, modelName: "sd15")
         XCTAssertEqual(params, "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: sd15")
         let path = dir + "/x.png"
         try PNGWriter.write(image, to: path, text: [("parameters", params)])

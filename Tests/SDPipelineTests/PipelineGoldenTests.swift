@@ -47,6 +47,7 @@ final class PipelineGoldenTests: XCTestCase {
             r.height = c["height"]!.int!
             r.imagesPerPrompt = c["num_images_per_prompt"]!.int!
             r.scheduler = SchedulerKind(rawValue: c["scheduler"]!.string!)!
+            r.seedMode = .batch  // the goldens draw a batch from one generator
             return Case(name: c["name"]!.string!, model: c["model"]!.string!, request: r,
                         folder: fixtures + "/golden/pipeline/" + c["folder"]!.string!,
                         latentsShape: c["latents_shape"]!.array!.map { $0.int! })

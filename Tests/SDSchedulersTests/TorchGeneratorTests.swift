@@ -105,3 +105,19 @@ final class ElementaryMathTests: XCTestCase {
         XCTAssertEqual(ElementaryMath.log(Double.leastNonzeroMagnitude), Foundation.log(Double.leastNonzeroMagnitude), accuracy: 1e-12)
     }
 }
+
+final class PerImageGeneratorTests: XCTestCase {
+    /// diffusers' list of generators: each image's share of every draw from its own generator.
+    func testSeedsSplitEveryDrawByImage() {
+        var batch = TorchGenerator(seeds: [5, 6, 7])
+        var alone = [TorchGenerator(seed: 5), TorchGenerator(seed: 6), TorchGenerator(seed: 7)]
+        for count in [3 * 64, 3 * 5, 3 * 1000] {  // both torch paths (< 16 and ≥ 16 per image)
+            let drawn = batch.randn(count: count)
+            let expected = alone.indices.flatMap { alone[$0].randn(count: count / 3) }
+            XCTAssertEqual(drawn, expected)
+        }
+        var one = TorchGenerator(seeds: [9])
+        var plain = TorchGenerator(seed: 9)
+        XCTAssertEqual(one.randn(count: 40), plain.randn(count: 40), "one seed is the plain generator")
+    }
+}

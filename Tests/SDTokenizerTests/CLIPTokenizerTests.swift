@@ -28,6 +28,21 @@ final class CLIPTokenizerTests: XCTestCase {
         XCTAssertEqual(tokenizer.encode(" \t\n "), [])
     }
 
+    func testDecodeInvertsEncode() {
+        let tokenizer = CLIPTokenizer.bundled()
+        let text = "a photograph of an astronaut, riding a horse! café 東京 🐴"
+        // CLIP splits punctuation into words of its own, so it comes back spaced.
+        XCTAssertEqual(tokenizer.decode(tokenizer.encode(text)), "a photograph of an astronaut , riding a horse ! café 東京 🐴")
+        XCTAssertEqual(tokenizer.decode(tokenizer.tokenize("cat")), "cat", "BOS, EOS and padding are dropped")
+    }
+
+    func testTruncatedTextNamesTheDroppedWords() {
+        let tokenizer = CLIPTokenizer.bundled()
+        let kept = Array(repeating: "cat", count: 75).joined(separator: " ")
+        XCTAssertNil(tokenizer.truncatedText(of: kept), "75 tokens fit between BOS and EOS")
+        XCTAssertEqual(tokenizer.truncatedText(of: kept + " riding a horse"), "riding a horse")
+    }
+
     func testTokenizePadsWithEOS() {
         let ids = CLIPTokenizer.bundled().tokenize("cat")
         XCTAssertEqual(ids, [49406, 2368, 49407] + Array(repeating: 49407, count: 74))

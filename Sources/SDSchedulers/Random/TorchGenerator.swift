@@ -22,6 +22,18 @@ public struct TorchGenerator: Sendable {
     private var state: [UInt32]           // MT19937 state, 624 words
     private var stateIndex: Int
     private var cachedNormal: Double?     // torch's next_double_normal_sample
+    /// With several seeds: one generator per image (see `init(seeds:)`).
+    private var perImage: [TorchGenerator] = []
+
+    /// One generator per image, as diffusers draws with `generator=[g0, g1, …]`: every
+    /// `randn` splits its count evenly over the images and draws each image's share from
+    /// that image's own generator. Image i's noise is then what a run of that image alone
+    /// with `seeds[i]` draws (AUTOMATIC1111's seed, seed + 1, … convention).
+    public init(seeds: [UInt64]) {
+        precondition(!seeds.isEmpty, "TorchGenerator: no seeds")
+        self.init(seed: seeds[0])
+        if seeds.count > 1 { perImage = seeds.map { TorchGenerator(seed: $0) } }
+    }
 
     public init(seed: UInt64) {
         self.seed = seed
@@ -39,6 +51,14 @@ public struct TorchGenerator: Sendable {
     /// `count` samples of N(0, 1) exactly as torch.randn(count) draws them from this generator.
     public mutating func randn(count: Int) -> [Float] {
         precondition(count >= 0, "randn: negative count \(count)")
+        if !perImage.isEmpty {
+            precondition(count % perImage.count == 0, "randn: \(count) values do not split over \(perImage.count) images")
+            let share = count / perImage.count
+            var data: [Float] = []
+            data.reserveCapacity(count)
+            for i in perImage.indices { data += perImage[i].randn(count: share) }
+            return data
+        }
         if count < 16 {
             return (0..<count).map { _ in Float(nextNormalDouble()) }
         }
