@@ -19,6 +19,10 @@ public protocol Scheduler {
     /// The sample one step further along. Multistep schedulers keep history, so steps must be
     /// taken in order 0, 1, 2, ...; `generator` is used only by ancestral samplers.
     mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float]
+    /// diffusers' `add_noise(original, noise, timesteps[stepIndex])` as img2img calls it after
+    /// `set_begin_index(stepIndex)`: the original noised to the level the loop has at
+    /// `stepIndex` (x + σ n for σ-space classes, sqrt(ᾱ_t) x + sqrt(1 - ᾱ_t) n for the others).
+    func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float]
 }
 
 /// The samplers offered to users, named like the CLI flag; `displayName` is AUTOMATIC1111's
@@ -31,6 +35,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
     case eulerAncestral = "euler-a"
     case dpmpp2m = "dpm++2m"
     case dpmpp2mKarras = "dpm++2m-karras"
+    case lcm
 
     public var displayName: String {
         switch self {
@@ -41,6 +46,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
         case .eulerAncestral: return "Euler a"
         case .dpmpp2m: return "DPM++ 2M"
         case .dpmpp2mKarras: return "DPM++ 2M Karras"
+        case .lcm: return "LCM"
         }
     }
 
@@ -53,6 +59,33 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
         case .euler: return "EulerDiscreteScheduler"
         case .eulerAncestral: return "EulerAncestralDiscreteScheduler"
         case .dpmpp2m, .dpmpp2mKarras: return "DPMSolverMultistepScheduler"
+        case .lcm: return "LCMScheduler"
+        }
+    }
+
+    /// The diffusers scheduler classes a model may name in its `_class_name`.
+    public static let supportedClassNames: [String] = [
+        "PNDMScheduler", "DDIMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "LCMScheduler",
+    ]
+
+    /// The kind of the scheduler a model ships (its stored `_class_name`): what the pipeline
+    /// uses when the user names none. DPMSolverMultistepScheduler is the Karras kind when the
+    /// config sets use_karras_sigmas. A config without `_class_name` is taken as PNDM, the
+    /// scheduler of the SD 1.x checkpoints that have no scheduler folder; a class outside
+    /// `supportedClassNames` is an error naming the supported ones.
+    /// (The kind is the name; `makeModelScheduler` builds the class with every stored key.)
+    public init(modelConfig config: SchedulerConfig) throws {
+        let name = config.className ?? "PNDMScheduler"
+        switch name {
+        case "PNDMScheduler": self = .pndm
+        case "DDIMScheduler": self = .ddim
+        case "LMSDiscreteScheduler": self = .lms
+        case "EulerDiscreteScheduler": self = .euler
+        case "EulerAncestralDiscreteScheduler": self = .eulerAncestral
+        case "DPMSolverMultistepScheduler": self = config.useKarrasSigmas ? .dpmpp2mKarras : .dpmpp2m
+        case "LCMScheduler": self = .lcm
+        default: throw SchedulerError.unknownClass(name: name, supported: Self.supportedClassNames)
         }
     }
 }
@@ -62,6 +95,7 @@ public enum SchedulerError: Error, Equatable, Sendable, CustomStringConvertible 
     case invalidConfigValue(key: String, value: String)
     case unsupported(scheduler: String, setting: String, value: String)
     case invalidSchedule(scheduler: String, reason: String)
+    case unknownClass(name: String, supported: [String])
 
     public var description: String {
         switch self {
@@ -73,6 +107,8 @@ public enum SchedulerError: Error, Equatable, Sendable, CustomStringConvertible 
             return "\(scheduler): \(setting) = \(value) is not supported"
         case let .invalidSchedule(scheduler, reason):
             return "\(scheduler): \(reason)"
+        case let .unknownClass(name, supported):
+            return "the model's scheduler class \(name) is not supported; choose a scheduler explicitly (supported classes: \(supported.joined(separator: ", ")))"
         }
     }
 }
@@ -104,5 +140,27 @@ public func makeScheduler(_ kind: SchedulerKind, config: SchedulerConfig, steps:
         config.solverOrder = 2
         config.useKarrasSigmas = kind == .dpmpp2mKarras
         return try DPMSolverMultistepScheduler(config: config, steps: steps)
+    case .lcm:
+        return try LCMScheduler(config: config, steps: steps)
+    }
+}
+
+/// The model's own scheduler: the class its stored `_class_name` names (see
+/// `SchedulerKind(modelConfig:)`), built from every stored key, nothing forced, exactly as
+/// diffusers' pipeline would use it (e.g. a DPM config with solver_order 3 stays order 3,
+/// an Euler config with use_karras_sigmas keeps Karras sigmas).
+public func makeModelScheduler(config: SchedulerConfig, steps: Int) throws -> any Scheduler {
+    let kind = try SchedulerKind(modelConfig: config)
+    guard steps > 0, steps <= config.numTrainTimesteps else {
+        throw SchedulerError.invalidStepCount(steps: steps, numTrainTimesteps: config.numTrainTimesteps)
+    }
+    switch kind {
+    case .pndm: return try PNDMScheduler(config: config, steps: steps)
+    case .ddim: return try DDIMScheduler(config: config, steps: steps)
+    case .lms: return try LMSDiscreteScheduler(config: config, steps: steps)
+    case .euler: return try EulerDiscreteScheduler(config: config, steps: steps)
+    case .eulerAncestral: return try EulerAncestralDiscreteScheduler(config: config, steps: steps)
+    case .dpmpp2m, .dpmpp2mKarras: return try DPMSolverMultistepScheduler(config: config, steps: steps)
+    case .lcm: return try LCMScheduler(config: config, steps: steps)
     }
 }

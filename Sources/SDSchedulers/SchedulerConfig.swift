@@ -33,9 +33,15 @@
 //  lower_order_final        lowerOrderFinal       Bool       true  (DPM)
 //  euler_at_final           eulerAtFinal          Bool       false (DPM)
 //  lambda_min_clipped       lambdaMinClipped      Double     -infinity (DPM)
+//  original_inference_steps originalInferenceSteps Int       50    (LCM)
+//  timestep_scaling         timestepScaling       Double     10.0  (LCM)
+//  _class_name              className             String?    nil   (which class the model ships; see SchedulerKind(modelConfig:))
 //
-// Other keys (e.g. "_class_name", "sigma_min", "use_exponential_sigmas") are not read; see
-// `knownKeys`. Unsupported values are reported by the scheduler initialisers, not here.
+// LCMScheduler is the one class whose defaults for keys shared with the others differ
+// (scaled_linear 0.00085–0.012, clip_sample false); `storedKeys` records which keys the file
+// had so that it can tell "absent" from "set to the common default".
+// Other keys (e.g. "sigma_min", "use_exponential_sigmas") are not read; see `knownKeys`.
+// Unsupported values are reported by the scheduler initialisers, not here.
 
 public struct SchedulerConfig: Equatable, Sendable {
     public var numTrainTimesteps: Int
@@ -62,6 +68,13 @@ public struct SchedulerConfig: Equatable, Sendable {
     public var lowerOrderFinal: Bool
     public var eulerAtFinal: Bool
     public var lambdaMinClipped: Double
+    public var originalInferenceSteps: Int
+    public var timestepScaling: Double
+    /// The stored `_class_name` (e.g. "EulerDiscreteScheduler"), nil when the file has none.
+    public var className: String?
+    /// The known keys the stored config had with a non-null value (empty for
+    /// `diffusersDefaults`); classes whose defaults differ from `diffusersDefaults` consult it.
+    public var storedKeys: Set<String>
 
     /// Stable Diffusion 1.x's scheduler_config.json (PNDMScheduler: scaled_linear 0.00085–0.012,
     /// steps_offset 1, skip_prk_steps, set_alpha_to_one false, clip_sample false); keys that
@@ -75,6 +88,9 @@ public struct SchedulerConfig: Equatable, Sendable {
         setAlphaToOne = false
         skipPrkSteps = true
         clipSample = false
+        className = "PNDMScheduler"
+        storedKeys = ["_class_name", "beta_end", "beta_schedule", "beta_start", "num_train_timesteps",
+                      "set_alpha_to_one", "skip_prk_steps", "steps_offset", "clip_sample"]
     }
 
     private init(numTrainTimesteps: Int) {
@@ -102,7 +118,14 @@ public struct SchedulerConfig: Equatable, Sendable {
         lowerOrderFinal = true
         eulerAtFinal = false
         lambdaMinClipped = -.infinity
+        originalInferenceSteps = 50
+        timestepScaling = 10
+        className = nil
+        storedKeys = []
     }
+
+    /// Whether the stored config set `key` (a JSON key); false for keys set only in code.
+    public func has(_ key: String) -> Bool { storedKeys.contains(key) }
 
     /// What diffusers uses for a key that the stored config does not have.
     public static let diffusersDefaults = SchedulerConfig(numTrainTimesteps: 1000)
@@ -124,7 +147,7 @@ public struct SchedulerConfig: Equatable, Sendable {
         "clip_sample", "clip_sample_range", "thresholding", "rescale_betas_zero_snr",
         "use_karras_sigmas", "final_sigmas_type", "interpolation_type", "timestep_type",
         "solver_order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
-        "lambda_min_clipped",
+        "lambda_min_clipped", "original_inference_steps", "timestep_scaling", "_class_name",
     ]
 
     /// Builds the config from the stored keys; absent keys keep `diffusersDefaults`, unknown
@@ -134,6 +157,7 @@ public struct SchedulerConfig: Equatable, Sendable {
         self = .diffusersDefaults
         for (key, value) in values.sorted(by: { $0.key < $1.key }) where value != .null {
             try set(key, value)
+            if Self.knownKeys.contains(key) { storedKeys.insert(key) }
         }
     }
 
@@ -191,6 +215,9 @@ public struct SchedulerConfig: Equatable, Sendable {
         case "lower_order_final": lowerOrderFinal = try bool()
         case "euler_at_final": eulerAtFinal = try bool()
         case "lambda_min_clipped": lambdaMinClipped = try double()
+        case "original_inference_steps": originalInferenceSteps = try int()
+        case "timestep_scaling": timestepScaling = try double()
+        case "_class_name": className = try string()
         default: break
         }
     }

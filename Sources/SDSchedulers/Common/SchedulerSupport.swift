@@ -115,3 +115,23 @@ func scaledBySigma(_ sample: [Float], _ sigma: Float) -> [Float] {
     let scale = (sigma * sigma + 1).squareRoot()
     return elementwise(sample) { $0 / scale }
 }
+
+// MARK: - add_noise
+
+/// DDPM-style forward process (DDIM, PNDM, LCM): sqrt(ᾱ) x + sqrt(1 - ᾱ) n, the two products
+/// rounded separately as torch computes them.
+func alphaSpaceNoised(_ original: [Float], _ noise: [Float], alphaCumprod: Float) -> [Float] {
+    let a = alphaCumprod.squareRoot(), b = (1 - alphaCumprod).squareRoot()
+    return elementwise(original, noise) { x, n in
+        let signal = a * x, scaledNoise = b * n
+        return signal + scaledNoise
+    }
+}
+
+/// σ-space forward process (LMS, Euler, Euler a): x + n σ.
+func sigmaSpaceNoised(_ original: [Float], _ noise: [Float], sigma: Float) -> [Float] {
+    elementwise(original, noise) { x, n in
+        let scaledNoise = n * sigma
+        return x + scaledNoise
+    }
+}

@@ -46,6 +46,10 @@ public struct DDIMScheduler: Scheduler, Sendable {
 
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { sample }
 
+    public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
+        alphaSpaceNoised(original, noise, alphaCumprod: alphasCumprod[integerTimesteps[stepIndex]])
+    }
+
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         let timestep = integerTimesteps[stepIndex]
         let previous = timestep - stepRatio

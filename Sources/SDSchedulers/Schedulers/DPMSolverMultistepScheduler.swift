@@ -97,6 +97,15 @@ public struct DPMSolverMultistepScheduler: Scheduler, Sendable {
 
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { sample }
 
+    /// α_t x + σ_t n with α_t = 1/sqrt(σ² + 1), σ_t = σ α_t (diffusers' _sigma_to_alpha_sigma_t).
+    public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
+        let (alpha, sigma) = Self.alphaSigma(sigmas[stepIndex])
+        return elementwise(original, noise) { x, n in
+            let signal = alpha * x, scaledNoise = sigma * n
+            return signal + scaledNoise
+        }
+    }
+
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == stepsTaken, "DPMSolverMultistepScheduler: steps must be taken in order (expected \(stepsTaken), got \(stepIndex))")
         let count = timesteps.count

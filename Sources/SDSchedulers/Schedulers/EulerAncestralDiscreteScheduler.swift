@@ -28,6 +28,10 @@ public struct EulerAncestralDiscreteScheduler: Scheduler, Sendable {
 
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { scaledBySigma(sample, sigmas[stepIndex]) }
 
+    public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
+        sigmaSpaceNoised(original, noise, sigma: sigmas[stepIndex])
+    }
+
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         let sigma = sigmas[stepIndex]
         let predictedOriginal = sigmaSpaceOriginalSample(prediction, sigma: sigma, sample: sample, modelOutput: modelOutput)

@@ -23,7 +23,10 @@ public struct LMSDiscreteScheduler: Scheduler, Sendable {
             throw SchedulerError.invalidStepCount(steps: steps, numTrainTimesteps: config.numTrainTimesteps)
         }
         prediction = try PredictionType(config, scheduler: name)
-        let table = try TrainingNoiseSchedule(config: config, scheduler: name, clampTerminalAlpha: false).sigmas
+        // LMSDiscreteScheduler has no rescale_betas_zero_snr parameter: diffusers ignores the key.
+        var unrescaled = config
+        unrescaled.rescaleBetasZeroSnr = false
+        let table = try TrainingNoiseSchedule(config: unrescaled, scheduler: name, clampTerminalAlpha: false).sigmas
         let schedule = try SigmaSchedule(config: config, steps: steps, table: table, scheduler: name, karras: config.useKarrasSigmas)
         timesteps = schedule.timesteps
         sigmas = schedule.sigmas.map { Float($0) } + [0]
@@ -31,6 +34,10 @@ public struct LMSDiscreteScheduler: Scheduler, Sendable {
     }
 
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { scaledBySigma(sample, sigmas[stepIndex]) }
+
+    public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
+        sigmaSpaceNoised(original, noise, sigma: sigmas[stepIndex])
+    }
 
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == stepsTaken, "LMSDiscreteScheduler: steps must be taken in order (expected \(stepsTaken), got \(stepIndex))")

@@ -34,7 +34,10 @@ public struct PNDMScheduler: Scheduler, Sendable {
             throw SchedulerError.invalidStepCount(steps: steps, numTrainTimesteps: config.numTrainTimesteps)
         }
         prediction = try PredictionType(config, scheduler: name, allowSample: false)
-        alphasCumprod = try TrainingNoiseSchedule(config: config, scheduler: name, clampTerminalAlpha: false).alphasCumprod
+        // PNDMScheduler has no rescale_betas_zero_snr parameter: diffusers ignores the key.
+        var unrescaled = config
+        unrescaled.rescaleBetasZeroSnr = false
+        alphasCumprod = try TrainingNoiseSchedule(config: unrescaled, scheduler: name, clampTerminalAlpha: false).alphasCumprod
         finalAlphaCumprod = (config.setAlphaToOne ?? false) ? 1 : alphasCumprod[0]
 
         let train = config.numTrainTimesteps
@@ -83,6 +86,10 @@ public struct PNDMScheduler: Scheduler, Sendable {
     }
 
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { sample }
+
+    public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
+        alphaSpaceNoised(original, noise, alphaCumprod: alphasCumprod[integerTimesteps[stepIndex]])
+    }
 
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == counter, "PNDMScheduler: steps must be taken in order (expected \(counter), got \(stepIndex))")
