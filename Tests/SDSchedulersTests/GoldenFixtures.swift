@@ -95,6 +95,11 @@ struct SchedulerGoldens: Decodable {
         let trajectoryAbsSum: [Double]
         let sigmas: String?
         let lmsCoefficients: [[Double]]?
+        let addNoise: [AddNoise]?
+    }
+    struct AddNoise: Decodable {
+        let stepIndex: Int
+        let result: String
     }
     struct Case: Decodable {
         let name: String
@@ -105,6 +110,8 @@ struct SchedulerGoldens: Decodable {
         let kind: String?
         let shape: [Int]?
         let seed: UInt64?
+        /// Built as the model's own scheduler (from `_class_name`, nothing forced).
+        let model: Bool?
         let expected: Expected
     }
     let baseConfig: [String: JSONValue]

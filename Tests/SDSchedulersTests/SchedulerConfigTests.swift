@@ -30,6 +30,7 @@ final class SchedulerConfigTests: XCTestCase {
         let config = try SchedulerConfig(diffusersConfig: ["prediction_type": .string("v_prediction")])
         var expected = SchedulerConfig.diffusersDefaults
         expected.predictionType = "v_prediction"
+        expected.storedKeys = ["prediction_type"]
         XCTAssertEqual(config, expected)
         XCTAssertEqual(expected.betaSchedule, "linear")
         XCTAssertEqual(expected.betaStart, 0.0001)
@@ -57,12 +58,13 @@ final class SchedulerConfigTests: XCTestCase {
     }
 
     func testKindsNamesAndClasses() throws {
-        XCTAssertEqual(SchedulerKind.allCases.map(\.rawValue), ["pndm", "ddim", "lms", "euler", "euler-a", "dpm++2m", "dpm++2m-karras"])
-        XCTAssertEqual(SchedulerKind.allCases.map(\.displayName), ["PNDM", "DDIM", "LMS", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras"])
+        XCTAssertEqual(SchedulerKind.allCases.map(\.rawValue), ["pndm", "ddim", "lms", "euler", "euler-a", "dpm++2m", "dpm++2m-karras", "lcm"])
+        XCTAssertEqual(SchedulerKind.allCases.map(\.displayName), ["PNDM", "DDIM", "LMS", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "LCM"])
         let expected: [SchedulerKind: any Scheduler.Type] = [
             .pndm: PNDMScheduler.self, .ddim: DDIMScheduler.self, .lms: LMSDiscreteScheduler.self,
             .euler: EulerDiscreteScheduler.self, .eulerAncestral: EulerAncestralDiscreteScheduler.self,
             .dpmpp2m: DPMSolverMultistepScheduler.self, .dpmpp2mKarras: DPMSolverMultistepScheduler.self,
+            .lcm: LCMScheduler.self,
         ]
         for kind in SchedulerKind.allCases {
             let scheduler = try makeScheduler(kind, config: SchedulerConfig(), steps: 20)
@@ -146,5 +148,123 @@ final class SchedulerConfigTests: XCTestCase {
             _ = reference.randn(count: sample.count)
         }
         XCTAssertEqual(generator.randn(count: 5), reference.randn(count: 5), "generator state after 3 steps")
+    }
+
+    func testModelClassNamesMapToKinds() throws {
+        func kind(_ values: [String: SchedulerConfig.Value]) throws -> SchedulerKind {
+            try SchedulerKind(modelConfig: SchedulerConfig(diffusersConfig: values))
+        }
+        let names: [String: SchedulerKind] = [
+            "PNDMScheduler": .pndm, "DDIMScheduler": .ddim, "LMSDiscreteScheduler": .lms,
+            "EulerDiscreteScheduler": .euler, "EulerAncestralDiscreteScheduler": .eulerAncestral,
+            "DPMSolverMultistepScheduler": .dpmpp2m, "LCMScheduler": .lcm,
+        ]
+        XCTAssertEqual(Set(names.keys), Set(SchedulerKind.supportedClassNames))
+        for (name, expected) in names {
+            XCTAssertEqual(try kind(["_class_name": .string(name)]), expected, name)
+            XCTAssertEqual(expected.diffusersClassName, name)
+        }
+        XCTAssertEqual(try kind(["_class_name": .string("DPMSolverMultistepScheduler"), "use_karras_sigmas": .bool(true)]), .dpmpp2mKarras)
+        XCTAssertEqual(try kind([:]), .pndm, "no _class_name: SD 1.x's PNDM")
+        XCTAssertEqual(try SchedulerKind(modelConfig: SchedulerConfig()), .pndm)
+        XCTAssertThrowsError(try kind(["_class_name": .string("UniPCMultistepScheduler")])) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("UniPCMultistepScheduler") && text.contains("EulerDiscreteScheduler, EulerAncestralDiscreteScheduler"), text)
+            XCTAssertFalse(text.contains("\n"), "one line")
+        }
+        XCTAssertThrowsError(try makeModelScheduler(config: SchedulerConfig(diffusersConfig: ["_class_name": .string("DDPMScheduler")]), steps: 4))
+        XCTAssertThrowsError(try SchedulerConfig(diffusersConfig: ["_class_name": .int(3)]))
+    }
+
+    func testModelSchedulerKeepsStoredSettingsTheKindWouldForce() throws {
+        let config = try SchedulerConfig(diffusersConfig: [
+            "_class_name": .string("EulerDiscreteScheduler"), "use_karras_sigmas": .bool(true),
+            "beta_schedule": .string("scaled_linear"), "beta_start": .double(0.00085), "beta_end": .double(0.012),
+        ])
+        let model = try makeModelScheduler(config: config, steps: 6) as! EulerDiscreteScheduler
+        let kind = try makeScheduler(.euler, config: config, steps: 6) as! EulerDiscreteScheduler
+        XCTAssertNotEqual(model.sigmas, kind.sigmas, "the euler kind forces plain sigmas, the model scheduler keeps Karras")
+    }
+
+    func testLCMStepCountIsValidated() throws {
+        var config = SchedulerConfig()
+        for steps in [0, -1] {
+            XCTAssertThrowsError(try makeScheduler(.lcm, config: config, steps: steps)) { error in
+                XCTAssertEqual(error as? SchedulerError, .invalidStepCount(steps: steps, numTrainTimesteps: 1000))
+            }
+        }
+        // diffusers raises for more steps than original_inference_steps (the schedule is a subset).
+        XCTAssertNoThrow(try makeScheduler(.lcm, config: config, steps: 50))
+        XCTAssertThrowsError(try makeScheduler(.lcm, config: config, steps: 51)) { error in
+            XCTAssertTrue("\(error)".contains("51 inference steps is more than original_inference_steps (50)"), "\(error)")
+        }
+        config.originalInferenceSteps = 4
+        XCTAssertEqual(try makeScheduler(.lcm, config: config, steps: 4).timesteps, [999, 749, 499, 249])
+        XCTAssertThrowsError(try makeScheduler(.lcm, config: config, steps: 5))
+        for bad in [0, -2, 1001] {
+            config.originalInferenceSteps = bad
+            XCTAssertThrowsError(try makeScheduler(.lcm, config: config, steps: 1)) { error in
+                XCTAssertTrue("\(error)".contains("original_inference_steps = \(bad)"), "\(error)")
+            }
+        }
+    }
+
+    func testLCMSchedule() throws {
+        let four = try makeScheduler(.lcm, config: SchedulerConfig(), steps: 4)
+        XCTAssertEqual(four.timesteps, [999, 759, 499, 259])
+        XCTAssertEqual(try makeScheduler(.lcm, config: SchedulerConfig(), steps: 1).timesteps, [999])
+        let lcm = try XCTUnwrap(four as? LCMScheduler)
+        // c_skip + c_out^2 ... at t = 0: c_skip 1, c_out 0 (the boundary condition f(x, 0) = x).
+        let (skip, out) = lcm.boundaryScalings(timestep: 0)
+        XCTAssertEqual(skip, 1)
+        XCTAssertEqual(out, 0)
+    }
+
+    func testLCMDrawsNoiseBetweenStepsButNotAfterTheLast() throws {
+        var scheduler = try makeScheduler(.lcm, config: SchedulerConfig(), steps: 3)
+        var generator = TorchGenerator(seed: 5)
+        var reference = TorchGenerator(seed: 5)
+        let sample = [Float](repeating: 0.25, count: 12)
+        for i in 0..<3 {
+            _ = scheduler.step(modelOutput: sample, stepIndex: i, sample: sample, generator: &generator)
+            if i < 2 { _ = reference.randn(count: sample.count) }
+        }
+        XCTAssertEqual(generator.randn(count: 4), reference.randn(count: 4), "two draws for three steps")
+    }
+
+    func testUnknownPredictionTypeIsNamedInTheError() {
+        var config = SchedulerConfig()
+        config.predictionType = "banana"
+        for kind in SchedulerKind.allCases {
+            XCTAssertThrowsError(try makeScheduler(kind, config: config, steps: 4), "\(kind)") { error in
+                XCTAssertTrue("\(error)".contains("prediction_type = banana"), "\(kind): \(error)")
+            }
+        }
+        XCTAssertThrowsError(try makeModelScheduler(config: config, steps: 4))
+    }
+
+    func testZeroSNRIsIgnoredByClassesWithoutIt() throws {
+        // PNDM and LMS have no rescale_betas_zero_snr in diffusers: the key changes nothing.
+        var rescaled = SchedulerConfig()
+        rescaled.rescaleBetasZeroSnr = true
+        rescaled.timestepSpacing = "trailing"
+        var plain = rescaled
+        plain.rescaleBetasZeroSnr = false
+        let lmsRescaled = try makeScheduler(.lms, config: rescaled, steps: 5) as! LMSDiscreteScheduler
+        let lmsPlain = try makeScheduler(.lms, config: plain, steps: 5) as! LMSDiscreteScheduler
+        XCTAssertEqual(lmsRescaled.sigmas, lmsPlain.sigmas)
+        let euler = try makeScheduler(.euler, config: rescaled, steps: 5) as! EulerDiscreteScheduler
+        XCTAssertEqual(euler.sigmas[0], 4096, accuracy: 1, "zero SNR: first sigma from alphas_cumprod[-1] = 2^-24")
+    }
+
+    func testAddNoiseLevels() throws {
+        let x: [Float] = [1, -2, 0.5]
+        let n: [Float] = [0.5, 0.25, -1]
+        let euler = try makeScheduler(.euler, config: SchedulerConfig(), steps: 4) as! EulerDiscreteScheduler
+        XCTAssertEqual(euler.addNoise(original: x, noise: n, stepIndex: 1), zip(x, n).map { $0 + $1 * euler.sigmas[1] })
+        let lcm = try makeScheduler(.lcm, config: SchedulerConfig(), steps: 4)
+        let noised = lcm.addNoise(original: x, noise: n, stepIndex: 0)
+        // t = 999 on SD's schedule: almost all noise.
+        XCTAssertEqual(noised[0], 0.5, accuracy: 0.07)
     }
 }

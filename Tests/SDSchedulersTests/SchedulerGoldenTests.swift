@@ -32,6 +32,7 @@ final class SchedulerGoldenTests: XCTestCase {
         case "EulerDiscreteScheduler": return try EulerDiscreteScheduler(config: config, steps: steps)
         case "EulerAncestralDiscreteScheduler": return try EulerAncestralDiscreteScheduler(config: config, steps: steps)
         case "DPMSolverMultistepScheduler": return try DPMSolverMultistepScheduler(config: config, steps: steps)
+        case "LCMScheduler": return try LCMScheduler(config: config, steps: steps)
         default: throw SchedulerError.invalidSchedule(scheduler: className, reason: "unknown class in goldens")
         }
     }
@@ -63,16 +64,24 @@ final class SchedulerGoldenTests: XCTestCase {
 
     func testAllCasesMatchDiffusers() throws {
         let goldens = try Fixtures.load("schedulers.json", as: SchedulerGoldens.self)
-        XCTAssertGreaterThanOrEqual(goldens.cases.count, 90)
+        XCTAssertGreaterThanOrEqual(goldens.cases.count, 400)
         var bitExactFinals = 0
         var worstError: Float = 0
         var worstCoefficientError = 0.0
+        var addNoiseChecks = 0
+        let addNoiseSeed: UInt64 = 321       // ADD_NOISE_SEED in the script
         for golden in goldens.cases {
             let label = "[\(golden.name)]"
             let stored = goldens.config(of: golden)
             let config = try SchedulerConfig(json: stored)
+            let zeroSNR = stored["rescale_betas_zero_snr"].map { if case .bool(true) = $0 { return true } else { return false } } ?? false
             var scheduler: any Scheduler
-            if let kindName = golden.kind {
+            if golden.model == true {
+                let kind = try SchedulerKind(modelConfig: config)
+                XCTAssertEqual(kind.diffusersClassName, golden.class, "\(label) kind from _class_name")
+                scheduler = try makeModelScheduler(config: config, steps: golden.steps)
+                XCTAssertEqual(String(describing: type(of: scheduler)), golden.class, label)
+            } else if let kindName = golden.kind {
                 let kind = try XCTUnwrap(SchedulerKind(rawValue: kindName), label)
                 XCTAssertEqual(kind.diffusersClassName, golden.class, label)
                 scheduler = try makeScheduler(kind, config: config, steps: golden.steps)
@@ -113,6 +122,14 @@ final class SchedulerGoldenTests: XCTestCase {
             }
 
             let count = (golden.shape ?? [1, 4, 4, 4]).reduce(1, *)
+            for record in expected.addNoise ?? [] {
+                var noiseGenerator = TorchGenerator(seed: addNoiseSeed)
+                let noise = noiseGenerator.randn(count: count)
+                let got = scheduler.addNoise(original: Self.deterministicSample(count: count), noise: noise, stepIndex: record.stepIndex)
+                let (error, index) = Self.relativeError(got, Fixtures.floats(hex: record.result))
+                XCTAssertLessThanOrEqual(error, zeroSNR ? zeroSNRSampleRelativeTolerance : sampleRelativeTolerance, "\(label) add_noise at step \(record.stepIndex), x[\(index)]")
+                addNoiseChecks += 1
+            }
             var generator = TorchGenerator(seed: golden.seed ?? 0)
             var sample = Self.deterministicSample(count: count).map { $0 * scheduler.initNoiseSigma }
             var firstDivergence: String? = nil
@@ -129,12 +146,12 @@ final class SchedulerGoldenTests: XCTestCase {
             let want = Fixtures.floats(hex: expected.final)
             XCTAssertEqual(sample.count, want.count, label)
             let (error, index) = Self.relativeError(sample, want)
-            let zeroSNR = stored["rescale_betas_zero_snr"].map { if case .bool(true) = $0 { return true } else { return false } } ?? false
             XCTAssertLessThanOrEqual(error, zeroSNR ? zeroSNRSampleRelativeTolerance : sampleRelativeTolerance,
                                      "\(label) final x[\(index)] = \(sample[index]) vs \(want[index]); first divergence: \(firstDivergence ?? "none")")
             if zip(sample, want).allSatisfy({ $0.bitPattern == $1.bitPattern }) { bitExactFinals += 1 }
             worstError = max(worstError, zeroSNR ? 0 : error)
         }
+        XCTAssertGreaterThanOrEqual(addNoiseChecks, goldens.cases.count, "add_noise goldens")
         print("scheduler goldens: \(bitExactFinals)/\(goldens.cases.count) final samples bit-identical to diffusers, worst relative error \(worstError) (zero-SNR cases excluded); worst LMS coefficient error \(worstCoefficientError)")
     }
 
