@@ -119,6 +119,9 @@ final class SchedulerConfigTests: XCTestCase {
         // leading spacing with steps_offset 1 at 1000 steps would index alphas_cumprod[1000].
         check(.ddim, { _ in }, steps: 1000, mentions: "timestep 1000 outside 0..<1000")
         check(.pndm, { _ in }, steps: 1000, mentions: "timestep 1000 outside 0..<1000")
+        check(.euler, { $0.numTrainTimesteps = 1 << 40 }, steps: 4, mentions: "num_train_timesteps = 1099511627776 is larger than")
+        check(.lcm, { $0.numTrainTimesteps = 1 << 40 }, steps: 4, mentions: "num_train_timesteps = 1099511627776 is larger than")
+        check(.ddim, { $0.trainedBetas = [0.1, 0.2, 0.3] }, steps: 2, mentions: "trained_betas has 3 values but num_train_timesteps is 1000")
         XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.algorithmType = "sde-dpmsolver++"; return c }(), steps: 10))
         XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.solverOrder = 4; return c }(), steps: 10))
     }

@@ -9,15 +9,25 @@
 /// betas, alphas and alphas_cumprod as the diffusers constructors build them in float32.
 struct TrainingNoiseSchedule {
     let alphasCumprod: [Float]
+    static let maxTrainTimesteps = 100_000
 
     /// `clampTerminalAlpha`: Euler, Euler a and DPM set alphas_cumprod[-1] = 2^-24 after a
     /// zero-SNR rescale so that the first sigma stays finite; DDIM does not.
     init(config: SchedulerConfig, scheduler: String, clampTerminalAlpha: Bool) throws {
         let n = config.numTrainTimesteps
         guard n >= 2 else { throw SchedulerError.invalidSchedule(scheduler: scheduler, reason: "num_train_timesteps must be at least 2") }
+        // The tables are allocated with n entries: refuse sizes no model uses (SD: 1000).
+        guard n <= Self.maxTrainTimesteps else {
+            throw SchedulerError.invalidSchedule(scheduler: scheduler, reason: "num_train_timesteps = \(n) is larger than the supported \(Self.maxTrainTimesteps)")
+        }
         var betas: [Float]
         if let trained = config.trainedBetas {
             guard trained.count >= 2 else { throw SchedulerError.invalidSchedule(scheduler: scheduler, reason: "trained_betas needs at least 2 values") }
+            // Timesteps are indices into this table: a table of another length than
+            // num_train_timesteps would be indexed out of range (diffusers fails the same way).
+            guard trained.count == n else {
+                throw SchedulerError.invalidSchedule(scheduler: scheduler, reason: "trained_betas has \(trained.count) values but num_train_timesteps is \(n)")
+            }
             betas = trained.map { Float($0) }
         } else {
             switch config.betaSchedule {
