@@ -252,7 +252,7 @@ def make_cases():
     for kind in sweep_kinds:
         for prediction in ["epsilon", "v_prediction"]:
             for spacing in ["leading", "linspace", "trailing"]:
-                for steps in [1, 2, 4, 5]:
+                for steps in [1, 2, 3, 4, 5]:
                     add(f"{kind} {prediction} {spacing} {steps}", kind, steps, seed=11 + steps,
                         config={"prediction_type": prediction, "timestep_spacing": spacing})
     # Zero terminal SNR (PNDM and LMS have no such option: diffusers ignores the key).
