@@ -1,19 +1,24 @@
 import Foundation
+import SDConverter
 import SDFormat
 import SDPipeline
 import SDSchedulers
 import XCTest
 
 /// The whole pipeline with the schedulers whose goldens come from
-/// tools/make_scheduler_pipeline_goldens.py (LCM on the tiny SD 1.x model's stored config, as
-/// with the LCM-LoRA), against diffusers' StableDiffusionPipeline; same bounds as
-/// PipelineGoldenTests.
+/// tools/make_scheduler_pipeline_goldens.py, against diffusers' StableDiffusionPipeline; same
+/// bounds as PipelineGoldenTests. LCM on the tiny SD 1.x model's stored config (as with the
+/// LCM-LoRA), and "model" cases: the tiny model with another stored scheduler config
+/// (Turbo-like trailing Euler at guidance 0, v-prediction, zero terminal SNR, an LCM model),
+/// run with the scheduler the model names.
 final class SchedulerPipelineGoldenTests: XCTestCase {
     struct Case {
         let name: String
         let request: GenerationRequest
         let folder: String
         let timesteps: [Float]
+        /// The case's scheduler_config.json when the model carries its own scheduler.
+        let storedConfig: String?
     }
 
     static func cases() throws -> [Case] {
@@ -27,18 +32,47 @@ final class SchedulerPipelineGoldenTests: XCTestCase {
             r.width = c["width"]!.int!
             r.height = c["height"]!.int!
             r.imagesPerPrompt = c["num_images_per_prompt"]!.int!
-            r.scheduler = SchedulerKind(rawValue: c["scheduler"]!.string!)!
+            if let kind = c["scheduler"]?.string { r.scheduler = SchedulerKind(rawValue: kind)! }
             XCTAssertEqual(c["model"]?.string, "tiny-sd-a")
-            return Case(name: c["name"]!.string!, request: r, folder: folder + c["folder"]!.string!,
-                        timesteps: c["timesteps"]!.array!.map { Float($0.double!) })
+            let caseFolder = folder + c["folder"]!.string!
+            let hasStored = c["stored_scheduler_config"]?.object != nil
+            return Case(name: c["name"]!.string!, request: r, folder: caseFolder,
+                        timesteps: c["timesteps"]!.array!.map { Float($0.double!) },
+                        storedConfig: hasStored ? caseFolder + "/scheduler_config.json" : nil)
         }
     }
 
-    func testLCMPipelineMatchesDiffusers() throws {
+    /// The tiny model converted with `schedulerConfig` as its scheduler/scheduler_config.json.
+    static func modelVariant(_ name: String, schedulerConfig: String) throws -> String {
+        let scratch = PipelineGoldenTests.scratch + "/scheduler-variants"
+        let folder = scratch + "/" + name
+        let output = folder + ".pdm"
+        if FileManager.default.fileExists(atPath: output) { return output }
+        try? FileManager.default.removeItem(atPath: folder)
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: PipelineGoldenTests.fixtures + "/tiny-sd-a", toPath: folder)
+        let target = folder + "/scheduler/scheduler_config.json"
+        try FileManager.default.removeItem(atPath: target)
+        try FileManager.default.copyItem(atPath: schedulerConfig, toPath: target)
+        _ = try Converter.convert(input: folder, output: output, options: ConversionOptions(weights: .fp32))
+        try FileManager.default.removeItem(atPath: folder)
+        return output
+    }
+
+    func testPipelineWithTheseSchedulersMatchesDiffusers() throws {
         let cases = try Self.cases()
-        XCTAssertGreaterThanOrEqual(cases.count, 5)
-        let pipeline = try StableDiffusionPipeline(modelPath: PipelineGoldenTests.modelFile("tiny-sd-a", .fp32), threads: 2)
-        for c in cases {
+        XCTAssertGreaterThanOrEqual(cases.count, 14)
+        XCTAssertGreaterThanOrEqual(cases.filter { $0.storedConfig != nil }.count, 9)
+        let shared = try StableDiffusionPipeline(modelPath: PipelineGoldenTests.modelFile("tiny-sd-a", .fp32), threads: 2)
+        for var c in cases {
+            var pipeline = shared
+            if let stored = c.storedConfig {
+                pipeline = try StableDiffusionPipeline(modelPath: Self.modelVariant(c.name, schedulerConfig: stored), threads: 2)
+                // The model's own scheduler, as a pipeline picks it when the user names none.
+                var request = c.request
+                request.scheduler = try SchedulerKind(modelConfig: pipeline.schedulerConfig)
+                c = Case(name: c.name, request: request, folder: c.folder, timesteps: c.timesteps, storedConfig: stored)
+            }
             let scheduler = try makeScheduler(c.request.scheduler, config: pipeline.schedulerConfig, steps: c.request.steps)
             XCTAssertEqual(scheduler.timesteps, c.timesteps, "\(c.name): timesteps")
             let result = try pipeline.generate(c.request)
