@@ -24,10 +24,14 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "pocketsd", targets: ["pocketsd"]),
+        // Everything a program needs to run or build its own pipeline, in one import.
+        .library(name: "PocketDiffusion", targets: ["PocketDiffusion"]),
         .library(name: "SDPipeline", targets: ["SDPipeline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `swift package generate-documentation` (the DocC catalog in Sources/PocketDiffusion).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
         // C intrinsics Swift cannot reach (bf16 dot products), chosen at run time.
@@ -42,6 +46,9 @@ let package = Package(
         .target(name: "SDPipeline",
                 dependencies: ["SDKernels", "SDFormat", "SDModels", "SDSchedulers", "SDTokenizer", "CPNG"],
                 swiftSettings: kernelFlags),
+        .target(name: "PocketDiffusion",
+                dependencies: ["SDConverter", "SDFormat", "SDKernels", "SDModels", "SDPipeline", "SDSchedulers", "SDTokenizer"]),
+        .executableTarget(name: "CustomPipeline", dependencies: ["PocketDiffusion"], path: "Examples/CustomPipeline"),
         .executableTarget(name: "pocketsd",
                           dependencies: ["SDPipeline", "SDConverter",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -51,7 +58,7 @@ let package = Package(
         .testTarget(name: "SDSchedulersTests", dependencies: ["SDSchedulers"]),
         .testTarget(name: "SDModelsTests", dependencies: ["SDModels", "SDConverter"]),
         .testTarget(name: "SDPipelineTests", dependencies: ["SDPipeline", "SDConverter"]),
-        .testTarget(name: "CLITests", dependencies: ["pocketsd"]),
+        .testTarget(name: "CLITests", dependencies: ["pocketsd", "CustomPipeline"]),
     ],
     swiftLanguageModes: [.v5]
 )

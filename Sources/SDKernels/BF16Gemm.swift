@@ -11,9 +11,6 @@ extension Kernels {
         /// bf16 dot products.
         case bf16
     }
-
-    /// The precision `linear` and `conv2d` use; the pipeline sets it from `--precision`.
-    nonisolated(unsafe) public static var precision: Precision = .f32
 }
 
 /// GEMM with bfloat16 operands and f32 accumulation: the `Kernels.Precision.bf16` path of

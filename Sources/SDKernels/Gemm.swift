@@ -297,7 +297,7 @@ enum Gemm {
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
                        blocking: Blocking? = nil) {
-        if Kernels.precision == .bf16 {
+        if pool.precision == .bf16 {
             BF16Gemm.linear(weight, input: x, columns: p, bias: bias, residual: residual, output: y, pool: pool,
                             blocking: blocking ?? BF16Gemm.blocking)
             return

@@ -25,9 +25,9 @@ extension StableDiffusionPipeline {
         }
     }
 
-    /// Sets the precision every following run uses (the kernels read it process-wide).
+    /// Sets the precision this pipeline's following runs use.
     public func usePrecision(_ choice: PrecisionChoice) {
-        Kernels.precision = precision(for: choice)
+        precision = precision(for: choice)
     }
 
     /// The type most UNet weight matrices are stored in: what the kernels run on.

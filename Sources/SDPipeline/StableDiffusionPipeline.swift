@@ -26,22 +26,21 @@ public final class StableDiffusionPipeline {
     /// How runs spend memory (weight residency, UNet batch, chunking, VAE tiles); may be
     /// changed between runs.
     public var memoryPlan: MemoryPlan
+    /// Operand precision of the matrix products (`usePrecision` picks it from a
+    /// `PrecisionChoice`); f32, the exact mode, unless set. Every pool the pipeline runs
+    /// its models on carries it.
+    public var precision: Kernels.Precision = .f32 {
+        didSet { pool.precision = precision }
+    }
 
     public init(modelPath: String, threads: Int, memory: MemoryPolicy = .auto) throws {
         file = try ModelFileReader(path: modelPath)
         memoryPlan = MemoryPlan.resolve(memory, modelFileBytes: file.file.byteCount)
-        let path = file.sourceName
-        tokenizer = try Self.tokenizer(of: file)
-        do {
-            textConfig = try CLIPTextConfig(json: file.config("text_encoder"))
-            unetConfig = try UNet2DConditionConfig(json: file.config("unet"))
-            vaeConfig = try AutoencoderKLConfig(json: file.config("vae"))
-            schedulerConfig = try SchedulerConfig(diffusersConfig: Self.schedulerValues(file.config("scheduler")))
-        } catch let error as FormatError {
-            throw error
-        } catch {
-            throw FormatError(path, "\(error)")
-        }
+        tokenizer = try file.clipTokenizer()
+        textConfig = try file.textEncoderConfig()
+        unetConfig = try file.unetConfig()
+        vaeConfig = try file.vaeConfig()
+        schedulerConfig = try file.schedulerConfig()
         pool = ThreadPool(threads: threads)
         vaeScaleFactor = 1 << (vaeConfig.blockOutChannels.count - 1)
         // Header, metadata and tensor table have been parsed into the heap: drop their pages.
@@ -168,7 +167,7 @@ public final class StableDiffusionPipeline {
             let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
             let texts = (request.usesGuidance ? negatives : []) + request.prompts
             for text in texts { ids += tokenizer.tokenize(text) }
-            let textPool = ThreadPool(threads: pool.threads)
+            let textPool = ThreadPool(threads: pool.threads, precision: precision)
             let encode = { try textModel.encode(ids: ids, batch: texts.count, pool: textPool) }
             let arena = try activationArena { _ = try encode() }
             let hidden = try run(in: arena, encode)
@@ -201,7 +200,7 @@ public final class StableDiffusionPipeline {
             let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"),
                                                 memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
             release("unet")
-            let unetPool = ThreadPool(threads: pool.threads)
+            let unetPool = ThreadPool(threads: pool.threads, precision: precision)
             let unetBatch = request.usesGuidance ? 2 * count : count
             // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
             func predict(_ batchInput: [Float], _ t: Float) -> [Float] {
@@ -248,7 +247,7 @@ public final class StableDiffusionPipeline {
         release("vae")
         let scale = Float(vaeConfig.scalingFactor)
         let scaled = latents.map { $0 / scale }
-        let vaePool = ThreadPool(threads: pool.threads)
+        let vaePool = ThreadPool(threads: pool.threads, precision: precision)
         var images: [RGBImage] = []
         let plane = latentChannels * h * w
         let tiling = memoryPlan.vaeTiling

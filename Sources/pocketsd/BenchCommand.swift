@@ -85,7 +85,7 @@ struct BenchCommand: ParsableCommand {
         if json {
             Terminal.printJSON(.object([
                 ("model", .string(model)), ("weights", .string(weights)), ("kernel_weight_type", .string("\(type)")),
-                ("precision", .string(Kernels.precision.rawValue)),
+                ("precision", .string(pipeline.precision.rawValue)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
                 ("threads", .number(Double(pool.threads))), ("load_average", .array(load.map { .number($0) })),
                 ("open_seconds", .number(openSeconds)), ("fma_peak_gflops", .number(peak)),
@@ -110,7 +110,7 @@ struct BenchCommand: ParsableCommand {
             ]))
             return
         }
-        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(Kernels.precision.rawValue)), \(width)×\(height) (latent \(w)×\(h)), "
+        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(pipeline.precision.rawValue)), \(width)×\(height) (latent \(w)×\(h)), "
               + "\(pool.threads) threads, load average \(load.map { format($0, 2) }.joined(separator: " ")) at start")
         if !skipKernels {
             print("\nFMA peak: \(format(peak, 1)) GFLOP/s (\(pool.threads) threads). Kernels: median of \(repeats) after one warm-up.\n")

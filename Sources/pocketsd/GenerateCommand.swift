@@ -215,7 +215,7 @@ struct GenerateCommand: ParsableCommand {
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
                 ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)), ("seed_mode", .string(seedMode)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
-                ("precision", .string(Kernels.precision.rawValue)),
+                ("precision", .string(pipeline.precision.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
@@ -229,7 +229,7 @@ struct GenerateCommand: ParsableCommand {
         if stats {
             let tiles = result.memoryPlan.vaeTiling.map { "\($0.tileSize) px tiles" } ?? "one piece"
             print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: "
-                  + "\(Kernels.precision.rawValue); VAE decode: \(tiles)")
+                  + "\(pipeline.precision.rawValue); VAE decode: \(tiles)")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
                   + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
             func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {

@@ -17,7 +17,7 @@ final class BF16GemmTests: XCTestCase {
     }
 
     override func tearDown() {
-        Kernels.precision = .f32
+        for pool in testPools { pool.precision = .f32 }
         BF16Gemm.implementation = BF16Gemm.nativeAvailable ? .native : .portable
     }
 
@@ -66,9 +66,9 @@ final class BF16GemmTests: XCTestCase {
 
     /// Runs `body` with bf16 precision and the given implementation.
     func withBF16<R>(_ implementation: BF16Gemm.Implementation, _ body: () -> R) -> R {
-        Kernels.precision = .bf16
+        for pool in testPools { pool.precision = .bf16 }
         BF16Gemm.implementation = implementation
-        defer { Kernels.precision = .f32 }
+        defer { for pool in testPools { pool.precision = .f32 } }
         return body()
     }
 
