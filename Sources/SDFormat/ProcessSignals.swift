@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// What the process does on the signals a run can meet, and the temporary files it must not
 /// leave behind:
@@ -39,6 +40,7 @@ public enum ProcessSignals {
         installed = true
         _ = slots  // allocate the table before any signal can arrive
         _ = busMessage
+        _ = handling.load(ordering: .relaxed)
         var action = sigaction()
         action.__sigaction_handler.sa_handler = interruptHandler
         sigemptyset(&action.sa_mask)
@@ -47,8 +49,6 @@ public enum ProcessSignals {
         var bus = sigaction()
         bus.__sigaction_handler.sa_handler = busHandler
         sigemptyset(&bus.sa_mask)
-        // A second fault inside the handler takes the default action instead of looping.
-        bus.sa_flags = Int32(SA_RESETHAND)
         sigaction(SIGBUS, &bus, nil)
         signal(SIGXFSZ, SIG_IGN)
     }
@@ -85,16 +85,27 @@ public enum ProcessSignals {
         return (0..<capacity).compactMap { slots[$0].map { String(cString: $0) } }
     }
 
+    /// Set by the first handler to run. Worker threads that read the same truncated pages
+    /// fault at once, each running the handler: only the first cleans up, prints and exits;
+    /// the others wait for its `_exit` (which ends them too).
+    static let handling = Atomic<Bool>(false)
+
+    static func claimOrWait() {
+        if handling.exchange(true, ordering: .acquiringAndReleasing) { while true { pause() } }
+    }
+
     static func removeRegistered() {
         for i in 0..<capacity { if let p = slots[i] { unlink(p) } }
     }
 
     static let interruptHandler: @convention(c) (Int32) -> Void = { sig in
+        ProcessSignals.claimOrWait()
         ProcessSignals.removeRegistered()
         _exit(128 + sig)
     }
 
     static let busHandler: @convention(c) (Int32) -> Void = { _ in
+        ProcessSignals.claimOrWait()
         ProcessSignals.removeRegistered()
         ProcessSignals.busMessage.withUnsafeBufferPointer { m in _ = write(2, m.baseAddress, m.count - 1) }
         _exit(1)

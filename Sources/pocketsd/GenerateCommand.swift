@@ -248,7 +248,8 @@ struct GenerateCommand: ParsableCommand {
                 if name == "denoising" { for (n, s, m, a) in stepRows { line("  " + n, s, m, a) } }
             }
             print(pad("total", 14) + pad(format(total, 2), 10, right: true))
-            print("(peak RSS: VmHWM during the phase; anon/file: how the resident set split at its sampled peak;")
+            print("(peak RSS: the phase's peak: VmHWM if the phase raised it, else the sampled maximum; anon/file: how the")
+            print(" resident set split at its sampled peak;")
             print(" arena: the phase's planned activation arena; peak live: the most activation bytes live at once)")
         }
     }

@@ -8,6 +8,8 @@ final class ReliabilityCLITests: XCTestCase {
     static let scratch = NSTemporaryDirectory() + "pocketsd-reliability-tests-\(getpid())"
     static var model: String { scratch + "/tiny.pdm" }
     static var checkpoint: String { CLITests.fixtures + "/tiny-sd-a.safetensors" }
+    /// A convertible input (the single-file checkpoint needs --config for this tiny model).
+    static var diffusersFolder: String { CLITests.fixtures + "/tiny-sd-a" }
 
     override class func setUp() {
         try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
@@ -88,7 +90,7 @@ final class ReliabilityCLITests: XCTestCase {
         try assertRefusedQuickly(generate(dir + "/same.png", ["--save-latents", dir + "/./same.png"]), "names the same file as the output")
         // Several images: out-1.png is one of the image names.
         try assertRefusedQuickly(generate(dir + "/out.png", ["--images", "2", "--save-latents", dir + "/out-1.png"]),
-                                 "names the same file")
+                                 "the run would write this file twice")
         XCTAssertEqual(files(in: dir), [])
     }
 
@@ -146,11 +148,11 @@ final class ReliabilityCLITests: XCTestCase {
 
     func testDiskFullWhileConverting() throws {
         let dir = try folder()
-        let r = try runWithTmpfs(dir, kilobytes: 256, ["convert", Self.checkpoint, "-o", dir + "/m.pdm", "--weights", "fp32"])
+        let r = try runWithTmpfs(dir, kilobytes: 256, ["convert", Self.diffusersFolder, "-o", dir + "/m.pdm", "--weights", "fp32"])
         assertOneLineFailure(r, "No space left on device")
         XCTAssertEqual(files(in: dir), [], "nothing left (the tmpfs is gone with its namespace; this is the folder beneath)")
         // File size limit: EFBIG instead of SIGXFSZ killing the process; the temporary file is removed.
-        let limited = try runWithFileSizeLimit(kilobytes: 256, ["convert", Self.checkpoint, "-o", dir + "/m.pdm", "--weights", "fp32"])
+        let limited = try runWithFileSizeLimit(kilobytes: 256, ["convert", Self.diffusersFolder, "-o", dir + "/m.pdm", "--weights", "fp32"])
         assertOneLineFailure(limited, "File too large")
         XCTAssertEqual(files(in: dir), [])
     }
@@ -175,7 +177,7 @@ final class ReliabilityCLITests: XCTestCase {
         let dir = try folder()
         let r = try runWithTmpfs(dir, kilobytes: 64, readOnly: true, generate(dir + "/x.png"))
         assertOneLineFailure(r, "is not writable")
-        let c = try runWithTmpfs(dir, kilobytes: 64, readOnly: true, ["convert", Self.checkpoint, "-o", dir + "/m.pdm"])
+        let c = try runWithTmpfs(dir, kilobytes: 64, readOnly: true, ["convert", Self.diffusersFolder, "-o", dir + "/m.pdm"])
         assertOneLineFailure(c, "is not writable")
     }
 
@@ -215,7 +217,7 @@ final class ReliabilityCLITests: XCTestCase {
         let dir = try folder()
         for (signal, status) in [(SIGINT, Int32(130)), (SIGTERM, Int32(143))] {
             // As soon as the temporary file exists (while tensors are being written).
-            let r = try runInterrupted(["convert", Self.checkpoint, "-o", dir + "/m.pdm", "--weights", "int8"],
+            let r = try runInterrupted(["convert", Self.diffusersFolder, "-o", dir + "/m.pdm", "--weights", "int8"],
                                        when: { _ in self.files(in: dir).contains { $0.contains(".partial") } }) {
                 kill($0.processIdentifier, signal)
             }

@@ -41,7 +41,7 @@ final class OutputFilesTests: XCTestCase {
         let dir = TestFiles.scratch(self)
         let input = dir + "/in.bin"
         TestFiles.write([0], to: input)
-        func refused(_ outputs: [String], _ inputs: [String] = [input], _ fragment: String, line: UInt = #line) {
+        func refused(_ outputs: [String], _ fragment: String, inputs: [String] = [input], line: UInt = #line) {
             XCTAssertThrowsError(try OutputFiles(outputs: outputs, inputs: inputs), line: line) { error in
                 XCTAssertTrue("\(error)".contains(fragment), "'\(error)' lacks '\(fragment)'", line: line)
             }
@@ -60,7 +60,7 @@ final class OutputFilesTests: XCTestCase {
         refused(["/proc/x.png"], "not writable")
         // A new file inside an input folder is allowed, replacing one is not.
         XCTAssertNoThrow(try OutputFiles(outputs: [dir + "/new"], inputs: [dir]))
-        refused([input], [dir], "inside the input folder")
+        refused([input], "inside the input folder", inputs: [dir])
         XCTAssertEqual(TestFiles.contents(of: dir).filter { $0.contains("partial") }, [], "probe files removed")
     }
 }
