@@ -6,7 +6,8 @@
 # parser sources it exercises (their `import` lines of sibling modules dropped), so a
 # target builds in about a minute without the kernels. New inputs the fuzzer finds go to
 # .build-fuzz/corpus/TARGET (seeds: Tests/Fuzz/corpus/TARGET, committed); a crash, a
-# timeout or an allocation over 256 MB stops the run and leaves the input in
+# timeout or an allocation over 256 MB stops the run (Swift traps too: the runtime's own
+# backtracer is turned off so libFuzzer sees the signal) and leaves the input in
 # .build-fuzz/artifacts/TARGET. Exit status: 0 when the run ended without a finding,
 # 1 on a finding or a failed build, 2 for a usage error.
 set -euo pipefail
@@ -25,12 +26,12 @@ format="Sources/SDFormat/AtomicFile.swift Sources/SDFormat/Checksum.swift Source
         Sources/SDFormat/ModelFileReader.swift Sources/SDFormat/Safetensors.swift Sources/SDFormat/TensorView.swift
         Sources/SDKernels/WeightMatrix.swift"
 case "$target" in
-  safetensors) main=FuzzSafetensors; sources="$format" ;;
-  pdm) main=FuzzModelFile; sources="$format" ;;
+  safetensors) main=FuzzSafetensors; sources="$format Tests/Fuzz/FuzzSupport.swift" ;;
+  pdm) main=FuzzModelFile; sources="$format Tests/Fuzz/FuzzSupport.swift" ;;
   config) main=FuzzConfig
-          sources="$format $(ls Sources/SDModels/Configs/*.swift Sources/SDSchedulers/*.swift Sources/SDSchedulers/*/*.swift Sources/SDSchedulers/*/*/*.swift 2>/dev/null)
+          sources="$format $(find Sources/SDModels/Configs Sources/SDSchedulers -name '*.swift' | sort)
                    Sources/SDModels/Support/ModelError.swift Sources/SDPipeline/SchedulerConfigValues.swift" ;;
-  tokenizer) main=FuzzTokenizer; sources="$(ls Sources/SDTokenizer/*.swift)" ;;
+  tokenizer) main=FuzzTokenizer; sources="$(find Sources/SDTokenizer -name '*.swift' | sort)" ;;
   *) usage ;;
 esac
 
@@ -39,7 +40,7 @@ build=$root/build/$target
 mkdir -p "$build/src" "$root/corpus/$target" "$root/artifacts/$target"
 # One module: the sibling-module imports name code that is compiled in alongside.
 rm -f "$build"/src/*.swift
-for f in $sources Tests/Fuzz/FuzzSupport.swift Tests/Fuzz/$main.swift; do
+for f in $sources Tests/Fuzz/$main.swift; do
   sed -E '/^import (SDFormat|SDKernels|SDSchedulers|SDTokenizer|SDModels)$/d' "$f" > "$build/src/$(echo "$f" | tr / _)"
 done
 binary=$build/fuzz-$target
@@ -54,7 +55,7 @@ fi
 log=$build/last-run.log
 start=$(date +%s)
 set +e
-"$binary" -max_total_time="$seconds" -rss_limit_mb=256 -malloc_limit_mb=256 -timeout=10 -print_final_stats=1 \
+SWIFT_BACKTRACE=enable=no "$binary" -max_total_time="$seconds" -rss_limit_mb=256 -malloc_limit_mb=256 -timeout=10 -print_final_stats=1 \
   -artifact_prefix="$root/artifacts/$target/" "$root/corpus/$target" "Tests/Fuzz/corpus/$target" > "$log" 2>&1
 status=$?
 set -e
