@@ -61,20 +61,7 @@ public final class StableDiffusionPipeline {
         }
     }
 
-    static func schedulerValues(_ json: JSON) -> [String: SchedulerConfig.Value] {
-        var values: [String: SchedulerConfig.Value] = [:]
-        for (key, value) in json.object ?? [] {
-            switch value {
-            case .null: values[key] = .null
-            case .bool(let b): values[key] = .bool(b)
-            case .number(let n): values[key] = n == n.rounded() && abs(n) < 1e15 ? .int(Int(n)) : .double(n)
-            case .string(let s): values[key] = .string(s)
-            case .array(let items): values[key] = .doubles(items.compactMap(\.double))
-            case .object: break
-            }
-        }
-        return values
-    }
+    static func schedulerValues(_ json: JSON) -> [String: SchedulerConfig.Value] { schedulerConfigValues(json) }
 
     /// Where the run is, for progress lines and cancellation.
     public struct Progress: Sendable {
@@ -281,34 +268,20 @@ public final class StableDiffusionPipeline {
     }
 }
 
-/// Times phases and records each one's peak memory (VmHWM, reset per phase) and how the
-/// resident set split into anonymous and file pages at its sampled peak. `stop()` ends
-/// the sampling thread.
+/// Times phases and records each one's peak memory (`PhasePeaks`: the process's own peak
+/// is never reset) and how the resident set split into anonymous and file pages at its
+/// sampled peak. `stop()` ends the sampling thread.
 struct PhaseClock {
     var start = monotonicSeconds()
-    let sampler = MemorySampler()
-
-    init() {
-        MemoryStats.resetPeak()
-        _ = sampler.take()
-    }
+    let peaks = PhasePeaks()
 
     mutating func lap(_ name: String) -> StableDiffusionPipeline.PhaseReport {
         let t = monotonicSeconds()
-        defer {
-            start = t
-            MemoryStats.resetPeak()
-        }
-        var memory = MemoryStats.current()
-        let split = sampler.take()
-        if split.anonymous + split.file > 0 {
-            memory.residentAnonymous = split.anonymous
-            memory.residentFile = split.file
-        }
-        return .init(name: name, seconds: t - start, memory: memory)
+        defer { start = t }
+        return .init(name: name, seconds: t - start, memory: peaks.take())
     }
 
-    func stop() { sampler.stop() }
+    func stop() { peaks.stop() }
 }
 
 public func monotonicSeconds() -> Double {

@@ -191,12 +191,15 @@ struct BenchCommand: ParsableCommand {
     func measurePhases(_ p: StableDiffusionPipeline, h: Int, w: Int) throws -> ([PhaseRow], TilingDifference?) {
         let pool = p.pool
         var rows: [PhaseRow] = []
+        // Each row's own peak, the process's peak left intact (see PhasePeaks).
+        let peaks = PhasePeaks()
+        defer { peaks.stop() }
         func release(_ name: String) {
             if let range = p.file.components.first(where: { $0.name == name })?.range { p.file.file.release(range) }
         }
 
         Terminal.progress("text encoder…")
-        MemoryStats.resetPeak()
+        _ = peaks.take()
         let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
         let ids = p.tokenizer.tokenize("") + p.tokenizer.tokenize("a photograph of an astronaut riding a horse")
         // Each phase runs in its planned activation arena, as `generate` does.
@@ -211,10 +214,10 @@ struct BenchCommand: ParsableCommand {
             textCPU.append(Self.cpuSeconds() - c0)
         }
         rows.append(PhaseRow(name: "text encoder (batch 2)", runs: "3 after warm-up", seconds: textTimes, cpuSeconds: textCPU,
-                             peakResident: MemoryStats.current().peakResident))
+                             peakResident: peaks.take().peakResident))
         release("text_encoder")
 
-        MemoryStats.resetPeak()
+        _ = peaks.take()
         let unet = try UNet2DConditionModel(config: p.unetConfig, weights: p.file.component("unet"))
         let plane = p.unetConfig.inChannels * h * w
         let latents = Self.noise(count: plane)
@@ -237,14 +240,14 @@ struct BenchCommand: ParsableCommand {
             if !guided.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the UNet produced non-finite values") }
         }
         rows.append(PhaseRow(name: "UNet step, guided (batch 2)", runs: steps == 1 ? "1 (cold pages)" : "\(steps), first cold",
-                             seconds: unetTimes, cpuSeconds: unetCPU, peakResident: MemoryStats.current().peakResident))
+                             seconds: unetTimes, cpuSeconds: unetCPU, peakResident: peaks.take().peakResident))
         release("unet")
 
         Terminal.progress("VAE decode…")
-        MemoryStats.resetPeak()
+        _ = peaks.take()
         let vae = try AutoencoderKL(config: p.vaeConfig, weights: p.file.component("vae"))
         func decode(_ tiling: VAETiling?, name: String) throws -> [Float] {
-            MemoryStats.resetPeak()
+            _ = peaks.take()
             let arena = ActivationArena(plan: ActivationArena.plan {
                 _ = vae.decode(latents: latents, batch: 1, height: h, width: w, tiling: tiling, pool: pool)
             })
@@ -252,7 +255,7 @@ struct BenchCommand: ParsableCommand {
             let t0 = now(), c0 = Self.cpuSeconds()
             let image = arena.run { vae.decode(latents: latents, batch: 1, height: h, width: w, tiling: tiling, pool: pool) }
             rows.append(PhaseRow(name: name, runs: "1", seconds: [now() - t0], cpuSeconds: [Self.cpuSeconds() - c0],
-                                 peakResident: MemoryStats.current().peakResident))
+                                 peakResident: peaks.take().peakResident))
             if !image.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the VAE produced non-finite values") }
             return image
         }

@@ -23,12 +23,16 @@ struct ConvertCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
+        guard !output.isEmpty else { throw ValidationError("-o needs a file name (got an empty one)") }
         guard WeightMode(rawValue: weights) != nil else {
             throw ValidationError("--weights must be one of fp32, fp16, int8 (got \(weights))")
         }
     }
 
     func run() throws {
+        // Before reading anything: the output must be creatable and must not replace the
+        // checkpoint, the config folder or a file inside an input folder.
+        try OutputFiles.check(output, inputs: [input] + (config.map { [$0] } ?? []))
         let start = now()
         let report = try Converter.convert(input: input, output: output,
                                            options: ConversionOptions(weights: WeightMode(rawValue: weights)!, configFolder: config)) { done, total, key in

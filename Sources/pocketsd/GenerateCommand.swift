@@ -73,6 +73,8 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         guard !prompts.isEmpty else { throw ValidationError("give a prompt with -p") }
+        guard !output.isEmpty else { throw ValidationError("-o needs a file name (got an empty one)") }
+        if saveLatents == "" { throw ValidationError("--save-latents needs a file name (got an empty one)") }
         guard negativePrompts.count <= 1 || negativePrompts.count == prompts.count else {
             throw ValidationError("give -n once, or once per -p (\(prompts.count) times)")
         }
@@ -119,16 +121,10 @@ struct GenerateCommand: ParsableCommand {
     }
 
     /// Output files, decided (and their folders checked) before any work is done.
-    func outputPaths(count: Int) throws -> [String] {
-        let paths: [String]
-        if count == 1 || grid != nil {
-            paths = [output]
-        } else {
-            let stem = output.hasSuffix(".png") ? String(output.dropLast(4)) : output
-            paths = (0..<count).map { "\(stem)-\($0).png" }
-        }
-        for p in paths + (saveLatents.map { [$0] } ?? []) { try ModelFileWriter.checkOutputPath(p) }
-        return paths
+    func outputPaths(count: Int) -> [String] {
+        if count == 1 || grid != nil { return [output] }
+        let stem = output.hasSuffix(".png") ? String(output.dropLast(4)) : output
+        return (0..<count).map { "\(stem)-\($0).png" }
     }
 
     func run() throws {
@@ -141,7 +137,9 @@ struct GenerateCommand: ParsableCommand {
         request.imagesPerPrompt = images
         request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
         request.scheduler = SchedulerKind(rawValue: scheduler)!
-        let paths = try outputPaths(count: request.imageCount)
+        let paths = outputPaths(count: request.imageCount)
+        // Every output is checked (and none may replace the model) before the model loads.
+        let outputs = try OutputFiles(outputs: paths + (saveLatents.map { [$0] } ?? []), inputs: [model])
 
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
@@ -177,19 +175,22 @@ struct GenerateCommand: ParsableCommand {
         if let grid, let (r, c) = Self.parseGrid(grid) {
             let image = RGBImage.grid(result.images, rows: r, columns: c)
             try PNGWriter.write(image, to: paths[0],
-                                text: automatic1111GridText(request: request, modelName: modelName, rows: r, columns: c))
+                                text: automatic1111GridText(request: request, modelName: modelName, rows: r, columns: c), in: outputs)
             written.append(.object([("file", .string(paths[0])), ("seed", .number(Double(request.seed))), ("grid", .string(grid)),
                                     ("width", .number(Double(image.width))), ("height", .number(Double(image.height))),
                                     ("cells", .array((0..<result.images.count).map { .object(imageFields($0)) }))]))
         } else {
             for (i, image) in result.images.enumerated() {
-                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(image: i, request: request, modelName: modelName))])
+                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(image: i, request: request, modelName: modelName))],
+                                    in: outputs)
                 written.append(.object([("file", .string(paths[i]))] + imageFields(i)))
             }
         }
         if let saveLatents {
-            try AtomicFile.write(saveLatents, bytes: NPYArray.encode(shape: result.latentShape, floats: result.latents))
+            try outputs.write(saveLatents, bytes: NPYArray.encode(shape: result.latentShape, floats: result.latents))
         }
+        // All images and the latents appear together, or (on any failure above) none does.
+        try outputs.commit()
         let total = now() - start
         let phases = [("load", loadSeconds, loadMemory, nil)] + result.phases.map { ($0.name, $0.seconds, $0.memory, $0.activations) }
         let stepRows = result.steps.map { ($0.name, $0.seconds, $0.memory, $0.activations) }
@@ -247,7 +248,8 @@ struct GenerateCommand: ParsableCommand {
                 if name == "denoising" { for (n, s, m, a) in stepRows { line("  " + n, s, m, a) } }
             }
             print(pad("total", 14) + pad(format(total, 2), 10, right: true))
-            print("(peak RSS: VmHWM during the phase; anon/file: how the resident set split at its sampled peak;")
+            print("(peak RSS: the phase's peak: VmHWM if the phase raised it, else the sampled maximum; anon/file: how the")
+            print(" resident set split at its sampled peak;")
             print(" arena: the phase's planned activation arena; peak live: the most activation bytes live at once)")
         }
     }
