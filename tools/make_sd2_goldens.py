@@ -23,7 +23,7 @@ Writes under Tests/Fixtures/:
 The SD 2.x-like model: CLIPTextModel with gelu and 2 layers (the OpenCLIP file has 3 blocks), a
 tokenizer padding with "!" (id 0, as stabilityai/stable-diffusion-2-1's), a UNet with
 per-block attention_head_dim, linear proj_in/proj_out, upcast_attention, sample_size 8 (so
-the default image is 64 px), and SD 2.1's DDIMScheduler config with v_prediction.
+the default image is 16 px: 8 × the tiny VAE's scale 2), and SD 2.1's DDIMScheduler config with v_prediction.
 
 Cases (diffusers StableDiffusionPipeline; latents from output_type="latent", image from
 output_type="np" as (image*255).round().astype(uint8)):
