@@ -11,9 +11,14 @@ public struct ConversionOptions: Sendable {
     public var weights: WeightMode
     /// A diffusers folder whose configs replace the inferred ones (single-file inputs).
     public var configFolder: String?
-    public init(weights: WeightMode = .int8, configFolder: String? = nil) {
+    /// Overrides the stored scheduler's prediction_type ("epsilon" or "v_prediction"); a
+    /// single-file SD 2.x checkpoint is otherwise taken as v_prediction, as diffusers does.
+    public var predictionType: String?
+    public static let predictionTypes = ["epsilon", "v_prediction"]
+    public init(weights: WeightMode = .int8, configFolder: String? = nil, predictionType: String? = nil) {
         self.weights = weights
         self.configFolder = configFolder
+        self.predictionType = predictionType
     }
 }
 
@@ -48,13 +53,17 @@ public enum Converter {
     public static func convert(input: String, output: String, options: ConversionOptions,
                                progress: ((_ done: Int, _ total: Int, _ key: String) -> Void)? = nil) throws -> ConversionReport {
         guard FileSystem.exists(input) else { throw FormatError(input, "no such file or folder") }
+        if let p = options.predictionType, !ConversionOptions.predictionTypes.contains(p) {
+            throw FormatError(input, "prediction type must be \(ConversionOptions.predictionTypes.joined(separator: " or ")) (got \(p))")
+        }
         var source: SourceModel
         if FileSystem.isDirectory(input) {
             if options.configFolder != nil { throw FormatError(input, "--config applies to single-file checkpoints only") }
             source = try DiffusersFolder.read(input)
         } else {
-            source = try SingleFileCheckpoint.read(input, configFolder: options.configFolder)
+            source = try SingleFileCheckpoint.read(input, configFolder: options.configFolder, predictionType: options.predictionType)
         }
+        if let p = options.predictionType { source.schedulerConfig = source.schedulerConfig.setting("prediction_type", .string(p)) }
         try ModelCheck.validate(&source)
 
         var planned: [ModelFileWriter.PlannedTensor] = []

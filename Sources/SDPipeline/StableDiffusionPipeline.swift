@@ -135,7 +135,8 @@ public final class StableDiffusionPipeline {
         func report(_ p: Progress) throws {
             if let progress, !progress(p) { throw PipelineError.cancelled }
         }
-        let scheduler0 = try makeScheduler(request.scheduler, config: schedulerConfig, steps: request.steps)
+        let scheduler0 = try makeScheduler(for: request)
+        let guiding = usesGuidance(request)
         let count = request.imageCount
         let h = request.height / vaeScaleFactor, w = request.width / vaeScaleFactor
         let latentChannels = unetConfig.inChannels
@@ -152,7 +153,7 @@ public final class StableDiffusionPipeline {
             release("text_encoder")  // binding read the biases and norms: drop those pages again
             var ids: [Int32] = []
             let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
-            let texts = (request.usesGuidance ? negatives : []) + request.prompts
+            let texts = (guiding ? negatives : []) + request.prompts
             for text in texts { ids += tokenizer.tokenize(text) }
             let textPool = ThreadPool(threads: pool.threads, precision: precision)
             let encode = { try textModel.encode(ids: ids, batch: texts.count, pool: textPool) }
@@ -188,11 +189,12 @@ public final class StableDiffusionPipeline {
                                                 memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
             release("unet")
             let unetPool = ThreadPool(threads: pool.threads, precision: precision)
-            let unetBatch = request.usesGuidance ? 2 * count : count
+            let unetBatch = guiding ? 2 * count : count
+            let condition = timestepCondition(for: request)
             // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
             func predict(_ batchInput: [Float], _ t: Float) -> [Float] {
                 unet.predictNoise(sample: batchInput, batch: unetBatch, height: h, width: w, timestep: t,
-                                  context: context, contextTokens: tokens, pool: unetPool)
+                                  context: context, contextTokens: tokens, timestepCondition: condition, pool: unetPool)
             }
             // Every step makes the same tensors: plan one, run all of them in its arena.
             let arena = activationArena(idlePageEvents: memoryPlan.unetIdlePageEvents) {
@@ -204,13 +206,16 @@ public final class StableDiffusionPipeline {
             }
             for (i, t) in scheduler.timesteps.enumerated() {
                 let input = scheduler.scaleModelInput(latents, stepIndex: i)
-                let prediction = run(in: arena) { predict(request.usesGuidance ? input + input : input, t) }
+                let prediction = run(in: arena) { predict(guiding ? input + input : input, t) }
                 var noise: [Float]
-                if request.usesGuidance {
+                if guiding {
                     let n = latents.count
                     noise = [Float](repeating: 0, count: n)
                     prediction.withUnsafeBufferPointer { p in
                         for j in 0..<n { noise[j] = p[j] + guidance * (p[n + j] - p[j]) }
+                    }
+                    if request.guidanceRescale > 0 {
+                        Self.rescaleGuidance(&noise, text: prediction[n...], images: count, fraction: request.guidanceRescale)
                     }
                 } else {
                     noise = prediction
@@ -258,6 +263,69 @@ public final class StableDiffusionPipeline {
         phases.append(vaePhase)
         return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
                       steps: steps, memoryPlan: memoryPlan)
+    }
+
+    /// The image size diffusers' pipeline uses when none is given: the UNet's `sample_size`
+    /// (64 when the config has none) times the VAE scale (512 for SD 1.x/2.x base, 768 for
+    /// the 768-v models).
+    public var defaultImageSize: (width: Int, height: Int) {
+        let side = (unetConfig.sampleSize ?? 64) * vaeScaleFactor
+        return (side, side)
+    }
+
+    /// The model's scheduler settings with the request's overrides (prediction type).
+    public func schedulerConfig(for request: GenerationRequest) -> SchedulerConfig {
+        var config = schedulerConfig
+        if let type = request.predictionType {
+            config.predictionType = type
+            config.storedKeys.insert("prediction_type")
+        }
+        return config
+    }
+
+    /// The scheduler a run uses: the named kind built from the model's config, or with no
+    /// kind named the model's own class with every stored setting (`makeModelScheduler`).
+    public func makeScheduler(for request: GenerationRequest) throws -> any Scheduler {
+        let config = schedulerConfig(for: request)
+        if let kind = request.scheduler { return try SDSchedulers.makeScheduler(kind, config: config, steps: request.steps) }
+        return try makeModelScheduler(config: config, steps: request.steps)
+    }
+
+    /// The kind a run uses, for metadata: the named one or the model's own.
+    public func schedulerKind(for request: GenerationRequest) throws -> SchedulerKind {
+        try request.scheduler ?? SchedulerKind(modelConfig: schedulerConfig)
+    }
+
+    /// Whether a run batches an unconditional half: guidance above 1, and not for an
+    /// LCM-distilled UNet, which takes the guidance scale as an embedding instead (diffusers:
+    /// `guidance_scale > 1 and unet.config.time_cond_proj_dim is None`).
+    public func usesGuidance(_ request: GenerationRequest) -> Bool {
+        request.usesGuidance && unetConfig.timeCondProjDim == nil
+    }
+
+    /// LCM's guidance embedding of w = guidance − 1 for a UNet with `time_cond_proj_dim`, else nil.
+    func timestepCondition(for request: GenerationRequest) -> [Float]? {
+        unetConfig.timeCondProjDim.map { guidanceScaleEmbedding(request.guidanceScale - 1, dimension: $0) }
+    }
+
+    /// diffusers' `rescale_noise_cfg`: per image, the guided prediction scaled to the text
+    /// prediction's standard deviation (unbiased, as torch's `std`), blended with the guided
+    /// one: fraction · rescaled + (1 − fraction) · guided. Sums in Double.
+    static func rescaleGuidance(_ guided: inout [Float], text: ArraySlice<Float>, images: Int, fraction: Float) {
+        let plane = guided.count / images
+        guard plane > 1 else { return }
+        func std(_ x: ArraySlice<Float>) -> Double {
+            let mean = x.reduce(0.0) { $0 + Double($1) } / Double(x.count)
+            return (x.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(x.count - 1)).squareRoot()
+        }
+        for image in 0..<images {
+            let range = (image * plane)..<((image + 1) * plane)
+            let textPart = text[(text.startIndex + range.lowerBound)..<(text.startIndex + range.upperBound)]
+            let sdText = Float(std(textPart)), sdGuided = Float(std(guided[range]))
+            guard sdGuided > 0 else { continue }
+            let factor = sdText / sdGuided
+            for j in range { guided[j] = fraction * (guided[j] * factor) + (1 - fraction) * guided[j] }
+        }
     }
 
     /// Drops a component's weight pages (they stay in the page cache): after binding (which

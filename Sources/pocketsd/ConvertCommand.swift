@@ -7,7 +7,7 @@ struct ConvertCommand: ParsableCommand {
         commandName: "convert",
         abstract: "Convert a diffusers folder or a single-file .safetensors checkpoint into a .pdm model file.")
 
-    @Argument(help: "A diffusers folder (with model_index.json) or a single-file SD 1.x .safetensors checkpoint.")
+    @Argument(help: "A diffusers folder (with model_index.json) or a single-file SD 1.x or 2.x .safetensors checkpoint (CompVis layout; SD 2.x with its OpenCLIP text encoder).")
     var input: String
 
     @Option(name: .shortAndLong, help: "The model file to write (.pdm).")
@@ -19,6 +19,9 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "For a single-file checkpoint: a diffusers folder whose configs (and tokenizer) to use instead of inferring them.")
     var config: String?
 
+    @Option(help: "The model's prediction type, stored in its scheduler config: epsilon or v_prediction (default: the folder's scheduler config; v_prediction for single-file SD 2.x checkpoints, as diffusers; use epsilon for the 512-px 2.x base models).")
+    var predictionType: String?
+
     @Flag(help: "Print the report as JSON on stdout.")
     var json = false
 
@@ -26,6 +29,9 @@ struct ConvertCommand: ParsableCommand {
         guard !output.isEmpty else { throw ValidationError("-o needs a file name (got an empty one)") }
         guard WeightMode(rawValue: weights) != nil else {
             throw ValidationError("--weights must be one of fp32, fp16, int8 (got \(weights))")
+        }
+        if let predictionType, !ConversionOptions.predictionTypes.contains(predictionType) {
+            throw ValidationError("--prediction-type must be \(ConversionOptions.predictionTypes.joined(separator: " or ")) (got \(predictionType))")
         }
     }
 
@@ -35,7 +41,8 @@ struct ConvertCommand: ParsableCommand {
         try OutputFiles.check(output, inputs: [input] + (config.map { [$0] } ?? []))
         let start = now()
         let report = try Converter.convert(input: input, output: output,
-                                           options: ConversionOptions(weights: WeightMode(rawValue: weights)!, configFolder: config)) { done, total, key in
+                                           options: ConversionOptions(weights: WeightMode(rawValue: weights)!, configFolder: config,
+                                                                              predictionType: predictionType)) { done, total, key in
             if done < total { Terminal.progress("[\(done + 1)/\(total)] \(key)") } else { Terminal.progress("", final: false) }
         }
         let seconds = now() - start

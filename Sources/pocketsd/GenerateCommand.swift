@@ -29,14 +29,20 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed (torch.manual_seed compatible); random when omitted.")
     var seed: UInt64?
 
-    @Option(help: "Image width in pixels, a multiple of 8.")
-    var width: Int = 512
+    @Option(help: "Image width in pixels, a multiple of 8 (default: the model's own size, sample_size × 8: 512, or 768 for 768-v models).")
+    var width: Int?
 
-    @Option(help: "Image height in pixels, a multiple of 8.")
-    var height: Int = 512
+    @Option(help: "Image height in pixels, a multiple of 8 (default: the model's own size).")
+    var height: Int?
 
-    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var scheduler: String = "pndm"
+    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the model's own stored scheduler, with all its settings).")
+    var scheduler: String?
+
+    @Option(help: "Rescale classifier-free guidance towards the text prediction's spread by this fraction, 0 to 1 (diffusers' guidance_rescale; 0.7 is the paper's value for zero-terminal-SNR models).")
+    var guidanceRescale: Float = 0
+
+    @Option(help: "Override the model's prediction type: epsilon or v_prediction.")
+    var predictionType: String?
 
     @Option(help: "Images per prompt.")
     var images: Int = 1
@@ -78,14 +84,19 @@ struct GenerateCommand: ParsableCommand {
         guard negativePrompts.count <= 1 || negativePrompts.count == prompts.count else {
             throw ValidationError("give -n once, or once per -p (\(prompts.count) times)")
         }
-        guard SchedulerKind(rawValue: scheduler) != nil else {
+        if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
             throw ValidationError("unknown scheduler \(scheduler); choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
-            throw ValidationError("width and height must be positive multiples of 8 (got \(width)x\(height))")
+        for (name, side) in [("--width", width), ("--height", height)] {
+            guard let side else { continue }
+            guard side > 0, side % 8 == 0 else { throw ValidationError("\(name) must be a positive multiple of 8 (got \(side))") }
+            guard side <= GenerationRequest.maxSide else { throw ValidationError("\(name) must be at most \(GenerationRequest.maxSide) (got \(side))") }
         }
-        guard width <= GenerationRequest.maxSide, height <= GenerationRequest.maxSide else {
-            throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
+        guard guidanceRescale.isFinite, guidanceRescale >= 0, guidanceRescale <= 1 else {
+            throw ValidationError("--guidance-rescale must be a number from 0 to 1 (got \(guidanceRescale))")
+        }
+        if let predictionType, !GenerationRequest.predictionTypes.contains(predictionType) {
+            throw ValidationError("--prediction-type must be \(GenerationRequest.predictionTypes.joined(separator: " or ")) (got \(predictionType))")
         }
         guard steps >= 1, steps <= 1000 else { throw ValidationError("--steps must be between 1 and 1000 (got \(steps))") }
         guard images >= 1 else { throw ValidationError("--images must be at least 1 (got \(images))") }
@@ -132,11 +143,11 @@ struct GenerateCommand: ParsableCommand {
         request.steps = steps
         request.guidanceScale = guidance
         request.seed = seed ?? randomSeed()
-        request.width = width
-        request.height = height
         request.imagesPerPrompt = images
         request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
-        request.scheduler = SchedulerKind(rawValue: scheduler)!
+        request.scheduler = scheduler.map { SchedulerKind(rawValue: $0)! }
+        request.guidanceRescale = guidanceRescale
+        request.predictionType = predictionType
         let paths = outputPaths(count: request.imageCount)
         // Every output is checked (and none may replace the model) before the model loads.
         let outputs = try OutputFiles(outputs: paths + (saveLatents.map { [$0] } ?? []), inputs: [model])
@@ -144,6 +155,12 @@ struct GenerateCommand: ParsableCommand {
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
+        (request.width, request.height) = Self.imageSize(width: width, height: height, modelDefault: pipeline.defaultImageSize)
+        // The scheduler is built (and its settings checked) before any model runs; the PNG
+        // metadata names the kind actually used.
+        _ = try pipeline.makeScheduler(for: request)
+        var described = request
+        described.scheduler = try pipeline.schedulerKind(for: request)
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
@@ -170,18 +187,18 @@ struct GenerateCommand: ParsableCommand {
         func imageFields(_ i: Int) -> [(String, JSON)] {
             [("seed", .number(Double(request.seed(ofImage: i)))), ("batch_index", .number(Double(i))),
              ("prompt", .string(prompts[i / images])),
-             ("parameters", .string(automatic1111Parameters(image: i, request: request, modelName: modelName)))]
+             ("parameters", .string(automatic1111Parameters(image: i, request: described, modelName: modelName)))]
         }
         if let grid, let (r, c) = Self.parseGrid(grid) {
             let image = RGBImage.grid(result.images, rows: r, columns: c)
             try PNGWriter.write(image, to: paths[0],
-                                text: automatic1111GridText(request: request, modelName: modelName, rows: r, columns: c), in: outputs)
+                                text: automatic1111GridText(request: described, modelName: modelName, rows: r, columns: c), in: outputs)
             written.append(.object([("file", .string(paths[0])), ("seed", .number(Double(request.seed))), ("grid", .string(grid)),
                                     ("width", .number(Double(image.width))), ("height", .number(Double(image.height))),
                                     ("cells", .array((0..<result.images.count).map { .object(imageFields($0)) }))]))
         } else {
             for (i, image) in result.images.enumerated() {
-                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(image: i, request: request, modelName: modelName))],
+                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(image: i, request: described, modelName: modelName))],
                                     in: outputs)
                 written.append(.object([("file", .string(paths[i]))] + imageFields(i)))
             }
@@ -214,8 +231,11 @@ struct GenerateCommand: ParsableCommand {
             }
             Terminal.printJSON(.object([
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
-                ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)), ("seed_mode", .string(seedMode)),
-                ("width", .number(Double(width))), ("height", .number(Double(height))),
+                ("steps", .number(Double(steps))), ("scheduler", .string(described.scheduler!.rawValue)),
+                ("scheduler_from_model", .bool(scheduler == nil)), ("seed_mode", .string(seedMode)),
+                ("guidance_rescale", .number(Double(guidanceRescale))),
+                ("prediction_type", .string(pipeline.schedulerConfig(for: request).predictionType)),
+                ("width", .number(Double(request.width))), ("height", .number(Double(request.height))),
                 ("precision", .string(pipeline.precision.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
@@ -252,6 +272,13 @@ struct GenerateCommand: ParsableCommand {
             print(" resident set split at its sampled peak;")
             print(" arena: the phase's planned activation arena; peak live: the most activation bytes live at once)")
         }
+    }
+
+    /// The image size of a run: the flags where given, else the model's default size (its
+    /// `sample_size` × the VAE scale). The one place the size is resolved, so other sources of
+    /// a default (an init image) join here.
+    static func imageSize(width: Int?, height: Int?, modelDefault: (width: Int, height: Int)) -> (Int, Int) {
+        (width ?? modelDefault.width, height ?? modelDefault.height)
     }
 
     /// The progress label of UNet call `call` of `calls`. PNDM makes one call more than
