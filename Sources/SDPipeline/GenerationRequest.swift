@@ -15,6 +15,8 @@ public struct GenerationRequest {
     /// How several images get their noise; see `SeedMode`.
     public var seedMode: SeedMode = .perImage
     public var scheduler: SchedulerKind = .pndm
+    /// The autoencoder for the final images: the full VAE, or the file's TAESD.
+    public var decoder: ImageDecoder = .full
 
     public init(prompts: [String], negativePrompts: [String] = []) {
         self.prompts = prompts

@@ -65,6 +65,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
+    @Option(help: "Autoencoder for the final images: full (the model's VAE) or taesd (the tiny autoencoder stored by convert --taesd; much faster, softer).")
+    var vae: String = ImageDecoder.full.rawValue
+
+    @Option(help: "A PNG rewritten after every denoising step with a preview of the first image (TAESD when the model file has one, else a latent-size approximation).")
+    var preview: String?
+
     @Flag(help: "Print time and peak memory per phase and per denoising step.")
     var stats = false
 
@@ -97,6 +103,9 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
         }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        guard ImageDecoder(rawValue: vae) != nil else {
+            throw ValidationError("--vae must be one of \(ImageDecoder.allCases.map(\.rawValue).joined(separator: ", ")) (got \(vae))")
+        }
         if let vaeTile, vaeTile != 0 && (vaeTile < 64 || vaeTile > 4096 || vaeTile % 8 != 0) {
             throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
         }
@@ -127,7 +136,7 @@ struct GenerateCommand: ParsableCommand {
             let stem = output.hasSuffix(".png") ? String(output.dropLast(4)) : output
             paths = (0..<count).map { "\(stem)-\($0).png" }
         }
-        for p in paths + (saveLatents.map { [$0] } ?? []) { try ModelFileWriter.checkOutputPath(p) }
+        for p in paths + (saveLatents.map { [$0] } ?? []) + (preview.map { [$0] } ?? []) { try ModelFileWriter.checkOutputPath(p) }
         return paths
     }
 
@@ -141,6 +150,7 @@ struct GenerateCommand: ParsableCommand {
         request.imagesPerPrompt = images
         request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
         request.scheduler = SchedulerKind(rawValue: scheduler)!
+        request.decoder = ImageDecoder(rawValue: vae)!
         let paths = try outputPaths(count: request.imageCount)
 
         let start = now()
@@ -158,7 +168,12 @@ struct GenerateCommand: ParsableCommand {
                 let t = now()
                 Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.steps)
                                   + "  \(format(t - stepStart, 2)) s/call")
-                stepStart = t
+                if let preview, let latents = p.latents,
+                   let image = pipeline.previewImage(latents: latents, shape: p.latentShape) {
+                    // A failed preview must not end the run: the next step tries again.
+                    try? PNGWriter.write(image, to: preview)
+                }
+                stepStart = now()
             default:
                 Terminal.progress(p.phase.rawValue + "…")
                 stepStart = now()
