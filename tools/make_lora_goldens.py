@@ -8,6 +8,8 @@ On the tiny SD 1.x model Tests/Fixtures/tiny-sd-b (fp32), with peft adapters of 
 every linear layer of the text encoder, writes:
   peft.safetensors    diffusers/PEFT keys (unet.*.lora_A/lora_B, text_encoder.*), as
                       StableDiffusionPipeline.save_lora_weights writes them (alpha = rank)
+  peft-alpha2.safetensors
+                      the peft file with lora_alpha = 2 in its lora_adapter_metadata header
   kohya.safetensors   the same matrices under kohya/AUTOMATIC1111 keys (lora_unet_*, lora_te_*,
                       .lora_down/.lora_up/.alpha) with alpha = 2 (half the rank)
   fused-FORMAT-SCALE.safetensors
@@ -77,6 +79,21 @@ def kohya_state(unet, text):
     return out
 
 
+def write_peft_with_alpha(out):
+    """peft-alpha2.safetensors: the peft file's matrices with lora_alpha = KOHYA_ALPHA recorded in
+    the header's lora_adapter_metadata, as save_lora_weights(..., unet_lora_adapter_metadata=
+    LoraConfig(...).to_dict()) writes it: diffusers then fuses what it fuses for kohya.safetensors."""
+    from peft import LoraConfig
+
+    meta = {}
+    for component, targets in (("unet", UNET_TARGETS), ("text_encoder", TEXT_TARGETS)):
+        config = LoraConfig(r=RANK, lora_alpha=KOHYA_ALPHA, target_modules=targets).to_dict()
+        for k, v in config.items():
+            meta[f"{component}.{k}"] = sorted(v) if isinstance(v, set) else v
+    save_file(load_file(os.path.join(out, "peft.safetensors")), os.path.join(out, "peft-alpha2.safetensors"),
+              metadata={"format": "pt", "lora_adapter_metadata": json.dumps(meta, indent=2, sort_keys=True, default=str)})
+
+
 def sampled_rows(t):
     """Output rows 0, n/2 and n-1 of a weight, flattened over the other axes: enough to catch a
     wrong key, alpha, scale or layout in every tensor at a fraction of the fixture size."""
@@ -106,6 +123,7 @@ def main():
     StableDiffusionPipeline.save_lora_weights(args.out, unet_lora_layers=unet_lora, text_encoder_lora_layers=text_lora,
                                               weight_name="peft.safetensors")
     save_file(kohya_state(unet_lora, text_lora), os.path.join(args.out, "kohya.safetensors"))
+    write_peft_with_alpha(args.out)
 
     cases = []
     for fmt in ("kohya", "peft"):

@@ -144,24 +144,22 @@ struct LoRAPlan {
         return nil
     }
 
-    /// PEFT's `lora_alpha` (and per-module `alpha_pattern`) from the `lora_adapter_metadata` that
-    /// diffusers' `save_lora_weights` writes into the safetensors header; rank = alpha when absent.
+    /// PEFT's `lora_alpha` (and per-module `alpha_pattern`) from the `lora_adapter_metadata` JSON
+    /// that diffusers' `save_lora_weights(..., unet_lora_adapter_metadata=...)` writes into the
+    /// safetensors header, keyed "unet.lora_alpha", "text_encoder.alpha_pattern", …; without it
+    /// alpha = rank, as diffusers assumes.
     static func peftAlphas(_ file: SafetensorsFile) -> (_ component: String, _ key: String) -> Float? {
         guard let text = file.metadata.first(where: { $0.0 == "lora_adapter_metadata" })?.1,
               let json = try? JSON(parsing: text) else { return { _, _ in nil } }
         return { component, key in
             let module = String(key.dropLast(".weight".count))
-            // Per component ("unet.lora_alpha") as diffusers writes it, or flat.
-            let configs = [json[component], json].compactMap { $0 }
-            for config in configs {
-                if let patterns = config["alpha_pattern"]?.object {
-                    for (pattern, value) in patterns where module == pattern || module.hasSuffix("." + pattern) {
-                        if let v = value.double { return Float(v) }
-                    }
+            let shortModule = module.hasPrefix("text_model.") ? String(module.dropFirst("text_model.".count)) : module
+            if let patterns = json["\(component).alpha_pattern"]?.object {
+                for (pattern, value) in patterns where [module, shortModule].contains(where: { $0 == pattern || $0.hasSuffix("." + pattern) }) {
+                    if let v = value.double { return Float(v) }
                 }
-                if let v = config["lora_alpha"]?.double { return Float(v) }
             }
-            return nil
+            return json["\(component).lora_alpha"]?.double.map(Float.init)
         }
     }
 
