@@ -22,6 +22,8 @@ public struct GenerationRequest {
     public var guidanceRescale: Float = 0
     /// Overrides the model's stored `prediction_type` ("epsilon" or "v_prediction"); nil keeps it.
     public var predictionType: String? = nil
+    /// The autoencoder for the final images: the full VAE, or the file's TAESD.
+    public var decoder: ImageDecoder = .full
 
     public init(prompts: [String], negativePrompts: [String] = []) {
         self.prompts = prompts

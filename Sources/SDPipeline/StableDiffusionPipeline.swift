@@ -129,6 +129,9 @@ public final class StableDiffusionPipeline {
         guard request.width % vaeScaleFactor == 0, request.height % vaeScaleFactor == 0 else {
             throw PipelineError.invalidRequest("width and height must be multiples of \(vaeScaleFactor) for this model")
         }
+        if request.decoder == .taesd && !hasTinyAutoencoder {
+            throw PipelineError.invalidRequest("--vae taesd: this model file has no TAESD (convert it with --taesd DIR|FILE)")
+        }
         var phases: [PhaseReport] = []
         var clock = PhaseClock()
         defer { clock.stop() }
@@ -235,6 +238,12 @@ public final class StableDiffusionPipeline {
 
         // 3. Decode: latents / scaling_factor through the VAE, then to 8 bits.
         try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
+        if request.decoder == .taesd {
+            let images = try decodeImagesWithTinyAutoencoder(latents: latents, shape: [count, latentChannels, h, w])
+            phases.append(clock.lap("vae decode"))
+            return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
+                          steps: steps, memoryPlan: memoryPlan)
+        }
         let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"), memory: memoryOptions("vae"))
         release("vae")
         let scale = Float(vaeConfig.scalingFactor)

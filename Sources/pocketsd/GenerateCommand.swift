@@ -71,6 +71,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
+    @Option(help: "Autoencoder for the final images: full (the model's VAE) or taesd (the tiny autoencoder stored by convert --taesd; much faster, softer).")
+    var vae: String = ImageDecoder.full.rawValue
+
+    @Option(help: "A PNG rewritten after every denoising step with a preview of the first image (TAESD when the model file has one, else a latent-size approximation).")
+    var preview: String?
+
     @Flag(help: "Print time and peak memory per phase and per denoising step.")
     var stats = false
 
@@ -110,6 +116,9 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
         }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        guard ImageDecoder(rawValue: vae) != nil else {
+            throw ValidationError("--vae must be one of \(ImageDecoder.allCases.map(\.rawValue).joined(separator: ", ")) (got \(vae))")
+        }
         if let vaeTile, vaeTile != 0 && (vaeTile < 64 || vaeTile > 4096 || vaeTile % 8 != 0) {
             throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
         }
@@ -148,9 +157,13 @@ struct GenerateCommand: ParsableCommand {
         request.scheduler = scheduler.map { SchedulerKind(rawValue: $0)! }
         request.guidanceRescale = guidanceRescale
         request.predictionType = predictionType
+        request.decoder = ImageDecoder(rawValue: vae)!
         let paths = outputPaths(count: request.imageCount)
         // Every output is checked (and none may replace the model) before the model loads.
         let outputs = try OutputFiles(outputs: paths + (saveLatents.map { [$0] } ?? []), inputs: [model])
+        // The preview is rewritten in place every step, not committed with the outputs; it
+        // may replace neither the model nor an output.
+        if let preview { try OutputFiles.check(preview, inputs: [model] + outputs.paths) }
 
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
@@ -173,7 +186,12 @@ struct GenerateCommand: ParsableCommand {
                 let t = now()
                 Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.steps)
                                   + "  \(format(t - stepStart, 2)) s/call")
-                stepStart = t
+                if let preview, let latents = p.latents,
+                   let image = pipeline.previewImage(latents: latents, shape: p.latentShape) {
+                    // A failed preview must not end the run: the next step tries again.
+                    try? PNGWriter.write(image, to: preview)
+                }
+                stepStart = now()
             default:
                 Terminal.progress(p.phase.rawValue + "…")
                 stepStart = now()
