@@ -15,6 +15,8 @@ public struct GenerationRequest {
     /// How several images get their noise; see `SeedMode`.
     public var seedMode: SeedMode = .perImage
     public var scheduler: SchedulerKind = .pndm
+    /// An init image (img2img) and mask (inpainting); nil for text-to-image.
+    public var imageInput: ImageInput? = nil
 
     public init(prompts: [String], negativePrompts: [String] = []) {
         self.prompts = prompts
@@ -78,6 +80,7 @@ public struct GenerationRequest {
         guard guidanceScale.isFinite, guidanceScale >= 0, guidanceScale <= 100 else {
             throw fail("guidance scale must be between 0 and 100 (got \(guidanceScale))")
         }
+        try imageInput?.validate(steps: steps)
     }
 
     /// Classifier-free guidance runs only when it changes the result (diffusers: scale > 1).

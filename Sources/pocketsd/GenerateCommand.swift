@@ -29,11 +29,20 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed (torch.manual_seed compatible); random when omitted.")
     var seed: UInt64?
 
-    @Option(help: "Image width in pixels, a multiple of 8.")
-    var width: Int = 512
+    @Option(help: "Image width in pixels, a multiple of 8 (default: 512, or the init image's width rounded down to 8).")
+    var width: Int?
 
-    @Option(help: "Image height in pixels, a multiple of 8.")
-    var height: Int = 512
+    @Option(help: "Image height in pixels, a multiple of 8 (default: 512, or the init image's height rounded down to 8).")
+    var height: Int?
+
+    @Option(help: "img2img: start from this PNG (resized to the size with Lanczos, as diffusers does).")
+    var initImage: String?
+
+    @Option(help: "Inpainting: a PNG of the init image's size, white where the image is repainted (needs --init-image).")
+    var mask: String?
+
+    @Option(help: "With --init-image: how much the image is changed, above 0 up to 1 (default 0.8; 1 with --mask).")
+    var strength: Double?
 
     @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var scheduler: String = "pndm"
@@ -79,12 +88,12 @@ struct GenerateCommand: ParsableCommand {
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown scheduler \(scheduler); choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
-            throw ValidationError("width and height must be positive multiples of 8 (got \(width)x\(height))")
+        for (name, value) in [("width", width), ("height", height)] {
+            guard let value else { continue }
+            guard value > 0, value % 8 == 0 else { throw ValidationError("--\(name) must be a positive multiple of 8 (got \(value))") }
+            guard value <= GenerationRequest.maxSide else { throw ValidationError("--\(name) must be at most \(GenerationRequest.maxSide)") }
         }
-        guard width <= GenerationRequest.maxSide, height <= GenerationRequest.maxSide else {
-            throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
-        }
+        try validateImageInputFlags()
         guard steps >= 1, steps <= 1000 else { throw ValidationError("--steps must be between 1 and 1000 (got \(steps))") }
         guard images >= 1 else { throw ValidationError("--images must be at least 1 (got \(images))") }
         guard guidance.isFinite, guidance >= 0, guidance <= 100 else {
@@ -136,11 +145,13 @@ struct GenerateCommand: ParsableCommand {
         request.steps = steps
         request.guidanceScale = guidance
         request.seed = seed ?? randomSeed()
-        request.width = width
-        request.height = height
+        request.imageInput = try loadImageInput()
+        (request.width, request.height) = resolveGenerationSize(width: width, height: height, initImage: request.imageInput?.image,
+                                                                modelDefault: (512, 512))
         request.imagesPerPrompt = images
         request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
         request.scheduler = SchedulerKind(rawValue: scheduler)!
+        try request.validate()
         let paths = try outputPaths(count: request.imageCount)
 
         let start = now()
@@ -214,7 +225,7 @@ struct GenerateCommand: ParsableCommand {
             Terminal.printJSON(.object([
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
                 ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)), ("seed_mode", .string(seedMode)),
-                ("width", .number(Double(width))), ("height", .number(Double(height))),
+                ("width", .number(Double(request.width))), ("height", .number(Double(request.height))),
                 ("precision", .string(Kernels.precision.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
