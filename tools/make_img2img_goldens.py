@@ -15,6 +15,9 @@ Writes:
                                             (image*255).round() uint8 [B,H,W,3]
     lanczos/index.json + *.npy              Image.resize((w,h), LANCZOS) of 8-bit RGB and L images
     png/index.json + *.png + *.npy          PNGs of every colour type and Image.open().convert("RGB")
+                                            (16-bit grey: the high byte); only this part:
+                                            python -c 'import make_img2img_goldens as m; m.png_goldens(m.Writer(m.GOLDEN))'
+                                            from tools/
     encode/index.json + *.npy               vae.encode(x).latent_dist mean and std, x f32 [1,3,H,W]
 
 Requirements: the reference stack in /work/venv (torch CPU, diffusers 0.42, Pillow, numpy).
@@ -150,9 +153,15 @@ def png_goldens(w):
         im.save(os.path.join(root, name + ".png"))
         back = Image.open(os.path.join(root, name + ".png"))
         mode = back.mode
-        expected = np.asarray(back.convert("RGB"))
+        if mode.startswith("I"):
+            # Pillow opens 16-bit grey as I;16 and its convert("RGB") clips the 16-bit values to
+            # 255 (white); the reference is the 8-bit reduction, the high byte, instead.
+            expected = np.repeat((np.asarray(back).astype(np.uint16) >> 8).astype(np.uint8)[..., None], 3, -1)
+        else:
+            expected = np.asarray(back.convert("RGB"))
         index.append(dict(file=name + ".png", pil_mode=mode, rgb=w.npy(f"png/{name}.npy", expected, np.uint8)))
-    w.json("png/index.json", dict(reference="PIL.Image.open(file).convert('RGB')", cases=index))
+    w.json("png/index.json", dict(reference="PIL.Image.open(file).convert('RGB'); for 16-bit grey (I;16) the high "
+                                            "byte of each sample, as Pillow's convert clips those to 255", cases=index))
 
 
 @torch.no_grad()

@@ -48,6 +48,13 @@ public struct ImageInput: Sendable {
     }
 }
 
+extension GenerationRequest {
+    /// Denoising steps the loop runs: all of them, or the last ⌊steps · strength⌋ with an init image.
+    public var loopSteps: Int {
+        imageInput.map { steps - ImageInput.beginIndex(steps: steps, strength: $0.strength) } ?? steps
+    }
+}
+
 /// The size a run generates at: the flags when given, else the init image's (rounded down
 /// to a multiple of 8), else the model's default. One flag alone keeps the other's default.
 public func resolveGenerationSize(width: Int?, height: Int?, initImage: RGBImage?,

@@ -167,7 +167,7 @@ struct GenerateCommand: ParsableCommand {
             switch p.phase {
             case .denoising:
                 let t = now()
-                Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.steps)
+                Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.loopSteps)
                                   + "  \(format(t - stepStart, 2)) s/call")
                 stepStart = t
             default:
