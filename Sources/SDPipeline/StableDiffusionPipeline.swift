@@ -142,7 +142,7 @@ public final class StableDiffusionPipeline {
         let guiding = usesGuidance(request)
         let count = request.imageCount
         let h = request.height / vaeScaleFactor, w = request.width / vaeScaleFactor
-        let latentChannels = unetConfig.inChannels
+        let latentChannels = loopLatentChannels(request)
         let tokens = tokenizer.maxLength
 
         // 1. Text: prompts (and the negative prompt when guiding) in one batch of
@@ -177,13 +177,14 @@ public final class StableDiffusionPipeline {
         textPhase.activations = textActivations
         phases.append(textPhase)
 
-        // 2. Denoising: latents from torch's generator, scaled by the initial sigma.
-        let denoisingStart = monotonicSeconds()
+        // 2. Denoising: latents from torch's generator, scaled by the initial sigma (or an encoded
+        //    init image noised to the first kept timestep: prepareLatents).
         var generator = request.makeGenerator()
         var scheduler = scheduler0
-        var latents = generator.randn(count: count * latentChannels * h * w)
-        let sigma = scheduler.initNoiseSigma
-        if sigma != 1 { for i in latents.indices { latents[i] *= sigma } }
+        let start = try prepareLatents(request, scheduler: &scheduler, generator: &generator)
+        var latents = start.latents
+        if request.imageInput != nil { phases.append(clock.lap("vae encode")) }
+        let denoisingStart = monotonicSeconds()
         let guidance = request.guidanceScale
         var steps: [PhaseReport] = []
         var unetActivations: ActivationReport?
@@ -201,15 +202,17 @@ public final class StableDiffusionPipeline {
             }
             // Every step makes the same tensors: plan one, run all of them in its arena.
             let arena = activationArena(idlePageEvents: memoryPlan.unetIdlePageEvents) {
-                _ = predict([Float](repeating: 0, count: unetBatch * latentChannels * h * w), scheduler.timesteps[0])
+                _ = predict([Float](repeating: 0, count: unetBatch * unetConfig.inChannels * h * w), scheduler.timesteps[0])
             }
             defer {
                 arena?.close()
                 unetActivations = arena?.report
             }
-            for (i, t) in scheduler.timesteps.enumerated() {
-                let input = scheduler.scaleModelInput(latents, stepIndex: i)
-                let prediction = run(in: arena) { predict(guiding ? input + input : input, t) }
+            let loopSteps = scheduler.timesteps.count - start.beginIndex
+            for (i, t) in scheduler.timesteps.enumerated() where i >= start.beginIndex {
+                let input = start.unetInput(scheduler.scaleModelInput(latents, stepIndex: i),
+                                            guidance: guiding, batch: count)
+                let prediction = run(in: arena) { predict(input, t) }
                 var noise: [Float]
                 if guiding {
                     let n = latents.count
@@ -224,8 +227,10 @@ public final class StableDiffusionPipeline {
                     noise = prediction
                 }
                 latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
-                steps.append(clock.lap("step \(i + 1)"))
-                try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count,
+                latents = start.blendKnownRegion(latents, scheduler: scheduler, stepIndex: i)
+                let done = i + 1 - start.beginIndex
+                steps.append(clock.lap("step \(done)"))
+                try report(Progress(phase: .denoising, step: done, totalSteps: loopSteps,
                                     latents: latents, latentShape: [count, latentChannels, h, w]))
             }
         }

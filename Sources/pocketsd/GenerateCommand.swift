@@ -29,11 +29,20 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed (torch.manual_seed compatible); random when omitted.")
     var seed: UInt64?
 
-    @Option(help: "Image width in pixels, a multiple of 8 (default: the model's own size, sample_size × 8: 512, or 768 for 768-v models).")
+    @Option(help: "Image width in pixels, a multiple of 8 (default: the init image's width rounded down to 8, else the model's own size, sample_size × 8: 512, or 768 for 768-v models).")
     var width: Int?
 
-    @Option(help: "Image height in pixels, a multiple of 8 (default: the model's own size).")
+    @Option(help: "Image height in pixels, a multiple of 8 (default: the init image's height rounded down to 8, else the model's own size).")
     var height: Int?
+
+    @Option(help: "img2img: start from this PNG (resized to the size with Lanczos, as diffusers does).")
+    var initImage: String?
+
+    @Option(help: "Inpainting: a PNG of the init image's size, white where the image is repainted (needs --init-image).")
+    var mask: String?
+
+    @Option(help: "With --init-image: how much the image is changed, above 0 up to 1 (default 0.8; 1 with --mask).")
+    var strength: Double?
 
     @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the model's own stored scheduler, with all its settings).")
     var scheduler: String?
@@ -104,6 +113,7 @@ struct GenerateCommand: ParsableCommand {
         if let predictionType, !GenerationRequest.predictionTypes.contains(predictionType) {
             throw ValidationError("--prediction-type must be \(GenerationRequest.predictionTypes.joined(separator: " or ")) (got \(predictionType))")
         }
+        try validateImageInputFlags()
         guard steps >= 1, steps <= 1000 else { throw ValidationError("--steps must be between 1 and 1000 (got \(steps))") }
         guard images >= 1 else { throw ValidationError("--images must be at least 1 (got \(images))") }
         guard guidance.isFinite, guidance >= 0, guidance <= 100 else {
@@ -152,6 +162,7 @@ struct GenerateCommand: ParsableCommand {
         request.steps = steps
         request.guidanceScale = guidance
         request.seed = seed ?? randomSeed()
+        request.imageInput = try loadImageInput()
         request.imagesPerPrompt = images
         request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
         request.scheduler = scheduler.map { SchedulerKind(rawValue: $0)! }
@@ -159,16 +170,19 @@ struct GenerateCommand: ParsableCommand {
         request.predictionType = predictionType
         request.decoder = ImageDecoder(rawValue: vae)!
         let paths = outputPaths(count: request.imageCount)
-        // Every output is checked (and none may replace the model) before the model loads.
-        let outputs = try OutputFiles(outputs: paths + (saveLatents.map { [$0] } ?? []), inputs: [model])
+        // Every output is checked (and none may replace an input) before the model loads.
+        let inputs = [model] + [initImage, mask].compactMap { $0 }
+        let outputs = try OutputFiles(outputs: paths + (saveLatents.map { [$0] } ?? []), inputs: inputs)
         // The preview is rewritten in place every step, not committed with the outputs; it
-        // may replace neither the model nor an output.
-        if let preview { try OutputFiles.check(preview, inputs: [model] + outputs.paths) }
+        // may replace neither an input nor an output.
+        if let preview { try OutputFiles.check(preview, inputs: inputs + outputs.paths) }
 
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
-        (request.width, request.height) = Self.imageSize(width: width, height: height, modelDefault: pipeline.defaultImageSize)
+        (request.width, request.height) = resolveGenerationSize(width: width, height: height, initImage: request.imageInput?.image,
+                                                                modelDefault: pipeline.defaultImageSize)
+        try request.validate()
         // The scheduler is built (and its settings checked) before any model runs; the PNG
         // metadata names the kind actually used.
         _ = try pipeline.makeScheduler(for: request)
@@ -184,7 +198,7 @@ struct GenerateCommand: ParsableCommand {
             switch p.phase {
             case .denoising:
                 let t = now()
-                Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.steps)
+                Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.loopSteps)
                                   + "  \(format(t - stepStart, 2)) s/call")
                 if let preview, let latents = p.latents,
                    let image = pipeline.previewImage(latents: latents, shape: p.latentShape) {
@@ -290,13 +304,6 @@ struct GenerateCommand: ParsableCommand {
             print(" resident set split at its sampled peak;")
             print(" arena: the phase's planned activation arena; peak live: the most activation bytes live at once)")
         }
-    }
-
-    /// The image size of a run: the flags where given, else the model's default size (its
-    /// `sample_size` × the VAE scale). The one place the size is resolved, so other sources of
-    /// a default (an init image) join here.
-    static func imageSize(width: Int?, height: Int?, modelDefault: (width: Int, height: Int)) -> (Int, Int) {
-        (width ?? modelDefault.width, height ?? modelDefault.height)
     }
 
     /// The progress label of UNet call `call` of `calls`. PNDM makes one call more than
