@@ -65,6 +65,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
+    @Option(help: ArgumentHelp(stringLiteral: KernelVariant.help))
+    var kernels: String?
+
     @Flag(help: "Print time and peak memory per phase and per denoising step.")
     var stats = false
 
@@ -101,6 +104,7 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
         }
         _ = try PrecisionChoice.parse(precision)
+        if let kernels { _ = try KernelVariant.parseOption(kernels) }
         guard MemoryPolicy(rawValue: memory) != nil else {
             throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
         }
@@ -146,6 +150,7 @@ struct GenerateCommand: ParsableCommand {
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
+        if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
@@ -215,7 +220,7 @@ struct GenerateCommand: ParsableCommand {
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
                 ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)), ("seed_mode", .string(seedMode)),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
-                ("precision", .string(Kernels.precision.rawValue)),
+                ("precision", .string(Kernels.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
@@ -229,7 +234,7 @@ struct GenerateCommand: ParsableCommand {
         if stats {
             let tiles = result.memoryPlan.vaeTiling.map { "\($0.tileSize) px tiles" } ?? "one piece"
             print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: "
-                  + "\(Kernels.precision.rawValue); VAE decode: \(tiles)")
+                  + "\(Kernels.precision.rawValue); kernels: \(Kernels.variant.rawValue); VAE decode: \(tiles)")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
                   + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
             func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {
