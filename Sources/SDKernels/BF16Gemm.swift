@@ -37,9 +37,9 @@ public enum BF16Gemm {
     /// Whether the native kernel runs on this machine.
     public static let nativeAvailable = pd_bf16_native_available() != 0
 
-    /// Which kernel `block` runs; tests set `.portable` to check the twin.
+    /// Which kernel `block` runs: `Kernels.variant` sets it; tests set `.portable` to check the twin.
     enum Implementation { case native, portable }
-    nonisolated(unsafe) static var implementation: Implementation = nativeAvailable ? .native : .portable
+    nonisolated(unsafe) static var implementation: Implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
 
     // MARK: rounding
 

@@ -158,18 +158,9 @@ enum Winograd {
             var pc = 0
             while pc < cin {
                 let kc = min(kcMax, cin - pc)
-                for panel in 0..<panels {
-                    let b = UnsafePointer(bXi + (panel * cin + pc) * w)
-                    var ir = 0
-                    while ir < mc {
-                        let cc = c + ir * ldm + panel * w
-                        let epilogue = Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(cc), bias: nil)
-                        Gemm.microKernel(depth: kc, a: a + ir * cin + pc, rowStride: cin,
-                                         rows: min(Gemm.tileRows, mc - ir), b: b, c: cc, rowStride: ldm,
-                                         columns: w, epilogue: epilogue, edge: edge)
-                        ir += Gemm.tileRows
-                    }
-                }
+                Gemm.block(depth: kc, a: a + pc, rowStride: cin, rows: mc, b: UnsafePointer(bXi + pc * w),
+                           panelStride: cin * w, columns: ldm, c: c, rowStride: ldm,
+                           epilogue: Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(c), bias: nil), edge: edge)
                 pc += kc
             }
         }

@@ -32,6 +32,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
+    @Option(help: ArgumentHelp(stringLiteral: KernelVariant.help))
+    var kernels: String?
+
     @Flag(help: "Skip the kernel table.")
     var skipKernels = false
 
@@ -52,6 +55,7 @@ struct BenchCommand: ParsableCommand {
         guard repeats >= 1, repeats <= 1000 else { throw ValidationError("--repeats must be between 1 and 1000 (got \(repeats))") }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
         _ = try PrecisionChoice.parse(precision)
+        if let kernels { _ = try KernelVariant.parseOption(kernels) }
     }
 
     struct KernelRow { let name: String, shape: String, result: KernelBenchmark.Result }
@@ -60,6 +64,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         let openSeconds = now() - openStart
         let file = pipeline.file, pool = pipeline.pool
@@ -85,7 +90,10 @@ struct BenchCommand: ParsableCommand {
         if json {
             Terminal.printJSON(.object([
                 ("model", .string(model)), ("weights", .string(weights)), ("kernel_weight_type", .string("\(type)")),
-                ("precision", .string(pipeline.precision.rawValue)),
+                ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
+                ("cpu_model", KernelVariant.cpuModelName.map { .string($0) } ?? .null),
+                ("cpu_features", .string(KernelVariant.featureNames)),
+                ("fma_peak_lanes", .number(Double(KernelBenchmark.peakLanes))),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
                 ("threads", .number(Double(pool.threads))), ("load_average", .array(load.map { .number($0) })),
                 ("open_seconds", .number(openSeconds)), ("fma_peak_gflops", .number(peak)),
@@ -112,8 +120,10 @@ struct BenchCommand: ParsableCommand {
         }
         print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(pipeline.precision.rawValue)), \(width)×\(height) (latent \(w)×\(h)), "
               + "\(pool.threads) threads, load average \(load.map { format($0, 2) }.joined(separator: " ")) at start")
+        print("CPU: \(KernelVariant.cpuModelName ?? "unknown") (\(KernelVariant.featureNames)); kernels: \(Kernels.variant.rawValue)")
         if !skipKernels {
-            print("\nFMA peak: \(format(peak, 1)) GFLOP/s (\(pool.threads) threads). Kernels: median of \(repeats) after one warm-up.\n")
+            print("\nFMA peak: \(format(peak, 1)) GFLOP/s (\(pool.threads) threads, \(KernelBenchmark.peakLanes)-wide FMA: the widest this CPU has). "
+                  + "Kernels: median of \(repeats) after one warm-up.\n")
             print("| kernel | shape | GFLOP/s | % of peak | median ms | min ms | max ms | GFLOP/s per CPU-s |")
             print("|---|---|--:|--:|--:|--:|--:|--:|")
             for k in kernels {

@@ -86,6 +86,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "A PNG rewritten after every denoising step with a preview of the first image (TAESD when the model file has one, else a latent-size approximation).")
     var preview: String?
 
+    @Option(help: ArgumentHelp(stringLiteral: KernelVariant.help))
+    var kernels: String?
+
     @Flag(help: "Print time and peak memory per phase and per denoising step.")
     var stats = false
 
@@ -133,6 +136,7 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
         }
         _ = try PrecisionChoice.parse(precision)
+        if let kernels { _ = try KernelVariant.parseOption(kernels) }
         guard MemoryPolicy(rawValue: memory) != nil else {
             throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
         }
@@ -188,6 +192,7 @@ struct GenerateCommand: ParsableCommand {
         _ = try pipeline.makeScheduler(for: request)
         var described = request
         described.scheduler = try pipeline.schedulerKind(for: request)
+        if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
@@ -268,7 +273,7 @@ struct GenerateCommand: ParsableCommand {
                 ("guidance_rescale", .number(Double(guidanceRescale))),
                 ("prediction_type", .string(pipeline.schedulerConfig(for: request).predictionType)),
                 ("width", .number(Double(request.width))), ("height", .number(Double(request.height))),
-                ("precision", .string(pipeline.precision.rawValue)),
+                ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
@@ -282,7 +287,7 @@ struct GenerateCommand: ParsableCommand {
         if stats {
             let tiles = result.memoryPlan.vaeTiling.map { "\($0.tileSize) px tiles" } ?? "one piece"
             print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: "
-                  + "\(pipeline.precision.rawValue); VAE decode: \(tiles)")
+                  + "\(pipeline.precision.rawValue); kernels: \(Kernels.variant.rawValue); VAE decode: \(tiles)")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
                   + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
             func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {

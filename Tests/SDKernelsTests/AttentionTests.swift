@@ -62,7 +62,7 @@ final class AttentionTests: XCTestCase {
     func testBF16() {
         defer {
             for pool in testPools { pool.precision = .f32 }
-            BF16Gemm.implementation = BF16Gemm.nativeAvailable ? .native : .portable
+            BF16Gemm.implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
         }
         for pool in testPools { pool.precision = .bf16 }
         for implementation in BF16Gemm.nativeAvailable ? [BF16Gemm.Implementation.native, .portable] : [.portable] {

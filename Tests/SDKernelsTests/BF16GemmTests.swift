@@ -18,7 +18,7 @@ final class BF16GemmTests: XCTestCase {
 
     override func tearDown() {
         for pool in testPools { pool.precision = .f32 }
-        BF16Gemm.implementation = BF16Gemm.nativeAvailable ? .native : .portable
+        BF16Gemm.implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
     }
 
     func testRoundingToNearestEven() {
