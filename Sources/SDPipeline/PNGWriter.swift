@@ -63,6 +63,20 @@ public enum PNGWriter {
         try AtomicFile.write(path) { fp in encode(image, fp, text: text) }
     }
 
+    /// The bytes `write` would put in a file, made in memory (a server's response): the
+    /// same encoder writes into an `open_memstream` stream, so both are byte for byte equal.
+    public static func encode(_ image: RGBImage, text: [(String, String)] = []) -> [UInt8]? {
+        var buffer: UnsafeMutablePointer<CChar>?
+        var size = 0
+        guard let fp = open_memstream(&buffer, &size) else { return nil }
+        let ok = encode(image, fp, text: text)
+        // fclose flushes and sets buffer and size for the last time.
+        let closed = fclose(fp) == 0
+        defer { free(buffer) }
+        guard ok, closed, let buffer else { return nil }
+        return buffer.withMemoryRebound(to: UInt8.self, capacity: size) { [UInt8](UnsafeBufferPointer(start: $0, count: size)) }
+    }
+
     /// libpng reports errors through longjmp, which Swift cannot catch; the "simplified"
     /// API would, but cannot write text chunks. So errors become a failed write: an error
     /// callback that returns would be undefined behaviour, hence the checks before calling.

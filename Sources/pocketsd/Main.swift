@@ -13,7 +13,7 @@ struct PocketSD: ParsableCommand {
             when interrupted (SIGINT or SIGTERM), leaving no partial output behind.
             """,
         version: "0.1.0",
-        subcommands: [GenerateCommand.self, ConvertCommand.self, InfoCommand.self, VerifyCommand.self, TokenizeCommand.self, BenchCommand.self])
+        subcommands: [GenerateCommand.self, ServeCommand.self, ConvertCommand.self, InfoCommand.self, VerifyCommand.self, TokenizeCommand.self, BenchCommand.self])
 }
 
 /// Usage errors exit with 2, failures at run time with 1; each prints one line.
