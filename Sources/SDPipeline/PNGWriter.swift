@@ -78,8 +78,8 @@ public enum PNGWriter {
     /// cannot write text chunks. So nothing here may fail inside libpng: the image is
     /// checked before calling, and bytes go to memory through a callback that cannot fail
     /// (a full disk met by libpng's own fwrite would abort the process); the caller writes
-    /// them and sees the error.
-    static func encode(_ image: RGBImage, text: [(String, String)]) -> [UInt8]? {
+    /// them and sees the error. A server sends these bytes as they are: the same as the file.
+    public static func encode(_ image: RGBImage, text: [(String, String)] = []) -> [UInt8]? {
         guard image.width > 0, image.height > 0, image.width < 1 << 24, image.height < 1 << 24,
               image.pixels.count == image.width * image.height * 3 else { return nil }
         guard let png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nil, nil, nil) else { return nil }

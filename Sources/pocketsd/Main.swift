@@ -16,7 +16,7 @@ struct PocketSD: ParsableCommand {
             starts, and one that would replace an input of the run is refused.
             """,
         version: "0.1.0",
-        subcommands: [GenerateCommand.self, ConvertCommand.self, InfoCommand.self, VerifyCommand.self, TokenizeCommand.self, BenchCommand.self])
+        subcommands: [GenerateCommand.self, ServeCommand.self, ConvertCommand.self, InfoCommand.self, VerifyCommand.self, TokenizeCommand.self, BenchCommand.self])
 }
 
 /// Usage errors exit with 2, failures at run time with 1; each prints one line.
