@@ -54,6 +54,7 @@ let package = Package(
         .target(name: "PocketDiffusion",
                 dependencies: ["SDConverter", "SDFormat", "SDKernels", "SDModels", "SDPipeline", "SDSchedulers", "SDTokenizer"]),
         .executableTarget(name: "CustomPipeline", dependencies: ["PocketDiffusion"], path: "Examples/CustomPipeline"),
+        .executableTarget(name: "ImageToImage", dependencies: ["PocketDiffusion"], path: "Examples/ImageToImage"),
         // The HTTP server of `pocketsd serve` (web page, AUTOMATIC1111 and OpenAI APIs).
         .target(name: "SDServer",
                 dependencies: ["SDPipeline", .product(name: "Hummingbird", package: "hummingbird"),
@@ -69,7 +70,7 @@ let package = Package(
         .testTarget(name: "SDSchedulersTests", dependencies: ["SDSchedulers"]),
         .testTarget(name: "SDModelsTests", dependencies: ["SDModels", "SDConverter"]),
         .testTarget(name: "SDPipelineTests", dependencies: ["SDPipeline", "SDConverter"]),
-        .testTarget(name: "CLITests", dependencies: ["pocketsd", "CustomPipeline"]),
+        .testTarget(name: "CLITests", dependencies: ["pocketsd", "CustomPipeline", "ImageToImage"]),
         .testTarget(name: "SDServerTests",
                     dependencies: ["SDServer", "SDConverter", .product(name: "Hummingbird", package: "hummingbird")]),
     ],

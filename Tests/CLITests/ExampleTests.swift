@@ -7,6 +7,16 @@ final class ExampleTests: XCTestCase {
         URL(fileURLWithPath: CLITests.binary).deletingLastPathComponent().appendingPathComponent(name).path
     }
 
+    func runExample(_ name: String, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary(name))
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "\(name) \(arguments)", file: file, line: line)
+    }
+
     func floats(_ path: String) throws -> [Float] {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         // .npy: magic, version, little-endian header length, header; then the values.
@@ -20,14 +30,8 @@ final class ExampleTests: XCTestCase {
     func testCustomPipelineEqualsGenerate() throws {
         CLITests.setUp()
         let dir = CLITests.scratch
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary("CustomPipeline"))
-        p.arguments = [CLITests.model, "a red bicycle", "--size", "32", "--steps", "4", "--seed", "11",
-                       "--guidance", "6", "-o", dir + "/custom.png", "--latents", dir + "/custom.npy"]
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0)
+        try runExample("CustomPipeline", [CLITests.model, "a red bicycle", "--size", "32", "--steps", "4", "--seed", "11",
+                                          "--guidance", "6", "-o", dir + "/custom.png", "--latents", dir + "/custom.npy"])
         let r = try CLITests.run(["generate", "-m", CLITests.model, "-p", "a red bicycle", "--width", "32", "--height", "32",
                                   "--steps", "4", "--seed", "11", "--guidance", "6", "--scheduler", "lms",
                                   "--precision", "f32", "-o", dir + "/builtin.png", "--save-latents", dir + "/builtin.npy"])
@@ -37,5 +41,24 @@ final class ExampleTests: XCTestCase {
         XCTAssertEqual(custom, builtin)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/custom.png")).prefix(8),
                        Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]))
+    }
+
+    /// img2img through the library's pipeline gives the same latents as `pocketsd generate
+    /// --init-image`, bit for bit.
+    func testImageToImageEqualsGenerate() throws {
+        CLITests.setUp()
+        let dir = CLITests.scratch
+        let initImage = dir + "/init.png"
+        XCTAssertEqual(try CLITests.run(["generate", "-m", CLITests.model, "-p", "a house", "--width", "40", "--height", "32",
+                                         "--steps", "2", "--seed", "3", "-o", initImage]).status, 0)
+        try runExample("ImageToImage", [CLITests.model, initImage, "a red bicycle", "--strength", "0.6", "--steps", "5",
+                                        "--seed", "11", "-o", dir + "/i2i.png", "--latents", dir + "/i2i.npy"])
+        let r = try CLITests.run(["generate", "-m", CLITests.model, "-p", "a red bicycle", "--init-image", initImage,
+                                  "--strength", "0.6", "--steps", "5", "--seed", "11", "--precision", "f32",
+                                  "-o", dir + "/i2i-cli.png", "--save-latents", dir + "/i2i-cli.npy"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let library = try floats(dir + "/i2i.npy"), command = try floats(dir + "/i2i-cli.npy")
+        XCTAssertEqual(library.count, 4 * 16 * 20)  // 40×32 px at the tiny VAE's 2× scale
+        XCTAssertEqual(library, command)
     }
 }
