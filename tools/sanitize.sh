@@ -42,7 +42,7 @@ for s in $sanitizers; do
       swift test --scratch-path "$scratch" --sanitize="$s" --skip-build --disable-swift-testing --filter "$filter"
   } > "$log" 2>&1 || status=$?
   elapsed=$(( $(date +%s) - start ))
-  summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1 | sed -E 's/^ *//')
+  summary=$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -1 | sed -E 's/^ *//' || true)
   reports=$(grep -cE "ERROR: AddressSanitizer|WARNING: ThreadSanitizer" "$log" || true)
   [ $json = 1 ] || { grep -E "ERROR: AddressSanitizer|WARNING: ThreadSanitizer|error:|failed" "$log" | head -20 || true
                      echo "$s sanitizer: exit $status, $elapsed s, ${summary:-no test summary}, $reports sanitizer reports (log $log)"; }

@@ -45,7 +45,7 @@ public final class OutputFiles {
         let dir = ModelFileWriter.split(path).dir
         var st = stat()
         guard stat(dir, &st) == 0 else { throw FormatError(path, "output folder \(dir) does not exist") }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw FormatError(path, "\(dir) is not a folder") }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw FormatError(path, "output folder \(dir) does not exist (a file has that name)") }
         if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw FormatError(path, "output path is a folder") }
         for input in inputs where !input.isEmpty {
             if sameFile(path, input) { throw FormatError(path, "the output would replace the input \(input)") }

@@ -56,7 +56,7 @@ final class OutputFilesTests: XCTestCase {
         refused([dir + "/"], "names a folder")
         refused([dir], "is a folder")
         refused([dir + "/no/x"], "does not exist")
-        refused([input + "/x"], "is not a folder")
+        refused([input + "/x"], "a file has that name")
         refused(["/proc/x.png"], "not writable")
         // A new file inside an input folder is allowed, replacing one is not.
         XCTAssertNoThrow(try OutputFiles(outputs: [dir + "/new"], inputs: [dir]))

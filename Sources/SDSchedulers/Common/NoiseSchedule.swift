@@ -55,6 +55,15 @@ struct TrainingNoiseSchedule {
         }
         var cumprod = torchCumprod(betas.map { 1 - $0 })
         if config.rescaleBetasZeroSnr && clampTerminalAlpha { cumprod[cumprod.count - 1] = 0x1p-24 }
+        // Large betas over many timesteps drive alphā to 0 in float32 before the end: the
+        // sigmas there are infinite and every table built from them is NaN (found by
+        // fuzzing: beta_start 0.04 at 5657 timesteps trapped the Karras DPM schedule). Only
+        // the zero-SNR schedule may end at exactly 0, where the scheduler expects it.
+        let checked = config.rescaleBetasZeroSnr ? cumprod.dropLast() : cumprod[...]
+        guard checked.allSatisfy({ $0 > 0 && ((1 - $0) / $0).isFinite }) else {
+            throw SchedulerError.invalidSchedule(scheduler: scheduler,
+                reason: "the betas leave no signal before the last of the \(n) timesteps (alphas_cumprod reaches 0)")
+        }
         alphasCumprod = cumprod
     }
 
