@@ -21,6 +21,8 @@
 #   - the C bf16 kernel (CKernels) contains vdpbf16ps on zmm registers, and its micro-tile
 #     (`tile`) keeps its 24 accumulators in registers: no zmm moves to or from the stack (a
 #     loop clang cannot unroll puts them in memory; that once cost 20-45 % of its speed)
+#   - the C f32 block products (f32_gemm.c) contain vfmadd…ps on zmm (AVX-512) and ymm
+#     (AVX2), and the AVX-512 one keeps its 28 accumulators in registers
 # x86_64 only; on other hosts it prints a note and exits 0.
 set -euo pipefail
 
@@ -88,8 +90,26 @@ for o in "$build_path"/release/CKernels.build/*.o; do
     spills=$((spills + $(objdump -d --no-show-raw-insn "$o" | awk '/<tile>:/,/ret/' \
         | grep -cE 'zmm.*\(%rsp\)|\(%rsp\).*zmm' || true)))
 done
+# The f32 block products (f32_gemm.c): AVX-512 FMAs on zmm with the 28 accumulators of the
+# 14 × 32 tile in registers (no zmm stack traffic anywhere in the function), AVX2 FMAs on ymm.
+f32zmm=0 f32ymm=0 f32spills=0
+for o in "$build_path"/release/CKernels.build/*.o; do
+    dis=$(objdump -d --no-show-raw-insn "$o")
+    f32zmm=$((f32zmm + $(awk '/<pd_f32_gemm_block_avx512>:/,/^$/' <<<"$dis" | grep -c 'vfmadd...ps.*%zmm' || true)))
+    f32ymm=$((f32ymm + $(awk '/<pd_f32_gemm_block_avx2>:/,/^$/' <<<"$dis" | grep -c 'vfmadd...ps.*%ymm' || true)))
+    f32spills=$((f32spills + $(awk '/<pd_f32_gemm_block_avx512>:/,/^$/' <<<"$dis" \
+        | grep -cE 'zmm.*\(%rsp\)|\(%rsp\).*zmm' || true)))
+done
 
 status=0
+if [[ $f32zmm == 0 || $f32ymm == 0 ]]; then
+    echo "check-kernel-asm: f32 block products lack FMAs (zmm: $f32zmm, ymm: $f32ymm): target attributes ignored?"
+    status=1
+fi
+if [[ $f32spills != 0 ]]; then
+    echo "check-kernel-asm: the AVX-512 f32 block product moves zmm registers to or from the stack ($f32spills times)"
+    status=1
+fi
 if [[ -n "$bad" ]]; then
     echo "check-kernel-asm: per-lane library or generic-witness calls in kernel code:"
     sed 's/^BAD /  /' <<<"$bad" | head -40
@@ -112,6 +132,6 @@ if [[ $spills != 0 ]]; then
     status=1
 fi
 if [[ $status == 0 ]]; then
-    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16)"
+    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16, f32 block vfmadd zmm/ymm: $f32zmm/$f32ymm)"
 fi
 exit $status

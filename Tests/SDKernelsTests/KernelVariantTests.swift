@@ -178,6 +178,26 @@ final class KernelVariantTests: XCTestCase {
         #endif
     }
 
+    /// cpuid/xgetbv decoding agrees with the kernel's own view of the CPU (/proc/cpuinfo
+    /// lists a feature only when the OS enabled its register state).
+    func testCPUFeaturesAgreeWithProcCPUInfo() throws {
+        #if arch(x86_64) && os(Linux)
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else {
+            throw XCTSkip("no /proc/cpuinfo flags line")
+        }
+        let flags = Set(line.split(separator: " ").map(String.init))
+        let names = KernelVariant.featureNames
+        XCTAssertEqual(KernelVariant.avx2.isSupported, flags.isSuperset(of: ["avx2", "fma", "f16c"]), names)
+        XCTAssertEqual(KernelVariant.avx512.isSupported, flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl"]), names)
+        XCTAssertEqual(KernelVariant.avx512BF16.isSupported,
+                       flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl", "avx512_bf16"]), names)
+        XCTAssertEqual(names.contains("amx-bf16"), flags.isSuperset(of: ["amx_tile", "amx_bf16"]), names)
+        #else
+        throw XCTSkip("x86_64 Linux only")
+        #endif
+    }
+
     /// CI forces a variant for whole test runs with POCKETSD_KERNELS; a typo there must fail
     /// the run rather than silently test `auto`.
     func testEnvironmentVariantIsActive() throws {
