@@ -161,7 +161,7 @@ struct ErrorMiddleware: RouterMiddleware {
             case .failed(let m): return Self.response(APIError(500, m), path: request.uri.path)
             }
         } catch let error as HTTPError {
-            return Self.response(APIError(Int(error.status.code), error.body ?? error.status.reasonPhrase), path: request.uri.path)
+            return Self.response(APIError(error.status.code, error.body ?? Self.statusNames[error.status.code] ?? "error"), path: request.uri.path)
         } catch {
             return Self.response(APIError(500, "\(error)"), path: request.uri.path)
         }
@@ -170,16 +170,21 @@ struct ErrorMiddleware: RouterMiddleware {
     static func response(_ error: APIError, path: String) -> Response {
         let status = HTTPResponse.Status(code: error.status)
         let body: JSON
+        let reason = statusNames[error.status] ?? "Error"
         if path.hasPrefix("/v1/") {
             let type = error.status == 401 ? "authentication_error" : error.status >= 500 ? "server_error" : "invalid_request_error"
             body = .object([("error", .object([("message", .string(error.message)), ("type", .string(type)),
                                                ("param", error.field.map(JSON.string) ?? .null), ("code", .null)]))])
         } else {
-            body = .object([("error", .string(status.reasonPhrase)), ("detail", .string(error.message)),
+            body = .object([("error", .string(reason)), ("detail", .string(error.message)),
                             ("field", error.field.map(JSON.string) ?? .null)])
         }
         return jsonResponse(body, status: status)
     }
+
+    static let statusNames = [400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+                              409: "Conflict", 413: "Content Too Large", 422: "Unprocessable Content",
+                              500: "Internal Server Error", 503: "Service Unavailable"]
 }
 
 /// With `--api-key`: `Authorization: Bearer KEY`, or basic auth with KEY as the password

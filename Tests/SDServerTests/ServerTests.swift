@@ -10,9 +10,9 @@ import XCTest
 final class Gate: @unchecked Sendable {
     private let lock = NSLock()
     private var closed = false
-    var isClosed: Bool { lock.withLock { closed } }
-    func close() { lock.withLock { closed = true } }
-    func open() { lock.withLock { closed = false } }
+    var isClosed: Bool { lock.locked { closed } }
+    func close() { lock.locked { closed = true } }
+    func open() { lock.locked { closed = false } }
 }
 
 /// A `PocketServer` on an ephemeral loopback port, in this process, serving the tiny model.
@@ -46,9 +46,12 @@ final class RunningServer {
         self.port = box.port
     }
 
+    /// Stops serving and waits for the worker, so the next test's server has the shared
+    /// pipeline to itself.
     func stop() {
         task.cancel()
         server.queue.shutdown()
+        server.queue.waitUntilIdle()
     }
 
     final class PortBox: @unchecked Sendable { var port = 0 }
