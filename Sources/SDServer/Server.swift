@@ -53,10 +53,12 @@ public final class PocketServer: Sendable {
     /// cancelled. `onRunning` receives the bound port (the actual one when `port` is 0).
     public func run(handleSignals: Bool = true, onRunning: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         var logger = Logger(label: "pocketsd")
-        logger.logLevel = .warning
+        // Hummingbird reports a cancelled connection at error level; only failures to serve matter.
+        logger.logLevel = .critical
         let app = Application(
             router: makeRouter(),
-            server: .http1(configuration: .init(idleTimeout: .seconds(configuration.idleTimeoutSeconds))),
+            server: .http1(configuration: .init(additionalChannelHandlers: [CloseOnEndOfInput()],
+                                                 idleTimeout: .seconds(configuration.idleTimeoutSeconds))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "pocketsd"),
             services: [QueueService(queue: queue)],
             onServerRunning: { channel in onRunning(channel.localAddress?.port ?? 0) },
@@ -237,5 +239,18 @@ struct QueueService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         queue.shutdown()
+    }
+}
+
+/// Closes a connection whose client stopped sending (TCP FIN). Hummingbird allows half-open
+/// connections, so without this a client that went away goes unnoticed until the answer is
+/// written; closing lets `closeFuture` cancel its job at the next step. (A client that
+/// half-closes on purpose after its request loses the answer; HTTP clients do not.)
+final class CloseOnEndOfInput: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event { context.close(promise: nil) }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -31,7 +31,7 @@ final class RunningServer {
         let pipeline = try ServerTests.pipeline()
         let server = PocketServer(configuration: configuration) { request, progress in
             try pipeline.generate(request) { p in
-                while gate.isClosed {
+                while gate.isClosed && p.phase == .denoising {
                     if !progress(p) { return false }
                     usleep(2000)
                 }
