@@ -196,7 +196,7 @@ final class ServerTests: XCTestCase {
         let s = try RunningServer { $0.outputDirectory = outputs }
         defer { s.stop() }
         let reply = try XCTUnwrap(s.client.post("/v1/images/generations", json: [
-            "prompt": "a lighthouse", "n": 2, "size": "64x64", "response_format": "b64_json", "model": "dall-e-2"]))
+            "prompt": "a lighthouse", "n": 2, "size": "64x64", "response_format": "b64_json", "model": "dall-e-2", "steps": 2]))
         XCTAssertEqual(reply.status, 200, reply.text)
         let data = try XCTUnwrap(reply.object["data"] as? [[String: Any]])
         XCTAssertEqual(data.count, 2)
@@ -204,7 +204,7 @@ final class ServerTests: XCTestCase {
         XCTAssertNotNil(reply.object["created"] as? Int)
 
         let urls = try XCTUnwrap(s.client.post("/v1/images/generations", json: [
-            "prompt": "a lighthouse", "size": "64x64", "response_format": "url", "seed": 7]))
+            "prompt": "a lighthouse", "size": "64x64", "response_format": "url", "seed": 7, "steps": 2]))
         XCTAssertEqual(urls.status, 200, urls.text)
         let url = try XCTUnwrap((urls.object["data"] as? [[String: Any]])?.first?["url"] as? String)
         let path = try XCTUnwrap(URL(string: url)?.path)
