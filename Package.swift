@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(name: "ImageToImage", dependencies: ["PocketDiffusion"], path: "Examples/ImageToImage"),
         // The HTTP server of `pocketsd serve` (web page, AUTOMATIC1111 and OpenAI APIs).
         .target(name: "SDServer",
-                dependencies: ["SDPipeline", .product(name: "Hummingbird", package: "hummingbird"),
+                dependencies: ["SDPipeline", "SDFormat", "SDSchedulers", .product(name: "Hummingbird", package: "hummingbird"),
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                .product(name: "Logging", package: "swift-log")]),

@@ -68,14 +68,14 @@ def main():
     try:
         driver = make_driver(args.width, args.height)
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 60)
+        wait = WebDriverWait(driver, 240)
         # The sampler list comes from the API once the page has loaded.
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sampler option")) >= 7)
         check(driver.find_element(By.ID, "model").text.startswith("Model:"), "the model name is not shown")
 
         driver.find_element(By.ID, "prompt").send_keys("a lighthouse on a cliff at dawn, watercolor")
         driver.find_element(By.TAG_NAME, "summary").click()
-        for field, value in (("negative", "blurry"), ("images", "2"), ("steps", "40"), ("guidance", "7.5"),
+        for field, value in (("negative", "blurry"), ("images", "2"), ("steps", "8"), ("guidance", "7.5"),
                              ("seed", "1234"), ("width", "128"), ("height", "128")):
             element = driver.find_element(By.ID, field)
             element.clear()
@@ -147,7 +147,7 @@ def main():
 
         driver.execute_script("document.getElementById('error').style.display = 'none'; window.scrollTo(0, 0)")
         steps.clear()
-        steps.send_keys("40")
+        steps.send_keys("8")
         os.makedirs(os.path.dirname(args.screenshot) or ".", exist_ok=True)
         driver.save_screenshot(args.screenshot)
         results["screenshot"] = args.screenshot

@@ -17,7 +17,7 @@ if ! .venv-browser/bin/python -c "import selenium" 2>/dev/null; then
   python3 -m venv .venv-browser
   .venv-browser/bin/pip install -q selenium
 fi
-tools/build.sh
+tools/build.sh --tests  # the same build as tools/test.sh, so after it this is a no-op
 mkdir -p out
 model=out/tiny-sd-a.pdm
 [ -f "$model" ] || .build/release/pocketsd convert Tests/Fixtures/tiny-sd-a -o "$model" --weights fp16 >/dev/null

@@ -78,6 +78,10 @@ def main():
     url = f"http://127.0.0.1:{match.group(1)}/sdapi/v1/txt2img"
     body = {"prompt": "a lighthouse", "steps": args.steps, "width": args.size, "height": args.size, "seed": 1}
     post(url, body, 600)  # warm-up: the first run maps the weights
+    # The reference for the latencies under load: one request on an idle server.
+    start = time.monotonic()
+    post(url, body, 600)
+    idle_latency = time.monotonic() - start
     before = memory(server.pid)
 
     lock = threading.Lock()
@@ -126,6 +130,7 @@ def main():
     result = {
         "clients": args.clients, "requests_per_client": args.requests, "queue": args.queue,
         "steps": args.steps, "size": args.size, "wall_seconds": round(wall, 2),
+        "idle_latency_seconds": round(idle_latency, 3),
         "completed": len(completed), "refused_503": len(refused), "other_statuses": other,
         "completed_latency_seconds": {p: percentile(completed, p) for p in (50, 90, 99)},
         "refused_latency_seconds": {p: percentile(refused, p) for p in (50, 90, 99)},
@@ -140,6 +145,7 @@ def main():
         mib = lambda b: f"{b / 2**20:.1f} MiB" if b else "?"
         print(f"{result['completed']} completed, {result['refused_503']} refused (503), other: {other or 'none'} "
               f"in {result['wall_seconds']} s")
+        print(f"one request on an idle server: {result['idle_latency_seconds']} s")
         print(f"latency completed p50/p90/p99: {result['completed_latency_seconds']}; refused: {result['refused_latency_seconds']}")
         print(f"RSS before {mib(before.get('VmRSS'))} (peak {mib(before.get('VmHWM'))}), "
               f"after {mib(after.get('VmRSS'))} (peak {mib(after.get('VmHWM'))}); server exit {exit_code}")

@@ -26,7 +26,7 @@ extension PocketServer {
             return jsonResponse(.object([]))
         }
         router.get("/sdapi/v1/samplers") { _, _ in
-            jsonResponse(.array(JobParameters.samplers.map { s in
+            jsonResponse(.array(JobParameters.samplers.map { s -> JSON in
                 .object([("name", .string(s.name)), ("aliases", .array(s.aliases.map(JSON.string))), ("options", .object([]))])
             }))
         }
@@ -61,14 +61,14 @@ extension PocketServer {
             ("batch_size", .number(Double(p.batchSize))), ("n_iter", .number(Double(p.iterations))),
         ]
         let info: JSON = .object(settings + [
-            ("all_prompts", .array(images.map { _ in .string(p.prompt) })),
-            ("all_negative_prompts", .array(images.map { _ in .string(p.negativePrompt) })),
-            ("all_seeds", .array(seeds)), ("subseed", .number(-1)), ("all_subseeds", .array(images.map { _ in .number(-1) })),
+            ("all_prompts", .array(images.map { _ in JSON.string(p.prompt) })),
+            ("all_negative_prompts", .array(images.map { _ in JSON.string(p.negativePrompt) })),
+            ("all_seeds", .array(seeds)), ("subseed", .number(-1)), ("all_subseeds", .array(images.map { _ in JSON.number(-1) })),
             ("sd_model_name", .string(configuration.modelName)),
-            ("infotexts", .array(images.map { .string($0.parameters) })),
+            ("infotexts", .array(images.map { JSON.string($0.parameters) })),
         ])
         return .object([
-            ("images", .array(images.map { .string(Data($0.png).base64EncodedString()) })),
+            ("images", .array(images.map { JSON.string(Data($0.png).base64EncodedString()) })),
             ("parameters", .object(settings)),
             ("info", .string(info.serialized)),
         ])
@@ -120,7 +120,7 @@ extension PocketServer {
 
     /// The address the client used, for absolute image URLs.
     func baseURL(_ request: Request) -> String {
-        let host = request.head.authority ?? request.headers[.host] ?? "\(configuration.host):\(configuration.port)"
+        let host = request.head.authority ?? "\(configuration.host):\(configuration.port)"
         return "http://" + host
     }
 }

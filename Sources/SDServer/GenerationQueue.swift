@@ -61,16 +61,16 @@ public final class GenerationJob: @unchecked Sendable {
         self.modelName = modelName
     }
 
-    var isCancelled: Bool { lock.withLock { cancelled } }
+    var isCancelled: Bool { lock.locked { cancelled } }
 
     /// Marks the job cancelled; the worker stops it at the next step boundary.
-    func markCancelled() { lock.withLock { cancelled = true } }
+    func markCancelled() { lock.locked { cancelled = true } }
 
-    func attach(_ c: CheckedContinuation<[GeneratedImage], Error>) { lock.withLock { continuation = c } }
+    func attach(_ c: CheckedContinuation<[GeneratedImage], Error>) { lock.locked { continuation = c } }
 
     /// Resumes the waiting handler once; later calls do nothing.
     func finish(_ result: Result<[GeneratedImage], Error>) {
-        let c: CheckedContinuation<[GeneratedImage], Error>? = lock.withLock {
+        let c: CheckedContinuation<[GeneratedImage], Error>? = lock.locked {
             defer { continuation = nil }
             return continuation
         }
@@ -84,7 +84,7 @@ public final class GenerationJob: @unchecked Sendable {
 /// running one stops it at the next step.
 public final class GenerationQueue: @unchecked Sendable {
     /// Makes the images of one run; `progress` returns false to stop.
-    public typealias Generate = (GenerationRequest, (StableDiffusionPipeline.Progress) -> Bool) throws -> [RGBImage]
+    public typealias Generate = (GenerationRequest, @escaping (StableDiffusionPipeline.Progress) -> Bool) throws -> [RGBImage]
 
     public let limit: Int
     private let generate: Generate
@@ -114,7 +114,7 @@ public final class GenerationQueue: @unchecked Sendable {
     /// job given to `onQueued` stops it.
     public func submit(_ runs: [GenerationRequest], modelName: String,
                        onQueued: (GenerationJob) -> Void = { _ in }) async throws -> [GeneratedImage] {
-        let job: GenerationJob = condition.withLock {
+        let job: GenerationJob = condition.locked {
             defer { nextID += 1 }
             return GenerationJob(id: nextID, runs: runs, modelName: modelName)
         }
@@ -151,7 +151,7 @@ public final class GenerationQueue: @unchecked Sendable {
     /// Stops the running job (A1111's interrupt); waiting jobs go on. True if one ran.
     @discardableResult
     public func interrupt() -> Bool {
-        let job = condition.withLock { running }
+        let job = condition.locked { running }
         job?.markCancelled()
         return job != nil
     }
@@ -177,7 +177,7 @@ public final class GenerationQueue: @unchecked Sendable {
     }
 
     public var progress: ProgressSnapshot {
-        condition.withLock {
+        condition.locked {
             var s = snapshot
             s.queued = waiting.count
             if s.running, let (latents, shape) = latestLatents {
@@ -221,7 +221,7 @@ public final class GenerationQueue: @unchecked Sendable {
             if job.isCancelled { return .failure(JobError.cancelled) }
             do {
                 let pictures = try generate(request) { [self] p in
-                    condition.withLock {
+                    condition.locked {
                         if callsPerRun == 0 { callsPerRun = p.totalSteps }
                         let done = r * callsPerRun + (p.phase == .denoising ? p.step : p.phase == .vaeDecode ? callsPerRun : 0)
                         snapshot.step = done
@@ -246,5 +246,14 @@ public final class GenerationQueue: @unchecked Sendable {
             }
         }
         return .success(images)
+    }
+}
+
+extension NSLocking {
+    /// Runs `body` holding the lock.
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock()
+        defer { unlock() }
+        return try body()
     }
 }

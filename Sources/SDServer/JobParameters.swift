@@ -84,7 +84,9 @@ public struct JobParameters: Equatable, Sendable {
     /// field ("Karras") folded in.
     static func scheduler(named name: String, schedule: String?) -> SchedulerKind? {
         let lower = name.lowercased()
-        guard let entry = samplers.first(where: { $0.name.lowercased() == lower || $0.aliases.contains { $0.lowercased() == lower } })
+        guard let entry = samplers.first(where: { sampler in
+            sampler.name.lowercased() == lower || sampler.aliases.contains { alias in alias.lowercased() == lower }
+        })
         else { return nil }
         if entry.kind == .dpmpp2m, schedule?.lowercased() == "karras" { return .dpmpp2mKarras }
         return entry.kind
@@ -183,7 +185,8 @@ extension JobParameters {
         p.width = try f.int("width", in: anyCount) ?? p.width
         p.height = try f.int("height", in: anyCount) ?? p.height
         if let seed = try f.seed("seed") { p.seed = seed }
-        if let name = try f.string("sampler_name") ?? f.string("sampler_index") {
+        let samplerName = try f.string("sampler_name")
+        if let name = try samplerName ?? f.string("sampler_index") {
             guard let kind = scheduler(named: name, schedule: try f.string("scheduler")) else {
                 throw APIError.invalid("sampler_name", "unknown sampler \"\(name)\"; choose one of \(samplers.map(\.name).joined(separator: ", "))")
             }

@@ -53,10 +53,12 @@ public final class PocketServer: Sendable {
     /// cancelled. `onRunning` receives the bound port (the actual one when `port` is 0).
     public func run(handleSignals: Bool = true, onRunning: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         var logger = Logger(label: "pocketsd")
-        logger.logLevel = .warning
+        // Hummingbird reports a cancelled connection at error level; only failures to serve matter.
+        logger.logLevel = .critical
         let app = Application(
             router: makeRouter(),
-            server: .http1(configuration: .init(idleTimeout: .seconds(configuration.idleTimeoutSeconds))),
+            server: .http1(configuration: .init(additionalChannelHandlers: [CloseOnEndOfInput()],
+                                                 idleTimeout: .seconds(configuration.idleTimeoutSeconds))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "pocketsd"),
             services: [QueueService(queue: queue)],
             onServerRunning: { channel in onRunning(channel.localAddress?.port ?? 0) },
@@ -161,7 +163,7 @@ struct ErrorMiddleware: RouterMiddleware {
             case .failed(let m): return Self.response(APIError(500, m), path: request.uri.path)
             }
         } catch let error as HTTPError {
-            return Self.response(APIError(Int(error.status.code), error.body ?? error.status.reasonPhrase), path: request.uri.path)
+            return Self.response(APIError(error.status.code, error.body ?? Self.statusNames[error.status.code] ?? "error"), path: request.uri.path)
         } catch {
             return Self.response(APIError(500, "\(error)"), path: request.uri.path)
         }
@@ -170,16 +172,21 @@ struct ErrorMiddleware: RouterMiddleware {
     static func response(_ error: APIError, path: String) -> Response {
         let status = HTTPResponse.Status(code: error.status)
         let body: JSON
+        let reason = statusNames[error.status] ?? "Error"
         if path.hasPrefix("/v1/") {
             let type = error.status == 401 ? "authentication_error" : error.status >= 500 ? "server_error" : "invalid_request_error"
             body = .object([("error", .object([("message", .string(error.message)), ("type", .string(type)),
                                                ("param", error.field.map(JSON.string) ?? .null), ("code", .null)]))])
         } else {
-            body = .object([("error", .string(status.reasonPhrase)), ("detail", .string(error.message)),
+            body = .object([("error", .string(reason)), ("detail", .string(error.message)),
                             ("field", error.field.map(JSON.string) ?? .null)])
         }
         return jsonResponse(body, status: status)
     }
+
+    static let statusNames = [400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+                              409: "Conflict", 413: "Content Too Large", 422: "Unprocessable Content",
+                              500: "Internal Server Error", 503: "Service Unavailable"]
 }
 
 /// With `--api-key`: `Authorization: Bearer KEY`, or basic auth with KEY as the password
@@ -232,5 +239,18 @@ struct QueueService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         queue.shutdown()
+    }
+}
+
+/// Closes a connection whose client stopped sending (TCP FIN). Hummingbird allows half-open
+/// connections, so without this a client that went away goes unnoticed until the answer is
+/// written; closing lets `closeFuture` cancel its job at the next step. (A client that
+/// half-closes on purpose after its request loses the answer; HTTP clients do not.)
+final class CloseOnEndOfInput: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event { context.close(promise: nil) }
+        context.fireUserInboundEventTriggered(event)
     }
 }

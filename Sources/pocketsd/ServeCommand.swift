@@ -70,7 +70,8 @@ struct ServeCommand: ParsableCommand {
             try pipeline.generate(request, progress: progress).images
         }
         let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var failure: Error?
+        final class Failure: @unchecked Sendable { var error: Error? }
+        let failure = Failure()
         let host = self.host
         Task {
             do {
@@ -79,14 +80,14 @@ struct ServeCommand: ParsableCommand {
                     fflush(stdout)
                 }
             } catch {
-                failure = error
+                failure.error = error
             }
             done.signal()
         }
         done.wait()
         server.queue.shutdown()
         server.queue.waitUntilIdle()
-        if let failure { throw ServeError(message: "could not serve on \(host):\(port): \(failure)") }
+        if let error = failure.error { throw ServeError(message: "could not serve on \(host):\(port): \(error)") }
     }
 }
 

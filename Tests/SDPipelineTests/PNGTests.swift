@@ -25,6 +25,21 @@ final class PNGTests: XCTestCase {
         XCTAssertThrowsError(try PNGWriter.write(image, to: dir + "/missing/x.png"))
     }
 
+    /// The server sends `encode`'s bytes; they must be the file's, text chunks included
+    /// (a long text goes to zTXt, a non-ASCII one to iTXt).
+    func testEncodeInMemoryEqualsTheFile() throws {
+        let dir = NSTemporaryDirectory() + "png-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let image = RGBImage(width: 7, height: 4, pixels: (0..<(7 * 4 * 3)).map { UInt8(($0 * 37) % 256) })
+        let text = [("parameters", "a cat\nSteps: 20"), ("grid", String(repeating: "long text ", count: 300)), ("note", "café")]
+        let path = dir + "/x.png"
+        try PNGWriter.write(image, to: path, text: text)
+        let file = try Data(contentsOf: URL(fileURLWithPath: path))
+        XCTAssertEqual(PNGWriter.encode(image, text: text), Array(file))
+        XCTAssertNil(PNGWriter.encode(RGBImage(width: 0, height: 0, pixels: [])), "an empty image is refused, not encoded")
+    }
+
     func testDecodedToEightBitsAsDiffusers() {
         // (x / 2 + 0.5) clamped, × 255, rounded half to even (numpy).
         let values: [Float] = [-1, 1, 0, 2, -3, 0.5]

@@ -10,9 +10,9 @@ import XCTest
 final class Gate: @unchecked Sendable {
     private let lock = NSLock()
     private var closed = false
-    var isClosed: Bool { lock.withLock { closed } }
-    func close() { lock.withLock { closed = true } }
-    func open() { lock.withLock { closed = false } }
+    var isClosed: Bool { lock.locked { closed } }
+    func close() { lock.locked { closed = true } }
+    func open() { lock.locked { closed = false } }
 }
 
 /// A `PocketServer` on an ephemeral loopback port, in this process, serving the tiny model.
@@ -31,7 +31,7 @@ final class RunningServer {
         let pipeline = try ServerTests.pipeline()
         let server = PocketServer(configuration: configuration) { request, progress in
             try pipeline.generate(request) { p in
-                while gate.isClosed {
+                while gate.isClosed && p.phase == .denoising {
                     if !progress(p) { return false }
                     usleep(2000)
                 }
@@ -46,9 +46,12 @@ final class RunningServer {
         self.port = box.port
     }
 
+    /// Stops serving and waits for the worker, so the next test's server has the shared
+    /// pipeline to itself.
     func stop() {
         task.cancel()
         server.queue.shutdown()
+        server.queue.waitUntilIdle()
     }
 
     final class PortBox: @unchecked Sendable { var port = 0 }
@@ -193,7 +196,7 @@ final class ServerTests: XCTestCase {
         let s = try RunningServer { $0.outputDirectory = outputs }
         defer { s.stop() }
         let reply = try XCTUnwrap(s.client.post("/v1/images/generations", json: [
-            "prompt": "a lighthouse", "n": 2, "size": "64x64", "response_format": "b64_json", "model": "dall-e-2"]))
+            "prompt": "a lighthouse", "n": 2, "size": "64x64", "response_format": "b64_json", "model": "dall-e-2", "steps": 2]))
         XCTAssertEqual(reply.status, 200, reply.text)
         let data = try XCTUnwrap(reply.object["data"] as? [[String: Any]])
         XCTAssertEqual(data.count, 2)
@@ -201,7 +204,7 @@ final class ServerTests: XCTestCase {
         XCTAssertNotNil(reply.object["created"] as? Int)
 
         let urls = try XCTUnwrap(s.client.post("/v1/images/generations", json: [
-            "prompt": "a lighthouse", "size": "64x64", "response_format": "url", "seed": 7]))
+            "prompt": "a lighthouse", "size": "64x64", "response_format": "url", "seed": 7, "steps": 2]))
         XCTAssertEqual(urls.status, 200, urls.text)
         let url = try XCTUnwrap((urls.object["data"] as? [[String: Any]])?.first?["url"] as? String)
         let path = try XCTUnwrap(URL(string: url)?.path)
