@@ -36,7 +36,7 @@ enum ExecutionOrder {
     static func sortKey(_ key: String, component: String) -> [Part] {
         let parts = key.split(separator: ".").map(String.init)
         var result: [Part] = []
-        if component == "vae" { result.append(.number(trailing.contains(parts.first ?? "") ? 1 : 0)) }
+        if component == "vae" || component == "taesd" { result.append(.number(trailing.contains(parts.first ?? "") ? 1 : 0)) }
         var i = 0
         while i < parts.count {
             let s = parts[i]

@@ -22,6 +22,10 @@ public struct GenerationRequest {
     public var guidanceRescale: Float = 0
     /// Overrides the model's stored `prediction_type` ("epsilon" or "v_prediction"); nil keeps it.
     public var predictionType: String? = nil
+    /// The autoencoder for the final images: the full VAE, or the file's TAESD.
+    public var decoder: ImageDecoder = .full
+    /// An init image (img2img) and mask (inpainting); nil for text-to-image.
+    public var imageInput: ImageInput? = nil
 
     public init(prompts: [String], negativePrompts: [String] = []) {
         self.prompts = prompts
@@ -91,6 +95,7 @@ public struct GenerationRequest {
         if let predictionType, !Self.predictionTypes.contains(predictionType) {
             throw fail("prediction type must be \(Self.predictionTypes.joined(separator: " or ")) (got \(predictionType))")
         }
+        try imageInput?.validate(steps: steps)
     }
 
     /// The prediction types a model may be run with.

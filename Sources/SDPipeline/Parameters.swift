@@ -20,6 +20,7 @@ public func automatic1111Parameters(image i: Int, request: GenerationRequest, mo
     var fields = ["Steps: \(request.steps)", "Sampler: \(request.scheduler?.displayName ?? "model default")",
                   "CFG scale: \(automatic1111Number(request.guidanceScale))", "Seed: \(request.seed(ofImage: i))",
                   "Size: \(request.width)x\(request.height)", "Model: \(modelName)"]
+    if let input = request.imageInput { fields.append("Denoising strength: \(input.strength)") }  // A1111's img2img key
     if request.seedMode == .batch && request.imageCount > 1 {
         fields += ["Batch size: \(request.imageCount)", "Batch pos: \(i)", "Seed mode: batch"]
     }

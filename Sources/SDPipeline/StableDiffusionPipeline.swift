@@ -26,22 +26,21 @@ public final class StableDiffusionPipeline {
     /// How runs spend memory (weight residency, UNet batch, chunking, VAE tiles); may be
     /// changed between runs.
     public var memoryPlan: MemoryPlan
+    /// Operand precision of the matrix products (`usePrecision` picks it from a
+    /// `PrecisionChoice`); f32, the exact mode, unless set. Every pool the pipeline runs
+    /// its models on carries it.
+    public var precision: Kernels.Precision = .f32 {
+        didSet { pool.precision = precision }
+    }
 
     public init(modelPath: String, threads: Int, memory: MemoryPolicy = .auto) throws {
         file = try ModelFileReader(path: modelPath)
         memoryPlan = MemoryPlan.resolve(memory, modelFileBytes: file.file.byteCount)
-        let path = file.sourceName
-        tokenizer = try Self.tokenizer(of: file)
-        do {
-            textConfig = try CLIPTextConfig(json: file.config("text_encoder"))
-            unetConfig = try UNet2DConditionConfig(json: file.config("unet"))
-            vaeConfig = try AutoencoderKLConfig(json: file.config("vae"))
-            schedulerConfig = try SchedulerConfig(diffusersConfig: Self.schedulerValues(file.config("scheduler")))
-        } catch let error as FormatError {
-            throw error
-        } catch {
-            throw FormatError(path, "\(error)")
-        }
+        tokenizer = try file.clipTokenizer()
+        textConfig = try file.textEncoderConfig()
+        unetConfig = try file.unetConfig()
+        vaeConfig = try file.vaeConfig()
+        schedulerConfig = try file.schedulerConfig()
         pool = ThreadPool(threads: threads)
         vaeScaleFactor = 1 << (vaeConfig.blockOutChannels.count - 1)
         // Header, metadata and tensor table have been parsed into the heap: drop their pages.
@@ -62,20 +61,7 @@ public final class StableDiffusionPipeline {
         }
     }
 
-    static func schedulerValues(_ json: JSON) -> [String: SchedulerConfig.Value] {
-        var values: [String: SchedulerConfig.Value] = [:]
-        for (key, value) in json.object ?? [] {
-            switch value {
-            case .null: values[key] = .null
-            case .bool(let b): values[key] = .bool(b)
-            case .number(let n): values[key] = n == n.rounded() && abs(n) < 1e15 ? .int(Int(n)) : .double(n)
-            case .string(let s): values[key] = .string(s)
-            case .array(let items): values[key] = .doubles(items.compactMap(\.double))
-            case .object: break
-            }
-        }
-        return values
-    }
+    static func schedulerValues(_ json: JSON) -> [String: SchedulerConfig.Value] { schedulerConfigValues(json) }
 
     /// Where the run is, for progress lines and cancellation.
     public struct Progress: Sendable {
@@ -143,6 +129,9 @@ public final class StableDiffusionPipeline {
         guard request.width % vaeScaleFactor == 0, request.height % vaeScaleFactor == 0 else {
             throw PipelineError.invalidRequest("width and height must be multiples of \(vaeScaleFactor) for this model")
         }
+        if request.decoder == .taesd && !hasTinyAutoencoder {
+            throw PipelineError.invalidRequest("--vae taesd: this model file has no TAESD (convert it with --taesd DIR|FILE)")
+        }
         var phases: [PhaseReport] = []
         var clock = PhaseClock()
         defer { clock.stop() }
@@ -153,7 +142,7 @@ public final class StableDiffusionPipeline {
         let guiding = usesGuidance(request)
         let count = request.imageCount
         let h = request.height / vaeScaleFactor, w = request.width / vaeScaleFactor
-        let latentChannels = unetConfig.inChannels
+        let latentChannels = loopLatentChannels(request)
         let tokens = tokenizer.maxLength
 
         // 1. Text: prompts (and the negative prompt when guiding) in one batch of
@@ -169,7 +158,7 @@ public final class StableDiffusionPipeline {
             let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
             let texts = (guiding ? negatives : []) + request.prompts
             for text in texts { ids += tokenizer.tokenize(text) }
-            let textPool = ThreadPool(threads: pool.threads)
+            let textPool = ThreadPool(threads: pool.threads, precision: precision)
             let encode = { try textModel.encode(ids: ids, batch: texts.count, pool: textPool) }
             let arena = try activationArena { _ = try encode() }
             let hidden = try run(in: arena, encode)
@@ -188,13 +177,14 @@ public final class StableDiffusionPipeline {
         textPhase.activations = textActivations
         phases.append(textPhase)
 
-        // 2. Denoising: latents from torch's generator, scaled by the initial sigma.
-        let denoisingStart = monotonicSeconds()
+        // 2. Denoising: latents from torch's generator, scaled by the initial sigma (or an encoded
+        //    init image noised to the first kept timestep: prepareLatents).
         var generator = request.makeGenerator()
         var scheduler = scheduler0
-        var latents = generator.randn(count: count * latentChannels * h * w)
-        let sigma = scheduler.initNoiseSigma
-        if sigma != 1 { for i in latents.indices { latents[i] *= sigma } }
+        let start = try prepareLatents(request, scheduler: &scheduler, generator: &generator)
+        var latents = start.latents
+        if request.imageInput != nil { phases.append(clock.lap("vae encode")) }
+        let denoisingStart = monotonicSeconds()
         let guidance = request.guidanceScale
         var steps: [PhaseReport] = []
         var unetActivations: ActivationReport?
@@ -202,7 +192,7 @@ public final class StableDiffusionPipeline {
             let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"),
                                                 memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
             release("unet")
-            let unetPool = ThreadPool(threads: pool.threads)
+            let unetPool = ThreadPool(threads: pool.threads, precision: precision)
             let unetBatch = guiding ? 2 * count : count
             let condition = timestepCondition(for: request)
             // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
@@ -212,15 +202,17 @@ public final class StableDiffusionPipeline {
             }
             // Every step makes the same tensors: plan one, run all of them in its arena.
             let arena = activationArena(idlePageEvents: memoryPlan.unetIdlePageEvents) {
-                _ = predict([Float](repeating: 0, count: unetBatch * latentChannels * h * w), scheduler.timesteps[0])
+                _ = predict([Float](repeating: 0, count: unetBatch * unetConfig.inChannels * h * w), scheduler.timesteps[0])
             }
             defer {
                 arena?.close()
                 unetActivations = arena?.report
             }
-            for (i, t) in scheduler.timesteps.enumerated() {
-                let input = scheduler.scaleModelInput(latents, stepIndex: i)
-                let prediction = run(in: arena) { predict(guiding ? input + input : input, t) }
+            let loopSteps = scheduler.timesteps.count - start.beginIndex
+            for (i, t) in scheduler.timesteps.enumerated() where i >= start.beginIndex {
+                let input = start.unetInput(scheduler.scaleModelInput(latents, stepIndex: i),
+                                            guidance: guiding, batch: count)
+                let prediction = run(in: arena) { predict(input, t) }
                 var noise: [Float]
                 if guiding {
                     let n = latents.count
@@ -235,8 +227,10 @@ public final class StableDiffusionPipeline {
                     noise = prediction
                 }
                 latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
-                steps.append(clock.lap("step \(i + 1)"))
-                try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count,
+                latents = start.blendKnownRegion(latents, scheduler: scheduler, stepIndex: i)
+                let done = i + 1 - start.beginIndex
+                steps.append(clock.lap("step \(done)"))
+                try report(Progress(phase: .denoising, step: done, totalSteps: loopSteps,
                                     latents: latents, latentShape: [count, latentChannels, h, w]))
             }
         }
@@ -249,11 +243,17 @@ public final class StableDiffusionPipeline {
 
         // 3. Decode: latents / scaling_factor through the VAE, then to 8 bits.
         try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
+        if request.decoder == .taesd {
+            let images = try decodeImagesWithTinyAutoencoder(latents: latents, shape: [count, latentChannels, h, w])
+            phases.append(clock.lap("vae decode"))
+            return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
+                          steps: steps, memoryPlan: memoryPlan)
+        }
         let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"), memory: memoryOptions("vae"))
         release("vae")
         let scale = Float(vaeConfig.scalingFactor)
         let scaled = latents.map { $0 / scale }
-        let vaePool = ThreadPool(threads: pool.threads)
+        let vaePool = ThreadPool(threads: pool.threads, precision: precision)
         var images: [RGBImage] = []
         let plane = latentChannels * h * w
         let tiling = memoryPlan.vaeTiling
@@ -350,34 +350,20 @@ public final class StableDiffusionPipeline {
     }
 }
 
-/// Times phases and records each one's peak memory (VmHWM, reset per phase) and how the
-/// resident set split into anonymous and file pages at its sampled peak. `stop()` ends
-/// the sampling thread.
+/// Times phases and records each one's peak memory (`PhasePeaks`: the process's own peak
+/// is never reset) and how the resident set split into anonymous and file pages at its
+/// sampled peak. `stop()` ends the sampling thread.
 struct PhaseClock {
     var start = monotonicSeconds()
-    let sampler = MemorySampler()
-
-    init() {
-        MemoryStats.resetPeak()
-        _ = sampler.take()
-    }
+    let peaks = PhasePeaks()
 
     mutating func lap(_ name: String) -> StableDiffusionPipeline.PhaseReport {
         let t = monotonicSeconds()
-        defer {
-            start = t
-            MemoryStats.resetPeak()
-        }
-        var memory = MemoryStats.current()
-        let split = sampler.take()
-        if split.anonymous + split.file > 0 {
-            memory.residentAnonymous = split.anonymous
-            memory.residentFile = split.file
-        }
-        return .init(name: name, seconds: t - start, memory: memory)
+        defer { start = t }
+        return .init(name: name, seconds: t - start, memory: peaks.take())
     }
 
-    func stop() { sampler.stop() }
+    func stop() { peaks.stop() }
 }
 
 public func monotonicSeconds() -> Double {

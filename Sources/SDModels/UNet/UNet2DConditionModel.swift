@@ -91,6 +91,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             return forward(sample: sample[...], batch: batch, height: h, width: w, timestep: timestep,
                            context: context[...], contextTokens: contextTokens, condition: timestepCondition, pool: pool)
         }
+        PathCounters.record(.splitUNetBatch)
         let samplePlane = config.inChannels * h * w, contextRows = contextTokens * config.crossAttentionDim
         var output: [Float] = []
         output.reserveCapacity(batch * config.outChannels * h * w)
