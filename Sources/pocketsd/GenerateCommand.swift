@@ -105,10 +105,13 @@ struct GenerateCommand: ParsableCommand {
         if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
             throw ValidationError("unknown scheduler \(scheduler); choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        for (name, side) in [("--width", width), ("--height", height)] {
-            guard let side else { continue }
-            guard side > 0, side % 8 == 0 else { throw ValidationError("\(name) must be a positive multiple of 8 (got \(side))") }
-            guard side <= GenerationRequest.maxSide else { throw ValidationError("\(name) must be at most \(GenerationRequest.maxSide) (got \(side))") }
+        // Omitted sides take the model's size (checked when the model is read).
+        let sides = [width, height].compactMap { $0 }
+        guard sides.allSatisfy({ $0 > 0 && $0 % 8 == 0 }) else {
+            throw ValidationError("width and height must be positive multiples of 8 (got \(width.map(String.init) ?? "model's")x\(height.map(String.init) ?? "model's"))")
+        }
+        guard sides.allSatisfy({ $0 <= GenerationRequest.maxSide }) else {
+            throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
         }
         guard guidanceRescale.isFinite, guidanceRescale >= 0, guidanceRescale <= 1 else {
             throw ValidationError("--guidance-rescale must be a number from 0 to 1 (got \(guidanceRescale))")

@@ -69,7 +69,7 @@ final class SD2CLITests: XCTestCase {
         let base = ["generate", "-m", Self.model, "-p", "a cat", "--steps", "1", "-o", output]
         try CLITests.assertFails(base + ["--prediction-type", "banana"], status: 2, "--prediction-type must be epsilon or v_prediction")
         try CLITests.assertFails(base + ["--guidance-rescale", "1.5"], status: 2, "--guidance-rescale")
-        try CLITests.assertFails(base + ["--width", "30"], status: 2, "--width")
+        try CLITests.assertFails(base + ["--width", "30"], status: 2, "multiples of 8 (got 30x")
         try CLITests.assertFails(base + ["--scheduler", "lcm", "--steps", "0"], status: 2, "steps")
         XCTAssertFalse(FileManager.default.fileExists(atPath: output))
         let converted = Self.scratch + "/banana.pdm"

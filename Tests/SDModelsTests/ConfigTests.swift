@@ -72,7 +72,9 @@ final class ConfigTests: XCTestCase {
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"addition_embed_type": "text_time"}"#)),
                       mentioning: ["addition embeddings (SDXL)", "not supported yet"])
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"only_cross_attention": true}"#)), mentioning: ["only_cross_attention"])
-        assertRejects(try UNet2DConditionConfig(json: parse(#"{"time_cond_proj_dim": 256}"#)), mentioning: ["LCM"])
+        // LCM-distilled UNets are supported; only a nonsensical width is refused.
+        XCTAssertEqual(try UNet2DConditionConfig(json: parse(#"{"time_cond_proj_dim": 256}"#)).timeCondProjDim, 256)
+        assertRejects(try UNet2DConditionConfig(json: parse(#"{"time_cond_proj_dim": 0}"#)), mentioning: ["time_cond_proj_dim"])
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"block_out_channels": [320, 640]}"#)), mentioning: ["same length"])
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"norm_num_groups": 48}"#)), mentioning: ["norm_num_groups 48"])
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"layers_per_block": "two"}"#)), mentioning: ["layers_per_block"])
