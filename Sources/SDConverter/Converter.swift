@@ -98,6 +98,7 @@ public enum Converter {
             try write(src, as: plan, index: i, writer: writer, buffer: &buffer, report: &reports[c], lora: lora)
             // The source was read once; drop its pages so memory stays flat.
             src.file.file.release(src.entry.range)
+            lora.release(plan.fileKey)
         }
         progress?(planned.count, planned.count, "")
         try writer.commit()

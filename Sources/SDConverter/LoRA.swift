@@ -163,6 +163,14 @@ struct LoRAPlan {
         }
     }
 
+    /// Drops the pages of `key`'s LoRA matrices once its weight is written, so memory stays flat.
+    func release(_ key: String) {
+        for u in updates[key] ?? [] {
+            u.file.file.release(u.up.range)
+            u.file.file.release(u.down.range)
+        }
+    }
+
     /// Adds the updates of `key` to rows [firstRow, firstRow + rowCount) of a chunk of its weight.
     func apply(to key: String, firstRow: Int, rowCount: Int, cols: Int, chunk: UnsafeMutablePointer<Float>) throws {
         guard let list = updates[key] else { return }

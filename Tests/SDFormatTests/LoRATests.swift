@@ -10,8 +10,8 @@ final class LoRATests: XCTestCase {
     let loraDir = TestFiles.fixture("lora")
 
     /// fp32 products summed in a different order than torch's (B·A, then W + s·ΔW): relative
-    /// to the tensor's largest weight, a few float32 ulps.
-    static let fusedTolerance: Float = 2e-6
+    /// to the tensor's largest weight, a few float32 ulps (measured: at most 2.3e-7).
+    static let fusedTolerance: Float = 1e-6
 
     func convert(_ loras: [LoRASpec], input: String? = nil, out: String? = nil) throws -> (ModelFileReader, ConversionReport) {
         let path = out ?? TestFiles.scratch(self) + "/model.pdm"

@@ -42,8 +42,25 @@ final class AutoencoderTinyTests: XCTestCase {
         XCTAssertLessThanOrEqual(error, modelRelativeRMSTolerance, "encode relative RMS \(error)")
     }
 
-    func convert(taesd: String, out: String) throws -> ModelFileReader {
-        var options = ConversionOptions(weights: .fp32)
+    /// int8 weights (per output channel) move TAESD's decoded image by this much relative RMS at
+    /// most (measured on the golden: 1.04e-2, printed by testInt8WeightsStayClose).
+    static let int8Tolerance: Float = 2e-2
+
+    func testInt8WeightsStayClose() throws {
+        let file = try convert(taesd: Fixtures.path("tiny-taesd"), out: scratch() + "/q.pdm", weights: .int8)
+        XCTAssertEqual(file.entry("taesd.decoder.layers.2.conv.0.weight")?.dtype, .q8)
+        let taesd = try AutoencoderTiny(config: AutoencoderTinyConfig(json: file.config("taesd")), weights: file.component("taesd"))
+        let latents = try NPYArray(path: Self.golden + "/decode-latents.npy")
+        let s = latents.shape
+        let image = taesd.decode(latents: latents.floats, batch: s[0], height: s[2], width: s[3], pool: ThreadPool(threads: 2))
+        let error = relativeRMSError(image, try NPYArray(path: Self.golden + "/decode-image.npy").floats)
+        print("TAESD int8: decode relative RMS \(error)")
+        XCTAssertLessThanOrEqual(error, Self.int8Tolerance)
+        XCTAssertGreaterThan(error, 0, "int8 rounding should show")
+    }
+
+    func convert(taesd: String, out: String, weights: WeightMode = .fp32) throws -> ModelFileReader {
+        var options = ConversionOptions(weights: weights)
         options.taesd = taesd
         _ = try Converter.convert(input: Fixtures.path("tiny-sd-b"), output: out, options: options)
         return try ModelFileReader(path: out)
