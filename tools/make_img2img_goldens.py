@@ -121,8 +121,8 @@ def lanczos_goldens(w):
     src_l = rng.integers(0, 256, size=(31, 17), dtype=np.uint8)
     w.npy("lanczos/src-rgb.npy", src_rgb, np.uint8)
     w.npy("lanczos/src-l.npy", src_l, np.uint8)
-    for src, mode, sizes in ((src_rgb, "RGB", [(16, 16), (48, 40), (37, 8), (5, 23), (80, 61), (36, 22)]),
-                             (src_l, "L", [(8, 16), (40, 64), (17, 30)])):
+    for src, mode, sizes in ((src_rgb, "RGB", [(16, 16), (48, 40), (37, 8), (5, 23), (80, 61), (36, 22), (48, 12), (30, 20), (20, 8), (50, 22)]),
+                             (src_l, "L", [(8, 16), (40, 64), (17, 30), (30, 10), (12, 29)])):
         for (ow, oh) in sizes:
             out = np.asarray(Image.fromarray(src, mode).resize((ow, oh), Image.LANCZOS))
             name = f"lanczos/{mode.lower()}-{ow}x{oh}.npy"
@@ -220,10 +220,14 @@ def main():
                     strength=strength, num_images_per_prompt=per_prompt)
         image = images[init]
         if mode == "img2img":
-            if size is not None:
-                image = image.resize(size, Image.LANCZOS)  # diffusers' img2img takes its size from the image
+            # diffusers' img2img takes its size from the image, rounded down to the VAE factor: 8
+            # for SD, but 2 for the tiny model. The image is given already resized (Lanczos) to
+            # the size SD would use, or to the explicit size: pocketsd resizes it so itself.
+            target = size or (image.size[0] // 8 * 8, image.size[1] // 8 * 8)
+            if target != image.size:
+                image = image.resize(target, Image.LANCZOS)
                 args["image"] = image
-            width, height = image.size[0] // 8 * 8, image.size[1] // 8 * 8
+            width, height = target
         else:
             width, height = size or images[init].size
             args.update(mask_image=images[mask], width=width, height=height)
@@ -240,7 +244,7 @@ def main():
         index.append(dict(
             name=name, mode=mode, scheduler=kind, prompts=[prompt], steps=steps, guidance_scale=guidance, seed=seed,
             strength=strength, init_image=init + ".png", mask=None if mask is None else mask + ".png",
-            resized_init=size is not None and mode == "img2img", width=width, height=height,
+            explicit_size=size is not None, width=width, height=height,
             num_images_per_prompt=per_prompt, scheduler_class=class_name,
             timesteps=pipe.scheduler.timesteps.tolist(),
             latents=w.npy(d + "latents.npy", latents.numpy(), np.float32),
@@ -252,8 +256,9 @@ def main():
         reference=f"diffusers {diffusers.__version__} StableDiffusionImg2ImgPipeline (mode img2img, tiny-sd-a) and "
                   "StableDiffusionInpaintPipeline (inpaint4: tiny-sd-a; inpaint9: tiny-sd-a with "
                   "tiny-sd-inpaint-unet as unet), CPU fp32, scheduler = <scheduler_class>.from_config(stored config); "
-                  "init image and mask as PIL images from images/; img2img with resized_init gets the init image "
-                  "already resized to width x height with Image.LANCZOS; generator torch.Generator('cpu')"
+                  "init image and mask as PIL images from images/; img2img gets the init image already resized "
+                  "with Image.LANCZOS to width x height (explicit_size) or to its size rounded down to 8 (as SD's "
+                  "VAE factor 8 does; the tiny model's factor is 2); generator torch.Generator('cpu')"
                   ".manual_seed(seed), or a list seeded seed + i with several images; latents from "
                   "output_type='latent', image from output_type='np' as (image*255).round().astype(uint8)",
         cases=[json_value(c) for c in index]))
