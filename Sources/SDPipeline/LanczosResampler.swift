@@ -62,8 +62,12 @@ public enum LanczosResampler {
     }
 
     /// Resizes interleaved 8-bit pixels (`channels` per pixel) to `outWidth × outHeight`.
-    /// Pillow runs the pass with the wider kernel (the stronger reduction) first when both
-    /// are needed, horizontal first on a tie; each pass rounds to 8 bits.
+    /// When both passes are needed this runs the one with the wider kernel first (horizontal
+    /// on a tie), each pass rounded to 8 bits. Measured against Pillow 13 this reproduces its
+    /// choice for every enlargement, every mixed resize and most reductions (all of
+    /// diffusers' usual cases: 52×44 → 48×40 and → 64×32 are byte-exact); for some strong
+    /// reductions in both directions Pillow picks the other order by a rule not reproduced
+    /// here, and bytes then differ by a few levels (up to 3 seen).
     public static func resize(_ pixels: [UInt8], width: Int, height: Int, channels: Int,
                               outWidth: Int, outHeight: Int) -> [UInt8] {
         precondition(pixels.count == width * height * channels && outWidth >= 1 && outHeight >= 1)
