@@ -90,7 +90,7 @@ struct GenerateCommand: ParsableCommand {
         }
         for (name, value) in [("width", width), ("height", height)] {
             guard let value else { continue }
-            guard value > 0, value % 8 == 0 else { throw ValidationError("--\(name) must be a positive multiple of 8 (got \(value))") }
+            guard value > 0, value % 8 == 0 else { throw ValidationError("width and height must be positive multiples of 8 (got --\(name) \(value))") }
             guard value <= GenerationRequest.maxSide else { throw ValidationError("--\(name) must be at most \(GenerationRequest.maxSide)") }
         }
         try validateImageInputFlags()
