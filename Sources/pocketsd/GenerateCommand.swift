@@ -88,10 +88,13 @@ struct GenerateCommand: ParsableCommand {
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown scheduler \(scheduler); choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        for (name, value) in [("width", width), ("height", height)] {
-            guard let value else { continue }
-            guard value > 0, value % 8 == 0 else { throw ValidationError("width and height must be positive multiples of 8 (got --\(name) \(value))") }
-            guard value <= GenerationRequest.maxSide else { throw ValidationError("--\(name) must be at most \(GenerationRequest.maxSide)") }
+        let given = [width, height].compactMap { $0 }
+        guard given.allSatisfy({ $0 > 0 && $0 % 8 == 0 }) else {
+            let shown = [width, height].map { $0.map(String.init) ?? "default" }
+            throw ValidationError("width and height must be positive multiples of 8 (got \(shown[0])x\(shown[1]))")
+        }
+        guard given.allSatisfy({ $0 <= GenerationRequest.maxSide }) else {
+            throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
         }
         try validateImageInputFlags()
         guard steps >= 1, steps <= 1000 else { throw ValidationError("--steps must be between 1 and 1000 (got \(steps))") }
