@@ -3,7 +3,7 @@
 StableDiffusionInpaintPipeline on the tiny fixture model (and a tiny 9-channel inpainting UNet),
 Pillow's Lanczos resize, Pillow's PNG decoding, and the VAE encoder.
 
-    /work/venv/bin/python tools/make_img2img_goldens.py
+    /work/venv/bin/python tools/make_img2img_goldens.py [--only CASE...]
 
 Writes:
   Tests/Fixtures/tiny-sd-inpaint-unet/      a 9-input-channel UNet: tiny-sd-a's UNet config with
@@ -83,8 +83,11 @@ def make_images(root):
     # Masks: white = repaint. A grey ramp crosses the 0.5 threshold; the RGB one is coloured.
     y, x = np.mgrid[0:40, 0:48]
     images["mask-48x40"] = Image.fromarray(((x > 18) & (y > 10) & (y < 34)).astype(np.uint8) * 255, "L")
+    # Luma ~ 29 + 0.77 ramp: the diagonal edge where it crosses 128 splits the mask (a mask
+    # that repaints everything would make the masked image all zeros, whose constant
+    # GroupNorm inputs in the VAE encoder magnify rounding differences).
     ramp = np.clip((x * 6 + y * 2) - 100, 0, 255).astype(np.uint8)
-    images["mask-rgb-48x40"] = Image.fromarray(np.stack([ramp, 255 - ramp // 3, ramp // 2], -1), "RGB")
+    images["mask-rgb-48x40"] = Image.fromarray(np.stack([ramp, ramp, 255 - ramp], -1), "RGB")
     for name, im in images.items():
         im.save(os.path.join(root, name + ".png"))
     return {name: Image.open(os.path.join(root, name + ".png")) for name in images}
@@ -121,8 +124,8 @@ def lanczos_goldens(w):
     src_l = rng.integers(0, 256, size=(31, 17), dtype=np.uint8)
     w.npy("lanczos/src-rgb.npy", src_rgb, np.uint8)
     w.npy("lanczos/src-l.npy", src_l, np.uint8)
-    for src, mode, sizes in ((src_rgb, "RGB", [(16, 16), (48, 40), (37, 8), (5, 23), (80, 61), (36, 22)]),
-                             (src_l, "L", [(8, 16), (40, 64), (17, 30)])):
+    for src, mode, sizes in ((src_rgb, "RGB", [(16, 16), (48, 40), (37, 8), (5, 23), (80, 61), (36, 22), (48, 12), (30, 20), (20, 8), (50, 22)]),
+                             (src_l, "L", [(8, 16), (40, 64), (17, 30), (30, 10), (12, 29)])):
         for (ow, oh) in sizes:
             out = np.asarray(Image.fromarray(src, mode).resize((ow, oh), Image.LANCZOS))
             name = f"lanczos/{mode.lower()}-{ow}x{oh}.npy"
@@ -188,13 +191,16 @@ def main():
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    if os.path.exists(GOLDEN):
+    # --only NAME...: rerun those pipeline cases and replace their entries in cases.json.
+    only = set(sys.argv[sys.argv.index("--only") + 1:]) if "--only" in sys.argv else None
+    if os.path.exists(GOLDEN) and only is None:
         shutil.rmtree(GOLDEN)
     w = Writer(GOLDEN)
     images = make_images(os.path.join(GOLDEN, "images"))
-    make_inpaint_unet()
-    lanczos_goldens(w)
-    png_goldens(w)
+    if only is None:
+        make_inpaint_unet()
+        lanczos_goldens(w)
+        png_goldens(w)
 
     scratch = tempfile.mkdtemp()
     pipes = {}
@@ -209,9 +215,12 @@ def main():
             pipes[mode] = pipe
         return pipes[mode]
 
-    encode_goldens(w, pipeline("img2img"), images)
+    if only is None:
+        encode_goldens(w, pipeline("img2img"), images)
     index = []
     for name, mode, kind, prompt, seed, steps, guidance, strength, init, mask, size, per_prompt in CASES:
+        if only is not None and name not in only:
+            continue
         pipe = pipeline(mode)
         class_name, overrides = SCHEDULERS[kind]
         base = pipe.scheduler.config
@@ -220,10 +229,14 @@ def main():
                     strength=strength, num_images_per_prompt=per_prompt)
         image = images[init]
         if mode == "img2img":
-            if size is not None:
-                image = image.resize(size, Image.LANCZOS)  # diffusers' img2img takes its size from the image
+            # diffusers' img2img takes its size from the image, rounded down to the VAE factor: 8
+            # for SD, but 2 for the tiny model. The image is given already resized (Lanczos) to
+            # the size SD would use, or to the explicit size: pocketsd resizes it so itself.
+            target = size or (image.size[0] // 8 * 8, image.size[1] // 8 * 8)
+            if target != image.size:
+                image = image.resize(target, Image.LANCZOS)
                 args["image"] = image
-            width, height = image.size[0] // 8 * 8, image.size[1] // 8 * 8
+            width, height = target
         else:
             width, height = size or images[init].size
             args.update(mask_image=images[mask], width=width, height=height)
@@ -240,7 +253,7 @@ def main():
         index.append(dict(
             name=name, mode=mode, scheduler=kind, prompts=[prompt], steps=steps, guidance_scale=guidance, seed=seed,
             strength=strength, init_image=init + ".png", mask=None if mask is None else mask + ".png",
-            resized_init=size is not None and mode == "img2img", width=width, height=height,
+            explicit_size=size is not None, width=width, height=height,
             num_images_per_prompt=per_prompt, scheduler_class=class_name,
             timesteps=pipe.scheduler.timesteps.tolist(),
             latents=w.npy(d + "latents.npy", latents.numpy(), np.float32),
@@ -248,12 +261,19 @@ def main():
             latents_shape=list(latents.shape), image_shape=list(image_u8.shape), folder=name))
         print(f"  {name}: {latents.shape} timesteps {pipe.scheduler.timesteps.tolist()}")
     shutil.rmtree(scratch)
+    if only is not None:
+        with open(os.path.join(GOLDEN, "cases.json")) as f:
+            kept = {c["name"]: c for c in json.load(f)["cases"]}
+        for c in index:
+            kept[c["name"]] = c
+        index = [kept[c[0]] for c in CASES if c[0] in kept]
     w.json("cases.json", dict(
         reference=f"diffusers {diffusers.__version__} StableDiffusionImg2ImgPipeline (mode img2img, tiny-sd-a) and "
                   "StableDiffusionInpaintPipeline (inpaint4: tiny-sd-a; inpaint9: tiny-sd-a with "
                   "tiny-sd-inpaint-unet as unet), CPU fp32, scheduler = <scheduler_class>.from_config(stored config); "
-                  "init image and mask as PIL images from images/; img2img with resized_init gets the init image "
-                  "already resized to width x height with Image.LANCZOS; generator torch.Generator('cpu')"
+                  "init image and mask as PIL images from images/; img2img gets the init image already resized "
+                  "with Image.LANCZOS to width x height (explicit_size) or to its size rounded down to 8 (as SD's "
+                  "VAE factor 8 does; the tiny model's factor is 2); generator torch.Generator('cpu')"
                   ".manual_seed(seed), or a list seeded seed + i with several images; latents from "
                   "output_type='latent', image from output_type='np' as (image*255).round().astype(uint8)",
         cases=[json_value(c) for c in index]))

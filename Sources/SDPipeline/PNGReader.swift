@@ -5,7 +5,7 @@ import Glibc
 /// instead of jumping out of Swift). Every PNG colour type is accepted and converted to
 /// 8-bit RGB as `PIL.Image.open(path).convert("RGB")` does for the files people have:
 /// grey replicated to three channels, palettes expanded, alpha dropped (not composited),
-/// 16-bit samples reduced to 8 bits by libpng.
+/// 16-bit samples reduced to their high byte (Pillow clips 16-bit grey to 255 instead).
 public enum PNGReader {
     /// Larger files are refused before they are read: a 16384² RGBA PNG compresses to far less.
     public static let maxFileBytes = 512 << 20
@@ -43,10 +43,31 @@ public enum PNGReader {
         }
         // RGBA, then the alpha channel dropped: libpng composites onto a background only for
         // formats without alpha, and PIL's convert("RGB") does not composite.
-        image.format = png_uint_32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA)
         var rgba = [UInt8](repeating: 0, count: width * height * 4)
-        let finished = bytes.withUnsafeBytes { _ in
-            rgba.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+        let sixteenBit = image.format & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0
+        let finished: Int32
+        if sixteenBit {
+            // libpng takes 16-bit samples as linear light and would gamma-encode them for an
+            // 8-bit format: read them as they are (premultiplied by alpha) and keep the high
+            // byte of each, the plain 8-bit reduction.
+            image.format = png_uint_32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA | PNG_FORMAT_FLAG_LINEAR)
+            var wide = [UInt16](repeating: 0, count: width * height * 4)
+            finished = bytes.withUnsafeBytes { _ in
+                wide.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+            }
+            for p in 0..<(width * height) {
+                let alpha = UInt32(wide[4 * p + 3])
+                for c in 0..<3 {
+                    let premultiplied = UInt32(wide[4 * p + c])
+                    let value = alpha == 0 ? 0 : min(65535, (premultiplied * 65535 + alpha / 2) / alpha)
+                    rgba[4 * p + c] = UInt8(value >> 8)
+                }
+            }
+        } else {
+            image.format = png_uint_32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA)
+            finished = bytes.withUnsafeBytes { _ in
+                rgba.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+            }
         }
         guard finished != 0 else { throw Error(name, "damaged or truncated PNG (\(message(of: &image)))") }
         var rgb = [UInt8](repeating: 0, count: width * height * 3)

@@ -118,9 +118,9 @@ extension StableDiffusionPipeline {
             latents = scheduler.addNoise(original: imageLatents!, noise: noise, stepIndex: begin)
         }
 
-        // The mask: PIL's convert("L"), Lanczos to the size, binarised at 0.5 (1 = repaint).
-        let luma = LanczosResampler.resize(mask.luma(), width: mask.width, height: mask.height, channels: 1,
-                                           outWidth: request.width, outHeight: request.height)
+        // The mask as VaeImageProcessor makes it: Lanczos to the size, PIL's convert("L"),
+        // binarised at 0.5 (1 = repaint).
+        let luma = mask.resizedLanczos(width: request.width, height: request.height).luma()
         let repaint = luma.map { Float($0) / 255 >= 0.5 }
         let pixels = Self.imageTensor(image), imagePlane = request.width * request.height
         let maskedPixels = pixels.indices.map { repaint[$0 % imagePlane] ? 0 : pixels[$0] }

@@ -105,10 +105,10 @@ struct GenerateCommand: ParsableCommand {
         if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
             throw ValidationError("unknown scheduler \(scheduler); choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        // Omitted sides take the model's size (checked when the model is read).
+        // Omitted sides take the init image's or the model's size (checked when they are read).
         let sides = [width, height].compactMap { $0 }
         guard sides.allSatisfy({ $0 > 0 && $0 % 8 == 0 }) else {
-            throw ValidationError("width and height must be positive multiples of 8 (got \(width.map(String.init) ?? "model's")x\(height.map(String.init) ?? "model's"))")
+            throw ValidationError("width and height must be positive multiples of 8 (got \(width.map(String.init) ?? "default")x\(height.map(String.init) ?? "default"))")
         }
         guard sides.allSatisfy({ $0 <= GenerationRequest.maxSide }) else {
             throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
