@@ -40,7 +40,8 @@ public final class UNet2DConditionModel: @unchecked Sendable {
 
         convIn = try Conv2d(w["conv_in"], in: c.inChannels, out: channels[0], kernelSize: 3, padding: 1)
         timeProj = Timesteps(channels: channels[0], flipSinToCos: c.flipSinToCos, downscaleFreqShift: Float(c.freqShift))
-        timeEmbedding = try TimestepEmbedding(w["time_embedding"], in: channels[0], timeEmbeddingDim: c.timeEmbeddingDim)
+        timeEmbedding = try TimestepEmbedding(w["time_embedding"], in: channels[0], timeEmbeddingDim: c.timeEmbeddingDim,
+                                              condProjDim: c.timeCondProjDim)
 
         // The channel counts of the skip connections, pushed on the way down.
         var skipChannels = [channels[0]]
@@ -73,17 +74,22 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     /// The UNet's output for one timestep (the noise for epsilon-prediction models).
     /// sample: NCHW [B, in, h, w]; context: encoder_hidden_states [B, T, Cctx] row-major;
     /// returns NCHW [B, out, h, w]. Any h, w ≥ 1. Runs `memory.maxBatch` samples at a time.
+    /// `timestepCondition` ([time_cond_proj_dim], the same for every sample) is LCM's
+    /// guidance embedding (`guidanceScaleEmbedding`), given exactly when the model has cond_proj.
     public func predictNoise(sample: [Float], batch: Int, height h: Int, width w: Int, timestep: Float,
-                             context: [Float], contextTokens: Int, pool: ThreadPool) -> [Float] {
+                             context: [Float], contextTokens: Int, timestepCondition: [Float]? = nil,
+                             pool: ThreadPool) -> [Float] {
         precondition(batch >= 1 && h >= 1 && w >= 1 && contextTokens >= 1)
         precondition(sample.count == batch * config.inChannels * h * w, "sample must be [B, in_channels, h, w]")
         precondition(context.count == batch * contextTokens * config.crossAttentionDim,
                      "context must be [B, T, cross_attention_dim]")
+        precondition(timestepCondition == nil || timestepCondition!.count == config.timeCondProjDim,
+                     "timestepCondition must have time_cond_proj_dim values")
         defer { scope.finished() }
         let slice = min(batch, memory.maxBatch)
         if slice == batch {
             return forward(sample: sample[...], batch: batch, height: h, width: w, timestep: timestep,
-                           context: context[...], contextTokens: contextTokens, pool: pool)
+                           context: context[...], contextTokens: contextTokens, condition: timestepCondition, pool: pool)
         }
         PathCounters.record(.splitUNetBatch)
         let samplePlane = config.inChannels * h * w, contextRows = contextTokens * config.crossAttentionDim
@@ -94,20 +100,20 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             output += forward(sample: sample[(start * samplePlane)..<((start + n) * samplePlane)], batch: n,
                               height: h, width: w, timestep: timestep,
                               context: context[(start * contextRows)..<((start + n) * contextRows)],
-                              contextTokens: contextTokens, pool: pool)
+                              contextTokens: contextTokens, condition: timestepCondition, pool: pool)
         }
         return output
     }
 
     private func forward(sample: ArraySlice<Float>, batch: Int, height h: Int, width w: Int, timestep: Float,
-                         context: ArraySlice<Float>, contextTokens: Int, pool: ThreadPool) -> [Float] {
+                         context: ArraySlice<Float>, contextTokens: Int, condition: [Float]?, pool: ThreadPool) -> [Float] {
         var x = sample.withUnsafeBufferPointer {
             Tensor.fromBatchMajor($0.baseAddress!, batch: batch, channels: config.inChannels, height: h, width: w)
         }
         if config.centerInputSample {
             for i in 0..<x.count { x.data[i] = 2 * x.data[i] - 1 }
         }
-        let emb = timeEmbedding(timeProj(timestep), pool: pool)
+        let emb = timeEmbedding(timeProj(timestep), condition: condition, pool: pool)
         // Every ResnetBlock2D applies SiLU to emb before its projection: do it once.
         Kernels.activate(.silu, emb.data, count: emb.count, pool: pool)
         let cond = UNetConditioning(
