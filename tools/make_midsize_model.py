@@ -204,9 +204,12 @@ def main():
     tokenizer_folder = os.path.join(args.fixtures, "tiny-sd-b", "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_folder, local_files_only=True)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=diffusers.PNDMScheduler(**tiny.SD15_SCHEDULER), safety_checker=None,
+                                   scheduler=diffusers.PNDMScheduler.from_config(scheduler_config), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    # From the saved file's values, as a user's folder gives them: an in-memory PNDMScheduler
+    # marks timestep_spacing as a default, and from_config would then give Euler its own
+    # default ("linspace") instead of the file's "leading".
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
 
     recipe = dict(
@@ -254,7 +257,7 @@ def main():
     save_npy(os.path.join(golden, "image_tiled.npy"), tiled)
     save_npy(os.path.join(golden, "ids.npy"), ids.astype("<i4"))
     case = dict(r, timesteps=timesteps, init_noise_sigma=float(pipe.scheduler.init_noise_sigma),
-                scheduler_construction="EulerDiscreteScheduler.from_config(PNDMScheduler(**SD 1.5 config).config)",
+                scheduler_construction="EulerDiscreteScheduler.from_config(PNDMScheduler.from_config(recipe scheduler_config).config)",
                 reference=f"diffusers {diffusers.__version__}, torch {torch.__version__}, CPU fp32; "
                           "generator=torch.Generator('cpu').manual_seed(seed); latents from output_type='latent'",
                 image="vae.decode(latents / scaling_factor) in one piece, image_processor.postprocess "

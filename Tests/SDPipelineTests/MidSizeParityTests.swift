@@ -11,7 +11,8 @@ import XCTest
 /// that the tiny models never reach — Winograd F(4×4, 3×3), chunked attention over 4096
 /// tokens, guidance batches split in two, SD's VAE widths — compared with the reference, and
 /// counted (`PathCounters`) so that a change of thresholds cannot silently skip them.
-/// About 1 min on 2 loaded Zen 3 cores, most of it the two 512² VAE decodes (docs/RELIABILITY.md).
+/// About 50 CPU-seconds (2 threads), most of it the two 512² VAE decodes; wall time in
+/// docs/RELIABILITY.md.
 final class MidSizeParityTests: XCTestCase {
     static let scratch = NSTemporaryDirectory() + "pocketsd-midsize-tests-\(getpid())"
 
@@ -19,9 +20,15 @@ final class MidSizeParityTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: scratch)
     }
 
+    /// Rebuilt from the recipe and converted once per test process (the first test pays).
     static func modelFile() throws -> String {
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        return try MidSizeModel.modelFile(scratch: scratch)
+        let started = monotonicSeconds()
+        let path = try MidSizeModel.modelFile(scratch: scratch)
+        if monotonicSeconds() - started > 0.1 {
+            print("mid-sd: model rebuilt from the recipe and converted in \(String(format: "%.1f", monotonicSeconds() - started)) s")
+        }
+        return path
     }
 
     static func goldenCase() throws -> (request: GenerationRequest, json: JSON) {
@@ -49,14 +56,30 @@ final class MidSizeParityTests: XCTestCase {
         return (Double(sum) / Double(max(a.count, 1)), worst)
     }
 
+    /// The CRC-32 check is what ties the Swift weights to the Python ones: a recipe entry
+    /// whose bits differ must stop the rebuild.
+    func testRecipeRebuildRefusesATensorWhoseBitsDiffer() throws {
+        let recipe = try MidSizeModel.recipe()
+        let seed = UInt64(try XCTUnwrap(recipe["seed"]?.int))
+        let tensors = try XCTUnwrap(recipe["components"]?["vae"]?["tensors"]?.array)
+        let entry = try XCTUnwrap(tensors.first { $0["shape"]?.array?.count == 1 }, "a small tensor (a bias)")
+        let crc = try XCTUnwrap(entry["crc32"]?.int)
+        let tampered = JSON.object(try XCTUnwrap(entry.object).map { ($0.0, $0.0 == "crc32" ? .number(Double(crc ^ 1)) : $0.1) })
+        try FileManager.default.createDirectory(atPath: Self.scratch, withIntermediateDirectories: true)
+        let path = Self.scratch + "/one-tensor.safetensors"
+        XCTAssertNoThrow(try MidSizeModel.writeSafetensors(path, tensors: [entry], seed: seed))
+        XCTAssertThrowsError(try MidSizeModel.writeSafetensors(path, tensors: [tampered], seed: seed)) {
+            XCTAssertTrue("\($0)".contains("CRC-32 differs"), "\($0)")
+        }
+        XCTAssertThrowsError(try MidSizeModel.writeSafetensors(path, tensors: [entry], seed: seed + 1))
+    }
+
     func testWholePipelineAt512MatchesDiffusers() throws {
         let (request, json) = try Self.goldenCase()
         XCTAssertEqual(request.width, 512)
         XCTAssertEqual(request.height, 512)
         XCTAssertGreaterThan(request.guidanceScale, 1, "guidance makes the UNet batch 2, which 512² splits")
-        var started = monotonicSeconds()
         let path = try Self.modelFile()
-        print("mid-sd: model rebuilt from the recipe and converted in \(String(format: "%.1f", monotonicSeconds() - started)) s")
 
         let pipeline = try StableDiffusionPipeline(modelPath: path, threads: 2, memory: .keep)
         XCTAssertEqual(pipeline.unetConfig.blockOutChannels, [128, 256, 256])
@@ -67,7 +90,7 @@ final class MidSizeParityTests: XCTestCase {
         XCTAssertEqual(pipeline.tokenizer.tokenize(request.prompts[0]).map(Int.init), ids, "token ids")
 
         let before = PathCounters.snapshot()
-        started = monotonicSeconds()
+        let started = monotonicSeconds()
         let result = try pipeline.generate(request)
         let seconds = monotonicSeconds() - started
         let after = PathCounters.snapshot()
