@@ -15,6 +15,8 @@ public struct GenerationRequest {
     /// How several images get their noise; see `SeedMode`.
     public var seedMode: SeedMode = .perImage
     public var scheduler: SchedulerKind = .pndm
+    /// SDXL's original size, crop and target size (other models refuse them).
+    public var sizeConditioning = SizeConditioning()
 
     public init(prompts: [String], negativePrompts: [String] = []) {
         self.prompts = prompts

@@ -35,6 +35,15 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Image height in pixels, a multiple of 8.")
     var height: Int = 512
 
+    @Option(help: "SDXL: the original_size the UNet is told about, W,H (default: the image size).")
+    var originalSize: String?
+
+    @Option(help: "SDXL: the crop's top-left corner X,Y (diffusers' crops_coords_top_left is (Y, X); default 0,0).")
+    var cropsCoords: String?
+
+    @Option(help: "SDXL: the target_size the UNet is told about, W,H (default: the image size).")
+    var targetSize: String?
+
     @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var scheduler: String = "pndm"
 
@@ -101,6 +110,7 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
         }
         _ = try PrecisionChoice.parse(precision)
+        _ = try sizeConditioning()
         guard MemoryPolicy(rawValue: memory) != nil else {
             throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
         }
@@ -110,6 +120,22 @@ struct GenerateCommand: ParsableCommand {
                 throw ValidationError("--grid \(grid) holds \(r * c) images but the run makes \(prompts.count * images)")
             }
         }
+    }
+
+    /// --original-size, --crops-coords and --target-size as SDXL's size conditioning.
+    func sizeConditioning() throws -> SizeConditioning {
+        var s = SizeConditioning()
+        func pair(_ flag: String, _ text: String?) throws -> (Int, Int)? {
+            guard let text else { return nil }
+            guard let p = SizeConditioning.parsePair(text) else {
+                throw ValidationError("--\(flag) must be two whole numbers from 0 to \(SizeConditioning.maxValue), like 1024,768 (got \(text))")
+            }
+            return p
+        }
+        if let (w, h) = try pair("original-size", originalSize) { (s.originalWidth, s.originalHeight) = (w, h) }
+        if let (x, y) = try pair("crops-coords", cropsCoords) { (s.cropLeft, s.cropTop) = (x, y) }
+        if let (w, h) = try pair("target-size", targetSize) { (s.targetWidth, s.targetHeight) = (w, h) }
+        return s
     }
 
     static func parseGrid(_ text: String) -> (Int, Int)? {
@@ -141,6 +167,7 @@ struct GenerateCommand: ParsableCommand {
         request.imagesPerPrompt = images
         request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
         request.scheduler = SchedulerKind(rawValue: scheduler)!
+        request.sizeConditioning = try sizeConditioning()
         let paths = try outputPaths(count: request.imageCount)
 
         let start = now()

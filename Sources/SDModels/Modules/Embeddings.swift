@@ -40,6 +40,11 @@ struct TimestepEmbedding {
     func callAsFunction(_ sinusoid: [Float], pool: ThreadPool) -> Tensor {
         let x = Tensor(channels: sinusoid.count, batch: 1, height: 1, width: 1)
         x.data.update(from: sinusoid, count: sinusoid.count)
+        return self(x, pool: pool)
+    }
+
+    /// [in, B, 1, 1] → [temb, B, 1, 1] (SDXL's add_embedding, one column per sample).
+    func callAsFunction(_ x: Tensor, pool: ThreadPool) -> Tensor {
         let h = linear1(x, pool: pool)
         Kernels.activate(.silu, h.data, count: h.count, pool: pool)
         return linear2(h, pool: pool)
