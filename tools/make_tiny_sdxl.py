@@ -39,8 +39,8 @@ TEXT_COMMON = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49
 TEXT_ENCODER = dict(TEXT_COMMON, pad_token_id=49407, hidden_size=16, intermediate_size=37, num_hidden_layers=3,
                     num_attention_heads=2, hidden_act="quick_gelu", projection_dim=16)
 # OpenCLIP bigG's shape in miniature: gelu, its own width, a projection of another width.
-TEXT_ENCODER_2 = dict(TEXT_COMMON, pad_token_id=1, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, hidden_act="gelu", projection_dim=24)
+TEXT_ENCODER_2 = dict(TEXT_COMMON, pad_token_id=1, hidden_size=24, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, hidden_act="gelu", projection_dim=20)
 ADDITION_TIME_EMBED_DIM = 8
 UNET = dict(
     sample_size=16,
@@ -153,6 +153,7 @@ def build(folder):
                                          force_zeros_for_empty_prompt=True, add_watermarker=False)
         if os.path.isdir(folder):
             shutil.rmtree(folder)
+        pipe.to(torch.float16)  # the fp16 variant files hold float16 (exactly the rounded values)
         pipe.save_pretrained(folder, variant="fp16", safe_serialization=True)
         # The file keys EulerDiscreteScheduler does not take (clip_sample, ...), as SDXL's file has them.
         path = os.path.join(folder, "scheduler", "scheduler_config.json")
@@ -179,7 +180,7 @@ def build(folder):
             name = f"diffusion_pytorch_model.fp16-0000{i + 1}-of-00002.safetensors"
             save_file({k: state[k] for k in part}, os.path.join(unet_dir, name), metadata={"format": "pt"})
             weight_map.update({k: name for k in part})
-        with open(os.path.join(unet_dir, "diffusion_pytorch_model.safetensors.fp16.index.json"), "w") as f:
+        with open(os.path.join(unet_dir, "diffusion_pytorch_model.safetensors.index.fp16.json"), "w") as f:
             json.dump(dict(metadata=dict(total_size=sum(v.numel() * 2 for v in state.values())),
                            weight_map=weight_map), f, indent=2, sort_keys=True)
             f.write("\n")

@@ -54,7 +54,9 @@ enum DiffusersFolder {
             if FileSystem.isFile(single) { return [single] }
             let indexPath = FileSystem.join(dir, "\(base).safetensors\(variant).index.json")
             let altIndexPath = FileSystem.join(dir, "\(base)\(variant).safetensors.index.json")
-            for path in [indexPath, altIndexPath] where FileSystem.isFile(path) {
+            // diffusers ≥ 0.28 save_pretrained(variant=…) puts the variant before ".json".
+            let currentIndexPath = FileSystem.join(dir, "\(base).safetensors.index\(variant).json")
+            for path in [indexPath, altIndexPath, currentIndexPath] where FileSystem.isFile(path) {
                 guard let map = try FileSystem.readJSON(path)["weight_map"]?.object else {
                     throw FormatError(path, "no weight_map in the shard index")
                 }

@@ -24,7 +24,7 @@ public struct SizeConditioning: Equatable, Sendable {
     /// diffusers' add_time_ids: original (H, W), crops_coords_top_left (top, left), target (H, W).
     public func timeIDs(width: Int, height: Int) -> [Float] {
         [originalHeight ?? height, originalWidth ?? width, cropTop, cropLeft, targetHeight ?? height, targetWidth ?? width]
-            .map(Float.init)
+            .map { Float($0) }
     }
 
     /// The largest value accepted: the ids only feed sinusoids, but absurd values are typos.
@@ -32,19 +32,10 @@ public struct SizeConditioning: Equatable, Sendable {
 
     /// "W,H" (or "WxH") → (W, H), each 0…maxValue; nil when malformed.
     public static func parsePair(_ text: String) -> (Int, Int)? {
-        let parts = text.lowercased().split(whereSeparator: { $0 == "," || $0 == "x" })
-        guard parts.count == 2, let a = Int(parts[0].trimmingCharacters()), let b = Int(parts[1].trimmingCharacters()),
+        let parts = text.lowercased().filter { $0 != " " }.split(whereSeparator: { $0 == "," || $0 == "x" })
+        guard parts.count == 2, let a = Int(parts[0]), let b = Int(parts[1]),
               (0...maxValue).contains(a), (0...maxValue).contains(b) else { return nil }
         return (a, b)
-    }
-}
-
-private extension Substring {
-    func trimmingCharacters() -> Substring {
-        var s = self
-        while s.first == " " { s = s.dropFirst() }
-        while s.last == " " { s = s.dropLast() }
-        return s
     }
 }
 
@@ -64,6 +55,9 @@ extension StableDiffusionPipeline {
     /// and no negative prompt given, the negative embeddings are zeros, not those of "".
     func encodeSDXLText(_ request: GenerationRequest) throws -> SDXLText? {
         guard isSDXL else {
+            if unetConfig.textTimeEmbedding != nil {
+                throw FormatError(file.sourceName, "the UNet takes SDXL's text_time conditioning but the model has no text_encoder_2")
+            }
             if request.sizeConditioning.isSet {
                 throw PipelineError.invalidRequest("original size, crop coordinates and target size apply to SDXL models only")
             }

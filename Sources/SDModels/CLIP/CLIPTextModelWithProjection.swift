@@ -45,7 +45,7 @@ extension CLIPTextModel {
 
     /// Runs h through the layers; returns hidden_states[-2] rows and, with `alsoPool`, the
     /// final-layer-normed last hidden state at each sequence's pooling position: [C, B, 1].
-    func runToPenultimate(_ h: Tensor, pool: ThreadPool, alsoPool: Bool, ids: [Int32]) -> ([Float], Tensor?) {
+    func runToPenultimate(_ h: Tensor, pool: ThreadPool, alsoPool: Bool, ids: [Int32]) -> (penultimate: [Float], pooled: Tensor?) {
         let c = config
         for layer in layers.dropLast() { layer(h, pool: pool) }
         let penultimate = h.toTokenRows()

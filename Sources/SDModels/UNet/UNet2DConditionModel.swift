@@ -104,10 +104,11 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         output.reserveCapacity(batch * config.outChannels * h * w)
         for start in stride(from: 0, to: batch, by: slice) {
             let n = min(slice, batch - start)
+            let addedSlice = added?.samples(start..<(start + n))
             output += forward(sample: sample[(start * samplePlane)..<((start + n) * samplePlane)], batch: n,
                               height: h, width: w, timestep: timestep,
                               context: context[(start * contextRows)..<((start + n) * contextRows)],
-                              contextTokens: contextTokens, added: added?.samples(start..<(start + n)), pool: pool)
+                              contextTokens: contextTokens, added: addedSlice, pool: pool)
         }
         return output
     }

@@ -16,10 +16,10 @@ public struct UNetAddedConditions: Sendable {
 
     /// Samples `range` of the batch.
     func samples(_ range: Range<Int>) -> UNetAddedConditions {
-        let batch = timeIDs.count / TextTimeEmbeddingConfig.timeIDCount, pooled = textEmbeds.count / batch
+        let ids = TextTimeEmbeddingConfig.timeIDCount, batch = timeIDs.count / ids, pooled = textEmbeds.count / batch
         return UNetAddedConditions(
             textEmbeds: Array(textEmbeds[(range.lowerBound * pooled)..<(range.upperBound * pooled)]),
-            timeIDs: Array(timeIDs[(range.lowerBound * 6)..<(range.upperBound * 6)]))
+            timeIDs: Array(timeIDs[(range.lowerBound * ids)..<(range.upperBound * ids)]))
     }
 }
 
