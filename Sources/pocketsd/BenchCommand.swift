@@ -60,6 +60,8 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        // Its phases feed the UNet one encoder's context and no added conditions.
+        if pipeline.isSDXL { throw FormatError(model, "bench does not measure SDXL models yet; use generate --stats") }
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         let openSeconds = now() - openStart
         let file = pipeline.file, pool = pipeline.pool
@@ -195,8 +197,6 @@ struct BenchCommand: ParsableCommand {
             if let range = p.file.components.first(where: { $0.name == name })?.range { p.file.file.release(range) }
         }
 
-        // The phases below feed the UNet one encoder's context and no added conditions.
-        if p.isSDXL { throw FormatError(model, "bench does not measure SDXL models yet; use generate --stats") }
         Terminal.progress("text encoder…")
         MemoryStats.resetPeak()
         let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
