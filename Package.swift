@@ -24,10 +24,19 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "pocketsd", targets: ["pocketsd"]),
+        // Everything a program needs to run or build its own pipeline, in one import.
+        .library(name: "PocketDiffusion", targets: ["PocketDiffusion"]),
         .library(name: "SDPipeline", targets: ["SDPipeline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `swift package generate-documentation` (the DocC catalog in Sources/PocketDiffusion).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
+        // `pocketsd serve` only: the runtime modules never import it.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // C intrinsics Swift cannot reach (bf16 dot products), chosen at run time.
@@ -42,8 +51,17 @@ let package = Package(
         .target(name: "SDPipeline",
                 dependencies: ["SDKernels", "SDFormat", "SDModels", "SDSchedulers", "SDTokenizer", "CPNG"],
                 swiftSettings: kernelFlags),
+        .target(name: "PocketDiffusion",
+                dependencies: ["SDConverter", "SDFormat", "SDKernels", "SDModels", "SDPipeline", "SDSchedulers", "SDTokenizer"]),
+        .executableTarget(name: "CustomPipeline", dependencies: ["PocketDiffusion"], path: "Examples/CustomPipeline"),
+        // The HTTP server of `pocketsd serve` (web page, AUTOMATIC1111 and OpenAI APIs).
+        .target(name: "SDServer",
+                dependencies: ["SDPipeline", .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "NIOCore", package: "swift-nio"),
+                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                               .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "pocketsd",
-                          dependencies: ["SDPipeline", "SDConverter",
+                          dependencies: ["SDPipeline", "SDConverter", "SDServer",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "SDKernelsTests", dependencies: ["SDKernels"], swiftSettings: kernelFlags),
         .testTarget(name: "SDFormatTests", dependencies: ["SDFormat", "SDConverter"]),
@@ -51,7 +69,9 @@ let package = Package(
         .testTarget(name: "SDSchedulersTests", dependencies: ["SDSchedulers"]),
         .testTarget(name: "SDModelsTests", dependencies: ["SDModels", "SDConverter"]),
         .testTarget(name: "SDPipelineTests", dependencies: ["SDPipeline", "SDConverter"]),
-        .testTarget(name: "CLITests", dependencies: ["pocketsd"]),
+        .testTarget(name: "CLITests", dependencies: ["pocketsd", "CustomPipeline"]),
+        .testTarget(name: "SDServerTests",
+                    dependencies: ["SDServer", "SDConverter", .product(name: "Hummingbird", package: "hummingbird")]),
     ],
     swiftLanguageModes: [.v5]
 )

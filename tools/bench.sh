@@ -4,8 +4,8 @@
 # (docs/BENCHMARKS.md). The cores may be shared, so it first waits (up to WAIT_SECONDS) for
 # QUIET_WINDOWS consecutive 10-second windows with fewer than MAX_BUSY cores busy.
 #
-#   tools/bench.sh [MODEL.pdm[:PRECISION] ...]   default: models/sd15-int8.pdm (precision auto)
-#   e.g. tools/bench.sh models/sd15-int8.pdm:bf16 models/sd15-int8.pdm:f32
+#   tools/bench.sh [MODEL.pdm[:PRECISION[:KERNELS]] ...]   default: models/sd15-int8.pdm (precision and kernels auto)
+#   e.g. tools/bench.sh models/sd15-int8.pdm:bf16 models/sd15-int8.pdm:f32 models/sd15-int8.pdm:f32:portable
 #
 # Environment: POCKETSD (binary, default .build/release/pocketsd), FOLDER (diffusers folder,
 # default models/sd15-random), THREADS (default: all cores), WIDTH/HEIGHT (512), STEPS (1),
@@ -53,12 +53,13 @@ echo "bench.sh: start $(date -u +%FT%TZ), uptime:$(uptime)" >&2
 
 ours=() reference=()
 run_ours() {
-    local model=${1%%:*} precision=auto name
+    local model=${1%%:*} precision=auto kernels=auto name
     [[ $1 == *:* ]] && precision=${1#*:}
-    name=$(basename "$model" .pdm)-$precision
-    echo "bench.sh: pocketsd bench -m $model --precision $precision ($(cut -d' ' -f1-3 /proc/loadavg))" >&2
-    "$POCKETSD" bench -m "$model" --precision "$precision" --width "$WIDTH" --height "$HEIGHT" --steps "$STEPS" \
-        --repeats "$REPEATS" --threads "$THREADS" --json > "$OUT/pocketsd-$name.json"
+    [[ $precision == *:* ]] && { kernels=${precision#*:}; precision=${precision%%:*}; }
+    name=$(basename "$model" .pdm)-$precision-$kernels
+    echo "bench.sh: pocketsd bench -m $model --precision $precision --kernels $kernels ($(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    "$POCKETSD" bench -m "$model" --precision "$precision" --kernels "$kernels" --width "$WIDTH" --height "$HEIGHT" \
+        --steps "$STEPS" --repeats "$REPEATS" --threads "$THREADS" --json > "$OUT/pocketsd-$name.json"
     ours+=("$OUT/pocketsd-$name.json")
 }
 # The first model and diffusers run back to back: that is the comparison that matters.
@@ -85,7 +86,7 @@ gib = lambda b: f"{b / 2**30:.2f} GiB"
 def phase(run, prefix):
     return next((p for p in run["phases"] if p["name"].startswith(prefix)), None)
 
-cols = [f"pocketsd {r['weights']} {r.get('precision', 'f32')}" for r in ours] + (["diffusers fp32"] if ref else [])
+cols = [f"pocketsd {r['weights']} {r.get('precision', 'f32')} {r.get('kernel_variant', '')}".rstrip() for r in ours] + (["diffusers fp32"] if ref else [])
 print("| phase | " + " | ".join(cols) + (" | " + " | ".join(f"diffusers ÷ {c[9:]}" for c in cols[:len(ours)]) if ref else "") + " |")
 print("|---|" + "--:|" * (len(cols) + (len(ours) if ref else 0)))
 for label, prefix in [("text encoder, batch 2 (s)", "text encoder"), ("UNet step, guided batch 2 (s)", "UNet step"),
@@ -104,8 +105,9 @@ print("\nSeconds: median wall time (median CPU time of all threads). Load averag
 
 for r in ours:
     peak = r["fma_peak_gflops"]
-    print(f"\npocketsd {r['weights']} ({r['kernel_weight_type']} kernels, {r.get('precision', 'f32')} products), {r['threads']} threads, "
-          f"FMA peak {peak:.1f} GFLOP/s; median of the repeats after one warm-up\n")
+    print(f"\npocketsd {r['weights']} ({r['kernel_weight_type']} kernels, {r.get('precision', 'f32')} products, "
+          f"variant {r.get('kernel_variant', '?')}), {r['threads']} threads, CPU {r.get('cpu_model', '?')}, "
+          f"FMA peak {peak:.1f} GFLOP/s ({r.get('fma_peak_lanes', '?')}-wide); median of the repeats after one warm-up\n")
     print("| kernel | shape | GFLOP/s | % of peak | median ms | min ms | max ms | GFLOP/s per CPU-s |")
     print("|---|---|--:|--:|--:|--:|--:|--:|")
     for k in r["kernels"]:

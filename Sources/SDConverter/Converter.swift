@@ -11,9 +11,19 @@ public struct ConversionOptions: Sendable {
     public var weights: WeightMode
     /// A diffusers folder whose configs replace the inferred ones (single-file inputs).
     public var configFolder: String?
-    public init(weights: WeightMode = .int8, configFolder: String? = nil) {
+    /// Overrides the stored scheduler's prediction_type ("epsilon" or "v_prediction"); a
+    /// single-file SD 2.x checkpoint is otherwise taken as v_prediction, as diffusers does.
+    public var predictionType: String?
+    public static let predictionTypes = ["epsilon", "v_prediction"]
+    /// LoRA files merged into the text encoder and UNet weights before rounding, in order.
+    public var loras: [LoRASpec] = []
+    /// A TAESD (diffusers AutoencoderTiny folder or original taesd_decoder.safetensors) to store
+    /// as the "taesd" component.
+    public var taesd: String?
+    public init(weights: WeightMode = .int8, configFolder: String? = nil, predictionType: String? = nil) {
         self.weights = weights
         self.configFolder = configFolder
+        self.predictionType = predictionType
     }
 }
 
@@ -36,6 +46,8 @@ public struct ConversionReport: Sendable {
     public var components: [Component]
     public var unusedKeys: [String]
     public var outputBytes: Int
+    /// One entry per `--lora` file, in the order given.
+    public var loras: [LoRAReport] = []
 }
 
 /// Converts a diffusers folder or a single-file checkpoint into one `.pdm` model file,
@@ -48,14 +60,25 @@ public enum Converter {
     public static func convert(input: String, output: String, options: ConversionOptions,
                                progress: ((_ done: Int, _ total: Int, _ key: String) -> Void)? = nil) throws -> ConversionReport {
         guard FileSystem.exists(input) else { throw FormatError(input, "no such file or folder") }
+        if let p = options.predictionType, !ConversionOptions.predictionTypes.contains(p) {
+            throw FormatError(input, "prediction type must be \(ConversionOptions.predictionTypes.joined(separator: " or ")) (got \(p))")
+        }
         var source: SourceModel
         if FileSystem.isDirectory(input) {
             if options.configFolder != nil { throw FormatError(input, "--config applies to single-file checkpoints only") }
             source = try DiffusersFolder.read(input)
         } else {
-            source = try SingleFileCheckpoint.read(input, configFolder: options.configFolder)
+            source = try SingleFileCheckpoint.read(input, configFolder: options.configFolder, predictionType: options.predictionType)
         }
+        if let p = options.predictionType { source.schedulerConfig = source.schedulerConfig.setting("prediction_type", .string(p)) }
         try ModelCheck.validate(&source)
+        // Every LoRA is checked against the model before the output file is created.
+        let lora = try LoRAPlan(specs: options.loras, model: source)
+        if let taesd = options.taesd {
+            let latents = source.components.first { $0.name == "unet" }?.config["in_channels"]?.int ?? 4
+            let levels = source.components.first { $0.name == "vae" }?.config["block_out_channels"]?.array?.count ?? 4
+            source.components.append(try TinyAutoencoderSource.read(taesd, latentChannels: latents, upsamplingFactor: 1 << (levels - 1)))
+        }
 
         var planned: [ModelFileWriter.PlannedTensor] = []
         var sources: [SourceModel.Tensor] = []
@@ -72,14 +95,14 @@ public enum Converter {
         for (i, (plan, src)) in zip(planned, sources).enumerated() {
             progress?(i, planned.count, plan.fileKey)
             let c = reports.firstIndex { $0.name == plan.component }!
-            try write(src, as: plan, index: i, writer: writer, buffer: &buffer, report: &reports[c])
+            try write(src, as: plan, index: i, writer: writer, buffer: &buffer, report: &reports[c], lora: lora)
             // The source was read once; drop its pages so memory stays flat.
             src.file.file.release(src.entry.range)
         }
         progress?(planned.count, planned.count, "")
         try writer.commit()
         return ConversionReport(inputKind: source.kind, tokenizerSource: source.tokenizer.source, components: reports,
-                                unusedKeys: source.unusedKeys, outputBytes: writer.byteCount)
+                                unusedKeys: source.unusedKeys, outputBytes: writer.byteCount, loras: lora.reports)
     }
 
     /// int8 for the matrices of linear and conv layers; embeddings, norms, biases and
@@ -109,6 +132,7 @@ public enum Converter {
         for c in source.components { m.append(("\(c.name).config", .string(c.config.serialized))) }
         m += source.tokenizer.metadata
         m += sdxlMetadata(source)
+        if !options.loras.isEmpty { m.append(("general.loras", .strings(options.loras.map { $0.label }))) }
         return m
     }
 
@@ -120,7 +144,8 @@ public enum Converter {
 
     /// Converts one tensor in row chunks and records its rounding error.
     static func write(_ src: SourceModel.Tensor, as plan: ModelFileWriter.PlannedTensor, index: Int,
-                      writer: ModelFileWriter, buffer: inout [Float], report: inout ConversionReport.Component) throws {
+                      writer: ModelFileWriter, buffer: inout [Float], report: inout ConversionReport.Component,
+                      lora: LoRAPlan = LoRAPlan()) throws {
         let count = plan.elementCount
         let rows = max(plan.shape.first ?? 1, 1)
         let cols = count / rows
@@ -138,6 +163,7 @@ public enum Converter {
             let start = row * cols
             try buffer.withUnsafeMutableBufferPointer { f in
                 try loadFloats(src.entry.dtype, base, from: start, count: elements, into: f.baseAddress!, key: src.key, path: src.file.sourceName)
+                try lora.apply(to: "\(plan.component).\(src.key)", firstRow: row, rowCount: n, cols: cols, chunk: f.baseAddress!)
                 for i in 0..<elements {
                     let v = f[i]
                     maxAbs = max(maxAbs, abs(v))

@@ -9,7 +9,7 @@ enum ExecutionOrder {
             "embeddings", "token_embedding", "position_embedding", "encoder", "layers", "layer_norm1", "self_attn",
             "layer_norm2", "mlp", "fc1", "fc2", "final_layer_norm",
             // UNet and VAE top level
-            "time_proj", "time_embedding", "linear_1", "linear_2", "post_quant_conv", "decoder", "conv_in",
+            "time_proj", "time_embedding", "cond_proj", "linear_1", "linear_2", "post_quant_conv", "decoder", "conv_in",
             "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out", "quant_conv",
             // blocks
             "resnets", "attentions", "downsamplers", "upsamplers",
@@ -36,7 +36,7 @@ enum ExecutionOrder {
     static func sortKey(_ key: String, component: String) -> [Part] {
         let parts = key.split(separator: ".").map(String.init)
         var result: [Part] = []
-        if component == "vae" { result.append(.number(trailing.contains(parts.first ?? "") ? 1 : 0)) }
+        if component == "vae" || component == "taesd" { result.append(.number(trailing.contains(parts.first ?? "") ? 1 : 0)) }
         var i = 0
         while i < parts.count {
             let s = parts[i]

@@ -9,15 +9,14 @@ enum SingleFileCheckpoint {
     static let vaePrefix = "first_stage_model."
     static let textPrefixes = ["cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."]
 
-    static func read(_ path: String, configFolder: String?) throws -> SourceModel {
+    /// `predictionType` overrides the scheduler's (SD 2.x: v_prediction unless given).
+    static func read(_ path: String, configFolder: String?, predictionType: String? = nil) throws -> SourceModel {
         let file = try SafetensorsFile(path: path)
         let keys = file.tensorKeys
         if keys.contains(where: { $0.hasPrefix("conditioner.embedders.") }) {
             throw FormatError(path, "SDXL checkpoints are not supported yet")
         }
-        if keys.contains(where: { $0.hasPrefix("cond_stage_model.model.") }) {
-            throw FormatError(path, "SD 2.x (OpenCLIP) checkpoints are not supported yet")
-        }
+        let openCLIP = keys.contains(where: { $0.hasPrefix(OpenCLIPCheckpoint.prefix) })
         guard keys.contains(where: { $0.hasPrefix(unetPrefix) }) else {
             throw FormatError(path, "not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)")
         }
@@ -30,16 +29,22 @@ enum SingleFileCheckpoint {
         let vaeSource = sub(vaePrefix)
         var textSource = sub(textPrefixes[0])
         var textPrefix = textPrefixes[0]
-        if textSource.isEmpty {
+        if openCLIP {
+            textPrefix = OpenCLIPCheckpoint.prefix
+            textSource = try OpenCLIPCheckpoint.textTensors(sub(textPrefix), path: path)
+        } else if textSource.isEmpty {
             textPrefix = textPrefixes[1]
             textSource = sub(textPrefix)
         }
         guard !vaeSource.isEmpty else { throw FormatError(path, "checkpoint has no VAE (first_stage_model.*)") }
-        guard !textSource.isEmpty else { throw FormatError(path, "checkpoint has no text encoder (cond_stage_model.transformer.*)") }
+        guard !textSource.isEmpty else { throw FormatError(path, "checkpoint has no text encoder (cond_stage_model.transformer.* or cond_stage_model.model.*)") }
 
         var configs: [String: JSON] = [:]
-        var scheduler = defaultSchedulerConfig
-        var tokenizer = TokenizerData.bundled()
+        // SD 2.x: SD 2.1's DDIM scheduler, v-prediction unless told otherwise (diffusers' rule:
+        // shapes cannot tell), and the OpenCLIP tokenizer's padding with "!".
+        let sd2Prediction = predictionType ?? "v_prediction"
+        var scheduler = openCLIP ? OpenCLIPCheckpoint.schedulerConfig(predictionType: sd2Prediction) : defaultSchedulerConfig
+        var tokenizer = TokenizerData.bundled(padToken: openCLIP ? "!" : nil)
         if let configFolder {
             for name in pipelineComponents {
                 configs[name] = try FileSystem.readJSON(FileSystem.join(configFolder, "\(name)/config.json"))
@@ -50,8 +55,14 @@ enum SingleFileCheckpoint {
             if TokenizerData.isTokenizerFolder(tokenizerDir) { tokenizer = try TokenizerData.read(folder: tokenizerDir) }
         } else {
             let inferred = try ConfigInference(path: path, unet: unetSource.mapValues(\.shape),
-                                               vae: vaeSource.mapValues(\.shape), text: textSource.mapValues(\.shape))
+                                               vae: vaeSource.mapValues(\.shape), text: openCLIP ? [:] : textSource.mapValues(\.shape))
             configs = ["unet": inferred.unet, "vae": inferred.vae, "text_encoder": inferred.text]
+            if openCLIP {
+                configs["text_encoder"] = try OpenCLIPCheckpoint.inferTextConfig(textSource.mapValues(\.shape), path: path)
+                // 768-px v-prediction models (2.0-v, 2.1), 512-px epsilon ones (2.x base).
+                configs["unet"] = configs["unet"]!.setting("sample_size", .number(sd2Prediction == "v_prediction" ? 96 : 64))
+                    .setting("upcast_attention", .bool(sd2Prediction == "v_prediction"))
+            }
         }
         guard let lpb = configs["unet"]!["layers_per_block"]?.int, lpb >= 1,
               let levels = configs["vae"]!["block_out_channels"]?.array?.count, levels >= 1 else {
@@ -76,8 +87,18 @@ enum SingleFileCheckpoint {
             }
             components.append(SourceModel.Component(name: name, config: configs[name]!, tensors: tensors))
         }
-        add("text_encoder", textPrefix, textSource) { key in
-            key.hasSuffix("position_ids") ? nil : (key.hasPrefix("text_model.") ? key : "text_model." + key)
+        if openCLIP {
+            // Keys are already diffusers'; mark the OpenCLIP sources used by their entry key.
+            var tensors: [SourceModel.Tensor] = []
+            for (key, entry) in textSource.sorted(by: { $0.key < $1.key }) {
+                used.insert(entry.key)
+                tensors.append(SourceModel.Tensor(key: key, file: file, entry: entry, shape: entry.shape))
+            }
+            components.append(SourceModel.Component(name: "text_encoder", config: configs["text_encoder"]!, tensors: tensors))
+        } else {
+            add("text_encoder", textPrefix, textSource) { key in
+                key.hasSuffix("position_ids") ? nil : (key.hasPrefix("text_model.") ? key : "text_model." + key)
+            }
         }
         add("unet", unetPrefix, unetSource) { key in
             guard let k = unetRules.apply(key) else { return nil }
@@ -173,7 +194,11 @@ struct ConfigInference {
             ("up_block_types", .array(vaeChannels.map { _ in .string("UpDecoderBlock2D") })),
         ])
 
-        // Text encoder (CLIP ViT-L/14 in SD 1.x): heads of 64.
+        // Text encoder (CLIP ViT-L/14 in SD 1.x): heads of 64. (SD 2.x: OpenCLIPCheckpoint.)
+        guard !text.isEmpty else {
+            self.text = .null
+            return
+        }
         let tokenEmbedding = try need(text, "embeddings.token_embedding.weight", rank: 2)
         let positions = try need(text, "embeddings.position_embedding.weight", rank: 2)[0]
         let layers = indices(text, "encoder.layers.").count

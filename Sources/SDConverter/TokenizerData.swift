@@ -12,13 +12,14 @@ struct TokenizerData {
     var maxLength: Int
     var source: String
 
-    /// The standard CLIP vocabulary bundled with the project (SD 1.x conventions: pad with
-    /// the end token), for inputs that carry no tokenizer.
-    static func bundled() -> TokenizerData {
+    /// The standard CLIP vocabulary bundled with the project, for inputs that carry no
+    /// tokenizer: SD 1.x pads with the end token; SD 2.x (OpenCLIP) with `padToken` "!" (id 0).
+    static func bundled(padToken: String? = nil) -> TokenizerData {
         let t = CLIPTokenizer.bundled()
+        let pad = padToken.flatMap { t.vocabulary.firstIndex(of: $0) } ?? Int(t.padTokenID)
         return TokenizerData(vocabulary: t.vocabulary, merges: t.merges, bosTokenID: Int(t.bosTokenID),
-                             eosTokenID: Int(t.eosTokenID), padTokenID: Int(t.padTokenID), maxLength: 77,
-                             source: "bundled CLIP BPE")
+                             eosTokenID: Int(t.eosTokenID), padTokenID: pad, maxLength: 77,
+                             source: padToken.map { "bundled CLIP BPE, padded with \"\($0)\"" } ?? "bundled CLIP BPE")
     }
 
     /// A transformers CLIPTokenizer folder: vocab.json and merges.txt (the layout of

@@ -96,7 +96,7 @@ public final class ModelFileWriter {
         unlink(temporaryPath)
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FormatError(path, MappedFile.errnoText("cannot create output file")) }
-        InterruptCleanup.register(temporaryPath)
+        ProcessSignals.register(temporaryPath)
         guard ftruncate(fd, off_t(fileBytes)) == 0 else {
             let error = FormatError(path, MappedFile.errnoText("cannot size output file"))
             abandon()
@@ -106,17 +106,9 @@ public final class ModelFileWriter {
 
     deinit { if !committed { abandon() } }
 
-    /// Fails early, with the path, when a file cannot be created there: a missing or
-    /// read-only folder, or a folder in the file's place.
-    public static func checkOutputPath(_ path: String) throws {
-        let dir = split(path).dir
-        var st = stat()
-        guard stat(dir, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw FormatError(path, "output folder \(dir) does not exist")
-        }
-        guard access(dir, W_OK) == 0 else { throw FormatError(path, "output folder \(dir) is not writable") }
-        if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw FormatError(path, "output path is a folder") }
-    }
+    /// Fails early, with the path, when a file cannot be created there (see
+    /// `OutputFiles.check`).
+    public static func checkOutputPath(_ path: String) throws { try OutputFiles.check(path) }
 
     static func split(_ path: String) -> (dir: String, name: String) {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }
@@ -203,11 +195,11 @@ public final class ModelFileWriter {
         guard rename(temporaryPath, path) == 0 else {
             let error = FormatError(path, MappedFile.errnoText("cannot move the finished file into place"))
             unlink(temporaryPath)
-            InterruptCleanup.unregister()
+            ProcessSignals.unregister(temporaryPath)
             committed = true
             throw error
         }
-        InterruptCleanup.unregister()
+        ProcessSignals.unregister(temporaryPath)
         committed = true
     }
 
@@ -215,30 +207,7 @@ public final class ModelFileWriter {
     public func abandon() {
         if fd >= 0 { close(fd); fd = -1 }
         unlink(temporaryPath)
-        InterruptCleanup.unregister()
+        ProcessSignals.unregister(temporaryPath)
         committed = true
-    }
-}
-
-/// Removes the temporary output file when the process is interrupted (Ctrl-C, kill).
-enum InterruptCleanup {
-    nonisolated(unsafe) static var pathBuffer: UnsafeMutablePointer<CChar>? = nil
-
-    static func register(_ path: String) {
-        unregister()
-        pathBuffer = strdup(path)
-        signal(SIGINT, handler)
-        signal(SIGTERM, handler)
-    }
-
-    static func unregister() {
-        let p = pathBuffer
-        pathBuffer = nil
-        free(p)
-    }
-
-    static let handler: @convention(c) (Int32) -> Void = { sig in
-        if let p = InterruptCleanup.pathBuffer { unlink(p) }
-        _exit(128 + sig)
     }
 }

@@ -10,6 +10,22 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
         public let shape: [Int]
         /// Byte range inside the file (not the data section).
         public let range: Range<Int>
+
+        public init(key: String, dtype: TensorDType, shape: [Int], range: Range<Int>) {
+            self.key = key
+            self.dtype = dtype
+            self.shape = shape
+            self.range = range
+        }
+
+        /// Rows `rows` of this tensor along its first axis (a fused q/k/v projection's parts),
+        /// as an entry over the same bytes; nil when the range is outside the tensor.
+        public func rows(_ rows: Range<Int>, key newKey: String) -> Entry? {
+            guard let first = shape.first, rows.lowerBound >= 0, rows.upperBound <= first, !rows.isEmpty else { return nil }
+            let rowBytes = shape.dropFirst().reduce(1, *) * dtype.byteSize
+            let start = range.lowerBound + rows.lowerBound * rowBytes
+            return Entry(key: newKey, dtype: dtype, shape: [rows.count] + shape.dropFirst(), range: start..<(start + rows.count * rowBytes))
+        }
     }
 
     public let file: MappedFile

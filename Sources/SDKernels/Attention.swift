@@ -25,7 +25,7 @@ enum Attention {
                           output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         if tq == 0 || heads == 0 || batch == 0 || d == 0 { return }
         precondition(tk > 0, "attention needs at least one key")
-        if Kernels.precision == .bf16 && !causal {
+        if pool.precision == .bf16 && !causal {
             attentionBF16(query: q, key: k, value: v, heads: heads, headDim: d, batch: batch, queryTokens: tq,
                           keyTokens: tk, output: y, pool: pool)
             return
@@ -117,13 +117,8 @@ enum Attention {
                 if causal && j0 > firstQuery + w - 1 { continue }
                 let scores = s.scores + panel * blockKeys * w
                 let qPanel = UnsafePointer(s.queries + panel * d * w)
-                var r = 0
-                while r < nk {
-                    Gemm.microKernel(depth: d, a: s.keysT + (j0 + r) * d, rowStride: d,
-                                     rows: min(Gemm.tileRows, nk - r), b: qPanel, c: scores + r * w, rowStride: w,
-                                     columns: w, epilogue: Gemm.Epilogue(), edge: s.edge)
-                    r += Gemm.tileRows
-                }
+                Gemm.block(depth: d, a: s.keysT + j0 * d, rowStride: d, rows: nk, b: qPanel, panelStride: d * w,
+                           columns: w, c: scores, rowStride: w, epilogue: Gemm.Epilogue(), edge: s.edge)
                 let needsMask = causal && j0 + nk - 1 > firstQuery
                 let q0 = laneIndex + V(repeating: Float(firstQuery)), q1 = q0 + V(repeating: Float(lanes))
                 let mp = s.runningMax + panel * w, lp = s.runningSum + panel * w
@@ -167,14 +162,9 @@ enum Attention {
                         (V.load(out + e * w + lanes) * alpha1).store(out + e * w + lanes)
                     }
                 }
-                var e0 = 0
-                while e0 < d {
-                    let c = out + e0 * w
-                    Gemm.microKernel(depth: nk, a: v + e0 * vStride + j0, rowStride: vStride,
-                                     rows: min(Gemm.tileRows, d - e0), b: UnsafePointer(scores), c: c, rowStride: w,
-                                     columns: w, epilogue: Gemm.Epilogue(addend: UnsafePointer(c)), edge: s.edge)
-                    e0 += Gemm.tileRows
-                }
+                Gemm.block(depth: nk, a: v + j0, rowStride: vStride, rows: d, b: UnsafePointer(scores),
+                           panelStride: nk * w, columns: w, c: out, rowStride: w,
+                           epilogue: Gemm.Epilogue(addend: UnsafePointer(out)), edge: s.edge)
             }
             j0 += nk
         }

@@ -11,9 +11,6 @@ extension Kernels {
         /// bf16 dot products.
         case bf16
     }
-
-    /// The precision `linear` and `conv2d` use; the pipeline sets it from `--precision`.
-    nonisolated(unsafe) public static var precision: Precision = .f32
 }
 
 /// GEMM with bfloat16 operands and f32 accumulation: the `Kernels.Precision.bf16` path of
@@ -40,9 +37,9 @@ public enum BF16Gemm {
     /// Whether the native kernel runs on this machine.
     public static let nativeAvailable = pd_bf16_native_available() != 0
 
-    /// Which kernel `block` runs; tests set `.portable` to check the twin.
+    /// Which kernel `block` runs: `Kernels.variant` sets it; tests set `.portable` to check the twin.
     enum Implementation { case native, portable }
-    nonisolated(unsafe) static var implementation: Implementation = nativeAvailable ? .native : .portable
+    nonisolated(unsafe) static var implementation: Implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
 
     // MARK: rounding
 

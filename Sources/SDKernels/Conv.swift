@@ -21,7 +21,7 @@ enum Conv {
                        pool: ThreadPool, blocking: Gemm.Blocking? = nil,
                        algorithm: Kernels.ConvAlgorithm = .direct) {
         precondition(weight.cols == g.channels * g.kernel * g.kernel, "conv weight is not [Cout, Cin·k·k]")
-        let f32 = Kernels.precision == .f32
+        let f32 = pool.precision == .f32
         if Winograd.applies(to: g) && f32 && (algorithm == .winograd43
                                               || algorithm == .automatic && Winograd43.pays(for: g, outChannels: weight.rows)) {
             Winograd43.conv3x3(weight, geometry: g, input: x, bias: bias, residual: residual, output: y, pool: pool)
@@ -41,7 +41,7 @@ enum Conv {
         }
         // Gemm's blocking in bf16 too: wider column blocks would grow the f32 im2col block.
         let blocking = blocking ?? Gemm.blocking
-        let bf16 = Kernels.precision == .bf16
+        let bf16 = pool.precision == .bf16
         let w = bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount, n = weight.rows
         let parts = Gemm.partCount(rows: n, columns: columns, tileColumns: w, threads: pool.threads)
         pool.run(parts: parts) { part in

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Blocked GEMM C[N, P] (+)= A[N, K] · B[K, P] with vectors along P: the engine under
 /// `linear`, `conv2d` (implicit GEMM) and the two products inside `attention`.
 ///
@@ -182,6 +184,63 @@ enum Gemm {
         }
     }
 
+    /// Whether the C block products' panel layout (`PD_F32_PANEL_COLUMNS`) is this build's
+    /// (2 × SIMD8; not in `SDKERNELS_AVX512` builds, which then run `portableBlock`).
+    static let nativeBlockFits = 2 * V.scalarCount == Int(PD_F32_PANEL_COLUMNS)
+
+    /// C[rows × columns] = A[rows, 0 ..< kc] · B + epilogue, B in micro-panels of 2V columns
+    /// ([kc][2V] each, `panelStride` floats apart, zero past `columns`); the epilogue's
+    /// pointers are for C's first element, with C's row stride. Runs `Kernels.variant`'s
+    /// block product: the C AVX2 or AVX-512 kernel (CKernels/f32_gemm.c), else the portable
+    /// twin.
+    @inline(__always)
+    static func block(depth kc: Int, a: UnsafePointer<Float>, rowStride lda: Int, rows: Int,
+                      b: UnsafePointer<Float>, panelStride: Int, columns: Int,
+                      c: UnsafeMutablePointer<Float>, rowStride ldc: Int, epilogue: Epilogue,
+                      edge: UnsafeMutablePointer<Float>) {
+        if rows <= 0 || columns <= 0 { return }
+        if nativeBlockFits {
+            switch Kernels.variant {
+            case .avx2:
+                pd_f32_gemm_block_avx2(Int32(rows), Int32(columns), Int32(kc), a, lda, b, panelStride, c, ldc,
+                                       epilogue.bias, epilogue.addend)
+                return
+            case .avx512, .avx512BF16:
+                pd_f32_gemm_block_avx512(Int32(rows), Int32(columns), Int32(kc), a, lda, b, panelStride, c, ldc,
+                                         epilogue.bias, epilogue.addend)
+                return
+            case .portable:
+                break
+            }
+        }
+        portableBlock(depth: kc, a: a, rowStride: lda, rows: rows, b: b, panelStride: panelStride,
+                      columns: columns, c: c, rowStride: ldc, epilogue: epilogue, edge: edge)
+    }
+
+    /// `block` on the Swift micro-kernel: panel by panel (one B panel stays in L1) over all
+    /// row tiles. The reference twin of the C block products.
+    @inline(__always)
+    static func portableBlock(depth kc: Int, a: UnsafePointer<Float>, rowStride lda: Int, rows: Int,
+                              b: UnsafePointer<Float>, panelStride: Int, columns: Int,
+                              c: UnsafeMutablePointer<Float>, rowStride ldc: Int, epilogue: Epilogue,
+                              edge: UnsafeMutablePointer<Float>) {
+        let w = 2 * V.scalarCount
+        var jr = 0
+        while jr * w < columns {
+            let columnsHere = min(w, columns - jr * w)
+            var ir = 0
+            while ir < rows {
+                let offset = ir * ldc + jr * w
+                let here = Epilogue(addend: epilogue.addend.map { $0 + offset }, bias: epilogue.bias.map { $0 + ir })
+                microKernel(depth: kc, a: a + ir * lda, rowStride: lda, rows: min(tileRows, rows - ir),
+                            b: b + jr * panelStride, c: c + offset, rowStride: ldc, columns: columnsHere,
+                            epilogue: here, edge: edge)
+                ir += tileRows
+            }
+            jr += 1
+        }
+    }
+
     @inline(__always)
     static func storeRow(_ x0: V, _ x1: V, row r: Int, c: UnsafeMutablePointer<Float>,
                          ldc: Int, _ epilogue: Epilogue) {
@@ -224,8 +283,7 @@ enum Gemm {
         var jc = columns.lowerBound
         while jc < columns.upperBound {
             let nc = min(ncMax, columns.upperBound - jc)
-            let panels = (nc + w - 1) / w
-            var pc = 0
+                var pc = 0
             while pc < k {
                 let kc = min(kcMax, k - pc)
                 packB(pc, kc, jc, nc, packed)
@@ -233,23 +291,12 @@ enum Gemm {
                 while ic < rows.upperBound {
                     let mc = min(blocking.maxRows, rows.upperBound - ic)
                     let (a, lda) = rowsOfA(weight, row: ic, count: mc, column: pc, depth: kc, buffer: converted)
-                    for jr in 0..<panels {
-                        let columnsHere = min(w, nc - jr * w)
-                        let b = UnsafePointer(packed + jr * kc * w)
-                        var ir = 0
-                        while ir < mc {
-                            let rowsHere = min(tileRows, mc - ir)
-                            let n = ic + ir
-                            let c = y + n * ldc + jc + jr * w
-                            let epilogue = pc == 0
-                                ? Epilogue(addend: residual.map { $0 + n * ldc + jc + jr * w }, bias: bias.map { $0 + n })
-                                : Epilogue(addend: UnsafePointer(c), bias: nil)
-                            microKernel(depth: kc, a: a + ir * lda, rowStride: lda, rows: rowsHere,
-                                        b: b, c: c, rowStride: ldc, columns: columnsHere,
-                                        epilogue: epilogue, edge: edge)
-                            ir += tileRows
-                        }
-                    }
+                    let c = y + ic * ldc + jc
+                    let epilogue = pc == 0
+                        ? Epilogue(addend: residual.map { $0 + ic * ldc + jc }, bias: bias.map { $0 + ic })
+                        : Epilogue(addend: UnsafePointer(c), bias: nil)
+                    block(depth: kc, a: a, rowStride: lda, rows: mc, b: packed, panelStride: kc * w,
+                          columns: nc, c: c, rowStride: ldc, epilogue: epilogue, edge: edge)
                     ic += mc
                 }
                 pc += kc
@@ -297,7 +344,7 @@ enum Gemm {
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
                        blocking: Blocking? = nil) {
-        if Kernels.precision == .bf16 {
+        if pool.precision == .bf16 {
             BF16Gemm.linear(weight, input: x, columns: p, bias: bias, residual: residual, output: y, pool: pool,
                             blocking: blocking ?? BF16Gemm.blocking)
             return

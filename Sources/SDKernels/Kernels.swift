@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The kernels the models call. Same contracts as `ReferenceKernels` (see there for the
 /// layouts), plus a thread pool. Every function here is tested against its reference
 /// (Tests/SDKernelsTests); the implementations live in Gemm, Conv, Attention,
@@ -29,9 +35,21 @@ public enum Kernels {
     /// The choice `conv2d` uses; tests and benchmarks set `.direct` to compare.
     nonisolated(unsafe) public static var convAlgorithm: ConvAlgorithm = .automatic
 
-    /// While true, every function here returns at once without touching memory: the models
-    /// run through to record their activation allocations (SDModels' `ActivationArena.plan`).
-    nonisolated(unsafe) public static var isPlanning = false
+    /// While true, every function here called from this thread returns at once without
+    /// touching memory: the models run through to record their activation allocations
+    /// (SDModels' `ActivationArena.plan`). Per thread, so a pipeline that plans does not
+    /// silence the kernels of another one running on another thread.
+    public static var isPlanning: Bool {
+        get { pthread_getspecific(planningKey) != nil }
+        set { pthread_setspecific(planningKey, newValue ? UnsafeRawPointer(bitPattern: 1) : nil) }
+    }
+
+    private static let planningKey: pthread_key_t = {
+        var key = pthread_key_t()
+        let rc = pthread_key_create(&key, nil)
+        precondition(rc == 0, "pthread_key_create failed: \(rc)")
+        return key
+    }()
 
     /// Convolution, any square kernel, stride and padding: 3×3 stride 1 padding 1 by
     /// Winograd F(2×2, 3×3) per `convAlgorithm`, otherwise implicit GEMM; 1×1 stride 1 goes

@@ -21,6 +21,10 @@ import Darwin
 /// buffer (`scratch(part:count:)`) that kernels reuse across calls instead of allocating.
 public final class ThreadPool: @unchecked Sendable {
     public let threads: Int
+    /// Operand precision of the matrix products run on this pool (`linear`, `conv2d`,
+    /// attention): a setting of whoever owns the pool (a pipeline), not of the process,
+    /// so pipelines with different precisions can run side by side.
+    public var precision: Kernels.Precision = .f32
     private let state: PoolState
     private var workers: [pthread_t] = []
 
@@ -29,8 +33,9 @@ public final class ThreadPool: @unchecked Sendable {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
-    public init(threads: Int) {
+    public init(threads: Int, precision: Kernels.Precision = .f32) {
         self.threads = max(1, threads)
+        self.precision = precision
         state = PoolState(parts: self.threads)
         for index in 1..<self.threads {
             let context = Unmanaged.passRetained(WorkerContext(state: state, part: index)).toOpaque()

@@ -77,7 +77,7 @@ enum Winograd {
         let tiling = Tiles(g: g)
         let n = weight.rows, tileCount = tiling.count
         if n == 0 || tileCount == 0 { return }
-        let bf16 = Kernels.precision == .bf16
+        let bf16 = pool.precision == .bf16
         let w = bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount
         let parts = Gemm.partCount(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads)
         // bf16 with the tiles split across parts: every part needs every U row, so U is
@@ -158,18 +158,9 @@ enum Winograd {
             var pc = 0
             while pc < cin {
                 let kc = min(kcMax, cin - pc)
-                for panel in 0..<panels {
-                    let b = UnsafePointer(bXi + (panel * cin + pc) * w)
-                    var ir = 0
-                    while ir < mc {
-                        let cc = c + ir * ldm + panel * w
-                        let epilogue = Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(cc), bias: nil)
-                        Gemm.microKernel(depth: kc, a: a + ir * cin + pc, rowStride: cin,
-                                         rows: min(Gemm.tileRows, mc - ir), b: b, c: cc, rowStride: ldm,
-                                         columns: w, epilogue: epilogue, edge: edge)
-                        ir += Gemm.tileRows
-                    }
-                }
+                Gemm.block(depth: kc, a: a + pc, rowStride: cin, rows: mc, b: UnsafePointer(bXi + pc * w),
+                           panelStride: cin * w, columns: ldm, c: c, rowStride: ldm,
+                           epilogue: Gemm.Epilogue(addend: pc == 0 ? nil : UnsafePointer(c), bias: nil), edge: edge)
                 pc += kc
             }
         }

@@ -41,6 +41,7 @@ enum Winograd43 {
         let tiling = Tiles(g: g, size: 4)
         let n = weight.rows, cin = g.channels, tileCount = tiling.count
         if n == 0 || tileCount == 0 { return }
+        PathCounters.record(.winograd43Convolution)
         let parts = Gemm.partCount(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads)
         let kcMax = Gemm.blocking.depth(for: cin)
         pool.run(parts: parts) { part in

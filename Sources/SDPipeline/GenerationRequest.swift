@@ -14,7 +14,18 @@ public struct GenerationRequest {
     public var imagesPerPrompt: Int = 1
     /// How several images get their noise; see `SeedMode`.
     public var seedMode: SeedMode = .perImage
-    public var scheduler: SchedulerKind = .pndm
+    /// nil: the model's own scheduler, built from its stored config with nothing forced, as
+    /// diffusers' pipeline loads it (Euler trailing for SD-Turbo, DDIM for SD 2.1, PNDM for SD 1.5).
+    public var scheduler: SchedulerKind? = nil
+    /// diffusers' `guidance_rescale` (Lin et al. 2023, §3.4): the guided prediction is rescaled
+    /// towards the text prediction's standard deviation by this fraction; 0 leaves it alone.
+    public var guidanceRescale: Float = 0
+    /// Overrides the model's stored `prediction_type` ("epsilon" or "v_prediction"); nil keeps it.
+    public var predictionType: String? = nil
+    /// The autoencoder for the final images: the full VAE, or the file's TAESD.
+    public var decoder: ImageDecoder = .full
+    /// An init image (img2img) and mask (inpainting); nil for text-to-image.
+    public var imageInput: ImageInput? = nil
     /// SDXL's original size, crop and target size (other models refuse them).
     public var sizeConditioning = SizeConditioning()
 
@@ -80,7 +91,17 @@ public struct GenerationRequest {
         guard guidanceScale.isFinite, guidanceScale >= 0, guidanceScale <= 100 else {
             throw fail("guidance scale must be between 0 and 100 (got \(guidanceScale))")
         }
+        guard guidanceRescale.isFinite, guidanceRescale >= 0, guidanceRescale <= 1 else {
+            throw fail("guidance rescale must be between 0 and 1 (got \(guidanceRescale))")
+        }
+        if let predictionType, !Self.predictionTypes.contains(predictionType) {
+            throw fail("prediction type must be \(Self.predictionTypes.joined(separator: " or ")) (got \(predictionType))")
+        }
+        try imageInput?.validate(steps: steps)
     }
+
+    /// The prediction types a model may be run with.
+    public static let predictionTypes = ["epsilon", "v_prediction"]
 
     /// Classifier-free guidance runs only when it changes the result (diffusers: scale > 1).
     public var usesGuidance: Bool { guidanceScale > 1 }

@@ -31,20 +31,46 @@ public struct MemoryStats: Sendable, Equatable {
         }
         return stats
     }
+}
 
-    /// Resets the peak (VmHWM) to the current resident size, so each phase can report its
-    /// own peak. Needs Linux ≥ 4.0; harmless where it fails.
-    public static func resetPeak() {
-        guard let fp = fopen("/proc/self/clear_refs", "w") else { return }
-        fputs("5", fp)
-        fclose(fp)
+/// Each phase's own peak, without resetting the process's: VmHWM stays the whole run's
+/// peak, so `getrusage`, `/usr/bin/time -v`, cgroups and `--stats` report the same number.
+/// (Writing "5" to /proc/self/clear_refs would give per-phase VmHWM, but it resets the
+/// figure those tools read too.) A phase that raised VmHWM peaked at the new VmHWM,
+/// exactly; one that did not peaked at the highest resident set `MemorySampler` saw in it
+/// (sampled every 2 ms, so it can miss a shorter spike below the run's peak).
+public final class PhasePeaks: @unchecked Sendable {
+    private let sampler = MemorySampler()
+    private var lastHighWater: Int
+
+    public init() {
+        lastHighWater = MemoryStats.current().peakResident
+        _ = sampler.take()
     }
+
+    /// The peak since the previous call (or `init`), and how the resident set split into
+    /// anonymous and file pages at the sampled peak.
+    public func take() -> MemoryStats {
+        var memory = MemoryStats.current()
+        let sampled = sampler.take()
+        let highWater = memory.peakResident
+        if highWater <= lastHighWater, sampled.resident > 0 { memory.peakResident = min(highWater, sampled.resident) }
+        lastHighWater = highWater
+        if sampled.anonymous + sampled.file > 0 {
+            memory.residentAnonymous = sampled.anonymous
+            memory.residentFile = sampled.file
+        }
+        return memory
+    }
+
+    /// Ends the sampling thread.
+    public func stop() { sampler.stop() }
 }
 
 /// Watches the resident set from a thread of its own (every 2 ms, /proc/self/statm), so a
 /// phase can report how its peak split into anonymous and file pages: VmHWM has the peak
-/// but not the split. Samples can miss a spike shorter than the period; the peak itself
-/// always comes from VmHWM.
+/// but not the split, nor (since it is never reset) a later phase's own lower peak.
+/// Samples can miss a spike shorter than the period; see `PhasePeaks`.
 final class MemorySampler: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private var running = true
@@ -93,11 +119,11 @@ final class MemorySampler: @unchecked Sendable {
 
     /// The split at the highest resident set since the last call (or now, if higher),
     /// then starts over.
-    func take() -> (anonymous: Int, file: Int) {
+    func take() -> (resident: Int, anonymous: Int, file: Int) {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         if fd >= 0, let s = sample(), s.resident >= best.resident { best = s }
-        let result = (anonymous: max(0, best.resident - best.file), file: best.file)
+        let result = (resident: best.resident, anonymous: max(0, best.resident - best.file), file: best.file)
         best = (0, 0)
         return result
     }

@@ -57,26 +57,47 @@ enum PNGText {
 }
 
 /// PNG output through libpng, with text chunks (AUTOMATIC1111 keeps the generation
-/// settings in a `parameters` chunk), through `AtomicFile`.
+/// settings in a `parameters` chunk), through `AtomicFile` or a run's `OutputFiles`.
 public enum PNGWriter {
     public static func write(_ image: RGBImage, to path: String, text: [(String, String)] = []) throws {
-        try AtomicFile.write(path) { fp in encode(image, fp, text: text) }
+        try AtomicFile.write(path, bytes: try encoded(image, path: path, text: text))
     }
 
-    /// libpng reports errors through longjmp, which Swift cannot catch; the "simplified"
-    /// API would, but cannot write text chunks. So errors become a failed write: an error
-    /// callback that returns would be undefined behaviour, hence the checks before calling.
-    private static func encode(_ image: RGBImage, _ fp: UnsafeMutablePointer<FILE>, text: [(String, String)]) -> Bool {
-        guard image.width > 0, image.height > 0, image.width < 1 << 24, image.height < 1 << 24 else { return false }
-        guard let png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nil, nil, nil) else { return false }
+    /// Writes the image as output `path` of `outputs` (renamed into place at its commit).
+    public static func write(_ image: RGBImage, to path: String, text: [(String, String)] = [], in outputs: OutputFiles) throws {
+        try outputs.write(path, bytes: try encoded(image, path: path, text: text))
+    }
+
+    static func encoded(_ image: RGBImage, path: String, text: [(String, String)]) throws -> [UInt8] {
+        guard let bytes = encode(image, text: text) else { throw FormatError(path, "cannot encode the image as PNG") }
+        return bytes
+    }
+
+    /// The PNG file's bytes. libpng reports errors through longjmp, which Swift cannot
+    /// catch (with no jump buffer set, libpng aborts); the "simplified" API would, but
+    /// cannot write text chunks. So nothing here may fail inside libpng: the image is
+    /// checked before calling, and bytes go to memory through a callback that cannot fail
+    /// (a full disk met by libpng's own fwrite would abort the process); the caller writes
+    /// them and sees the error. A server sends these bytes as they are: the same as the file.
+    public static func encode(_ image: RGBImage, text: [(String, String)] = []) -> [UInt8]? {
+        guard image.width > 0, image.height > 0, image.width < 1 << 24, image.height < 1 << 24,
+              image.pixels.count == image.width * image.height * 3 else { return nil }
+        guard let png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nil, nil, nil) else { return nil }
         var pngOpt: png_structp? = png
         guard let info = png_create_info_struct(png) else {
             png_destroy_write_struct(&pngOpt, nil)
-            return false
+            return nil
         }
         var infoOpt: png_infop? = info
         defer { png_destroy_write_struct(&pngOpt, &infoOpt) }
-        png_init_io(png, fp)
+        let sink = PNGByteSink()
+        let sinkPointer = Unmanaged.passRetained(sink)
+        defer { sinkPointer.release() }
+        png_set_write_fn(png, sinkPointer.toOpaque(), { png, data, length in
+            guard let png, let data, let io = png_get_io_ptr(png) else { return }
+            Unmanaged<PNGByteSink>.fromOpaque(io).takeUnretainedValue().bytes
+                .append(contentsOf: UnsafeBufferPointer(start: data, count: length))
+        }, { _ in })
         png_set_IHDR(png, info, png_uint_32(image.width), png_uint_32(image.height), 8, PNG_COLOR_TYPE_RGB,
                      PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT)
         // Keys and values as C strings that live until png_write_info returns.
@@ -112,6 +133,11 @@ public enum PNGWriter {
             }
         }
         png_write_end(png, nil)
-        return ferror(fp) == 0
+        return sink.bytes
     }
+}
+
+/// Where `PNGWriter.encode` collects libpng's output.
+private final class PNGByteSink {
+    var bytes: [UInt8] = []
 }

@@ -17,12 +17,14 @@ public func automatic1111Parameters(image i: Int, request: GenerationRequest, mo
     var lines = [request.prompts[promptIndex]]
     let negative = request.negativePrompt(for: promptIndex)
     if !negative.isEmpty && request.usesGuidance { lines.append("Negative prompt: \(negative)") }
-    var fields = ["Steps: \(request.steps)", "Sampler: \(request.scheduler.displayName)",
+    var fields = ["Steps: \(request.steps)", "Sampler: \(request.scheduler?.displayName ?? "model default")",
                   "CFG scale: \(automatic1111Number(request.guidanceScale))", "Seed: \(request.seed(ofImage: i))",
                   "Size: \(request.width)x\(request.height)", "Model: \(modelName)"]
+    if let input = request.imageInput { fields.append("Denoising strength: \(input.strength)") }  // A1111's img2img key
     if request.seedMode == .batch && request.imageCount > 1 {
         fields += ["Batch size: \(request.imageCount)", "Batch pos: \(i)", "Seed mode: batch"]
     }
+    if request.guidanceRescale > 0 { fields.append("CFG Rescale: \(automatic1111Number(request.guidanceRescale))") }
     lines.append(fields.joined(separator: ", "))
     return lines.joined(separator: "\n")
 }

@@ -3,7 +3,8 @@ import SDKernels
 
 /// `--precision`: the operand precision of the matrix products (`Kernels.Precision`).
 public enum PrecisionChoice: String, CaseIterable, Sendable {
-    /// bf16 for int8 model files on CPUs with native bf16 dot products, else f32: who
+    /// bf16 for int8 model files when the kernel variant has native bf16 dot products
+    /// (`KernelVariant.hasNativeBF16`), else f32: who
     /// converted to int8 chose speed over exactness (on the parity tests' tiny models int8
     /// weights move the final latents by ≤ 0.6 % relative RMS, int8 with bf16 by ≤ 1.2 %,
     /// for ≈ 1.7× faster UNet steps and VAE decodes on SD 1.5); fp16/fp32
@@ -21,13 +22,13 @@ extension StableDiffusionPipeline {
         switch choice {
         case .f32: return .f32
         case .bf16: return .bf16
-        case .auto: return Self.unetWeightType(file) == .q8 && BF16Gemm.nativeAvailable ? .bf16 : .f32
+        case .auto: return Self.unetWeightType(file) == .q8 && Kernels.variant.hasNativeBF16 ? .bf16 : .f32
         }
     }
 
-    /// Sets the precision every following run uses (the kernels read it process-wide).
+    /// Sets the precision this pipeline's following runs use.
     public func usePrecision(_ choice: PrecisionChoice) {
-        Kernels.precision = precision(for: choice)
+        precision = precision(for: choice)
     }
 
     /// The type most UNet weight matrices are stored in: what the kernels run on.

@@ -96,7 +96,7 @@ extension StableDiffusionPipeline {
             ids1 += tokenizer.tokenize(text)
             ids2 += tokenizer2.tokenize(text)
         }
-        let textPool = ThreadPool(threads: pool.threads)
+        let textPool = ThreadPool(threads: pool.threads, precision: precision)
         let hidden1: [Float]
         do {
             let model = try CLIPTextModel(config: textConfig, weights: file.component("text_encoder"),

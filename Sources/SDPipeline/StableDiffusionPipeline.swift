@@ -26,22 +26,21 @@ public final class StableDiffusionPipeline {
     /// How runs spend memory (weight residency, UNet batch, chunking, VAE tiles); may be
     /// changed between runs.
     public var memoryPlan: MemoryPlan
+    /// Operand precision of the matrix products (`usePrecision` picks it from a
+    /// `PrecisionChoice`); f32, the exact mode, unless set. Every pool the pipeline runs
+    /// its models on carries it.
+    public var precision: Kernels.Precision = .f32 {
+        didSet { pool.precision = precision }
+    }
 
     public init(modelPath: String, threads: Int, memory: MemoryPolicy = .auto) throws {
         file = try ModelFileReader(path: modelPath)
         memoryPlan = MemoryPlan.resolve(memory, modelFileBytes: file.file.byteCount)
-        let path = file.sourceName
-        tokenizer = try Self.tokenizer(of: file)
-        do {
-            textConfig = try CLIPTextConfig(json: file.config("text_encoder"))
-            unetConfig = try UNet2DConditionConfig(json: file.config("unet"))
-            vaeConfig = try AutoencoderKLConfig(json: file.config("vae"))
-            schedulerConfig = try SchedulerConfig(diffusersConfig: Self.schedulerValues(file.config("scheduler")))
-        } catch let error as FormatError {
-            throw error
-        } catch {
-            throw FormatError(path, "\(error)")
-        }
+        tokenizer = try file.clipTokenizer()
+        textConfig = try file.textEncoderConfig()
+        unetConfig = try file.unetConfig()
+        vaeConfig = try file.vaeConfig()
+        schedulerConfig = try file.schedulerConfig()
         pool = ThreadPool(threads: threads)
         vaeScaleFactor = 1 << (vaeConfig.blockOutChannels.count - 1)
         // Header, metadata and tensor table have been parsed into the heap: drop their pages.
@@ -64,20 +63,7 @@ public final class StableDiffusionPipeline {
         }
     }
 
-    static func schedulerValues(_ json: JSON) -> [String: SchedulerConfig.Value] {
-        var values: [String: SchedulerConfig.Value] = [:]
-        for (key, value) in json.object ?? [] {
-            switch value {
-            case .null: values[key] = .null
-            case .bool(let b): values[key] = .bool(b)
-            case .number(let n): values[key] = n == n.rounded() && abs(n) < 1e15 ? .int(Int(n)) : .double(n)
-            case .string(let s): values[key] = .string(s)
-            case .array(let items): values[key] = .doubles(items.compactMap(\.double))
-            case .object: break
-            }
-        }
-        return values
-    }
+    static func schedulerValues(_ json: JSON) -> [String: SchedulerConfig.Value] { schedulerConfigValues(json) }
 
     /// Where the run is, for progress lines and cancellation.
     public struct Progress: Sendable {
@@ -145,16 +131,20 @@ public final class StableDiffusionPipeline {
         guard request.width % vaeScaleFactor == 0, request.height % vaeScaleFactor == 0 else {
             throw PipelineError.invalidRequest("width and height must be multiples of \(vaeScaleFactor) for this model")
         }
+        if request.decoder == .taesd && !hasTinyAutoencoder {
+            throw PipelineError.invalidRequest("--vae taesd: this model file has no TAESD (convert it with --taesd DIR|FILE)")
+        }
         var phases: [PhaseReport] = []
         var clock = PhaseClock()
         defer { clock.stop() }
         func report(_ p: Progress) throws {
             if let progress, !progress(p) { throw PipelineError.cancelled }
         }
-        let scheduler0 = try makeScheduler(request.scheduler, config: schedulerConfig, steps: request.steps)
+        let scheduler0 = try makeScheduler(for: request)
+        let guiding = usesGuidance(request)
         let count = request.imageCount
         let h = request.height / vaeScaleFactor, w = request.width / vaeScaleFactor
-        let latentChannels = unetConfig.inChannels
+        let latentChannels = loopLatentChannels(request)
         let tokens = tokenizer.maxLength
 
         // 1. Text: prompts (and the negative prompt when guiding) in one batch of
@@ -171,9 +161,9 @@ public final class StableDiffusionPipeline {
             release("text_encoder")  // binding read the biases and norms: drop those pages again
             var ids: [Int32] = []
             let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
-            let texts = (request.usesGuidance ? negatives : []) + request.prompts
+            let texts = (guiding ? negatives : []) + request.prompts
             for text in texts { ids += tokenizer.tokenize(text) }
-            let textPool = ThreadPool(threads: pool.threads)
+            let textPool = ThreadPool(threads: pool.threads, precision: precision)
             let encode = { try textModel.encode(ids: ids, batch: texts.count, pool: textPool) }
             let arena = try activationArena { _ = try encode() }
             let hidden = try run(in: arena, encode)
@@ -193,13 +183,14 @@ public final class StableDiffusionPipeline {
         textPhase.activations = textActivations
         phases.append(textPhase)
 
-        // 2. Denoising: latents from torch's generator, scaled by the initial sigma.
-        let denoisingStart = monotonicSeconds()
+        // 2. Denoising: latents from torch's generator, scaled by the initial sigma (or an encoded
+        //    init image noised to the first kept timestep: prepareLatents).
         var generator = request.makeGenerator()
         var scheduler = scheduler0
-        var latents = generator.randn(count: count * latentChannels * h * w)
-        let sigma = scheduler.initNoiseSigma
-        if sigma != 1 { for i in latents.indices { latents[i] *= sigma } }
+        let start = try prepareLatents(request, scheduler: &scheduler, generator: &generator)
+        var latents = start.latents
+        if request.imageInput != nil { phases.append(clock.lap("vae encode")) }
+        let denoisingStart = monotonicSeconds()
         let guidance = request.guidanceScale
         var steps: [PhaseReport] = []
         var unetActivations: ActivationReport?
@@ -207,37 +198,46 @@ public final class StableDiffusionPipeline {
             let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"),
                                                 memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
             release("unet")
-            let unetPool = ThreadPool(threads: pool.threads)
-            let unetBatch = request.usesGuidance ? 2 * count : count
+            let unetPool = ThreadPool(threads: pool.threads, precision: precision)
+            let unetBatch = guiding ? 2 * count : count
+            let condition = timestepCondition(for: request)
             // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
             func predict(_ batchInput: [Float], _ t: Float) -> [Float] {
                 unet.predictNoise(sample: batchInput, batch: unetBatch, height: h, width: w, timestep: t,
-                                  context: context, contextTokens: tokens, added: sdxlText?.added, pool: unetPool)
+                                  context: context, contextTokens: tokens, timestepCondition: condition,
+                                  added: sdxlText?.added, pool: unetPool)
             }
             // Every step makes the same tensors: plan one, run all of them in its arena.
             let arena = activationArena(idlePageEvents: memoryPlan.unetIdlePageEvents) {
-                _ = predict([Float](repeating: 0, count: unetBatch * latentChannels * h * w), scheduler.timesteps[0])
+                _ = predict([Float](repeating: 0, count: unetBatch * unetConfig.inChannels * h * w), scheduler.timesteps[0])
             }
             defer {
                 arena?.close()
                 unetActivations = arena?.report
             }
-            for (i, t) in scheduler.timesteps.enumerated() {
-                let input = scheduler.scaleModelInput(latents, stepIndex: i)
-                let prediction = run(in: arena) { predict(request.usesGuidance ? input + input : input, t) }
+            let loopSteps = scheduler.timesteps.count - start.beginIndex
+            for (i, t) in scheduler.timesteps.enumerated() where i >= start.beginIndex {
+                let input = start.unetInput(scheduler.scaleModelInput(latents, stepIndex: i),
+                                            guidance: guiding, batch: count)
+                let prediction = run(in: arena) { predict(input, t) }
                 var noise: [Float]
-                if request.usesGuidance {
+                if guiding {
                     let n = latents.count
                     noise = [Float](repeating: 0, count: n)
                     prediction.withUnsafeBufferPointer { p in
                         for j in 0..<n { noise[j] = p[j] + guidance * (p[n + j] - p[j]) }
                     }
+                    if request.guidanceRescale > 0 {
+                        Self.rescaleGuidance(&noise, text: prediction[n...], images: count, fraction: request.guidanceRescale)
+                    }
                 } else {
                     noise = prediction
                 }
                 latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
-                steps.append(clock.lap("step \(i + 1)"))
-                try report(Progress(phase: .denoising, step: i + 1, totalSteps: scheduler.timesteps.count,
+                latents = start.blendKnownRegion(latents, scheduler: scheduler, stepIndex: i)
+                let done = i + 1 - start.beginIndex
+                steps.append(clock.lap("step \(done)"))
+                try report(Progress(phase: .denoising, step: done, totalSteps: loopSteps,
                                     latents: latents, latentShape: [count, latentChannels, h, w]))
             }
         }
@@ -250,11 +250,17 @@ public final class StableDiffusionPipeline {
 
         // 3. Decode: latents / scaling_factor through the VAE, then to 8 bits.
         try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
+        if request.decoder == .taesd {
+            let images = try decodeImagesWithTinyAutoencoder(latents: latents, shape: [count, latentChannels, h, w])
+            phases.append(clock.lap("vae decode"))
+            return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
+                          steps: steps, memoryPlan: memoryPlan)
+        }
         let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"), memory: memoryOptions("vae"))
         release("vae")
         let scale = Float(vaeConfig.scalingFactor)
         let scaled = latents.map { $0 / scale }
-        let vaePool = ThreadPool(threads: pool.threads)
+        let vaePool = ThreadPool(threads: pool.threads, precision: precision)
         var images: [RGBImage] = []
         let plane = latentChannels * h * w
         let tiling = memoryPlan.vaeTiling
@@ -280,6 +286,69 @@ public final class StableDiffusionPipeline {
                       steps: steps, memoryPlan: memoryPlan)
     }
 
+    /// The image size diffusers' pipeline uses when none is given: the UNet's `sample_size`
+    /// (64 when the config has none) times the VAE scale (512 for SD 1.x/2.x base, 768 for
+    /// the 768-v models).
+    public var defaultImageSize: (width: Int, height: Int) {
+        let side = (unetConfig.sampleSize ?? 64) * vaeScaleFactor
+        return (side, side)
+    }
+
+    /// The model's scheduler settings with the request's overrides (prediction type).
+    public func schedulerConfig(for request: GenerationRequest) -> SchedulerConfig {
+        var config = schedulerConfig
+        if let type = request.predictionType {
+            config.predictionType = type
+            config.storedKeys.insert("prediction_type")
+        }
+        return config
+    }
+
+    /// The scheduler a run uses: the named kind built from the model's config, or with no
+    /// kind named the model's own class with every stored setting (`makeModelScheduler`).
+    public func makeScheduler(for request: GenerationRequest) throws -> any Scheduler {
+        let config = schedulerConfig(for: request)
+        if let kind = request.scheduler { return try SDSchedulers.makeScheduler(kind, config: config, steps: request.steps) }
+        return try makeModelScheduler(config: config, steps: request.steps)
+    }
+
+    /// The kind a run uses, for metadata: the named one or the model's own.
+    public func schedulerKind(for request: GenerationRequest) throws -> SchedulerKind {
+        try request.scheduler ?? SchedulerKind(modelConfig: schedulerConfig)
+    }
+
+    /// Whether a run batches an unconditional half: guidance above 1, and not for an
+    /// LCM-distilled UNet, which takes the guidance scale as an embedding instead (diffusers:
+    /// `guidance_scale > 1 and unet.config.time_cond_proj_dim is None`).
+    public func usesGuidance(_ request: GenerationRequest) -> Bool {
+        request.usesGuidance && unetConfig.timeCondProjDim == nil
+    }
+
+    /// LCM's guidance embedding of w = guidance − 1 for a UNet with `time_cond_proj_dim`, else nil.
+    func timestepCondition(for request: GenerationRequest) -> [Float]? {
+        unetConfig.timeCondProjDim.map { guidanceScaleEmbedding(request.guidanceScale - 1, dimension: $0) }
+    }
+
+    /// diffusers' `rescale_noise_cfg`: per image, the guided prediction scaled to the text
+    /// prediction's standard deviation (unbiased, as torch's `std`), blended with the guided
+    /// one: fraction · rescaled + (1 − fraction) · guided. Sums in Double.
+    static func rescaleGuidance(_ guided: inout [Float], text: ArraySlice<Float>, images: Int, fraction: Float) {
+        let plane = guided.count / images
+        guard plane > 1 else { return }
+        func std(_ x: ArraySlice<Float>) -> Double {
+            let mean = x.reduce(0.0) { $0 + Double($1) } / Double(x.count)
+            return (x.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(x.count - 1)).squareRoot()
+        }
+        for image in 0..<images {
+            let range = (image * plane)..<((image + 1) * plane)
+            let textPart = text[(text.startIndex + range.lowerBound)..<(text.startIndex + range.upperBound)]
+            let sdText = Float(std(textPart)), sdGuided = Float(std(guided[range]))
+            guard sdGuided > 0 else { continue }
+            let factor = sdText / sdGuided
+            for j in range { guided[j] = fraction * (guided[j] * factor) + (1 - fraction) * guided[j] }
+        }
+    }
+
     /// Drops a component's weight pages (they stay in the page cache): after binding (which
     /// read the biases and norms, and the kernel mapped their neighbours too), and when the
     /// component is done.
@@ -288,34 +357,20 @@ public final class StableDiffusionPipeline {
     }
 }
 
-/// Times phases and records each one's peak memory (VmHWM, reset per phase) and how the
-/// resident set split into anonymous and file pages at its sampled peak. `stop()` ends
-/// the sampling thread.
+/// Times phases and records each one's peak memory (`PhasePeaks`: the process's own peak
+/// is never reset) and how the resident set split into anonymous and file pages at its
+/// sampled peak. `stop()` ends the sampling thread.
 struct PhaseClock {
     var start = monotonicSeconds()
-    let sampler = MemorySampler()
-
-    init() {
-        MemoryStats.resetPeak()
-        _ = sampler.take()
-    }
+    let peaks = PhasePeaks()
 
     mutating func lap(_ name: String) -> StableDiffusionPipeline.PhaseReport {
         let t = monotonicSeconds()
-        defer {
-            start = t
-            MemoryStats.resetPeak()
-        }
-        var memory = MemoryStats.current()
-        let split = sampler.take()
-        if split.anonymous + split.file > 0 {
-            memory.residentAnonymous = split.anonymous
-            memory.residentFile = split.file
-        }
-        return .init(name: name, seconds: t - start, memory: memory)
+        defer { start = t }
+        return .init(name: name, seconds: t - start, memory: peaks.take())
     }
 
-    func stop() { sampler.stop() }
+    func stop() { peaks.stop() }
 }
 
 public func monotonicSeconds() -> Double {

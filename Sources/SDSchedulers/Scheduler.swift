@@ -23,6 +23,15 @@ public protocol Scheduler {
     /// `set_begin_index(stepIndex)`: the original noised to the level the loop has at
     /// `stepIndex` (x + σ n for σ-space classes, sqrt(ᾱ_t) x + sqrt(1 - ᾱ_t) n for the others).
     func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float]
+    /// diffusers' `set_begin_index`: the loop starts at `timesteps[index]` instead of the first
+    /// (img2img cuts the schedule by strength). Call once, before the first `step`; the first
+    /// step is then `stepIndex: index`. Multistep schedulers start their history there.
+    mutating func setBeginIndex(_ index: Int)
+}
+
+extension Scheduler {
+    /// Schedulers whose steps depend only on `stepIndex` need nothing.
+    public mutating func setBeginIndex(_ index: Int) {}
 }
 
 /// The samplers offered to users, named like the CLI flag; `displayName` is AUTOMATIC1111's

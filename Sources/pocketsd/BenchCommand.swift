@@ -32,6 +32,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
+    @Option(help: ArgumentHelp(stringLiteral: KernelVariant.help))
+    var kernels: String?
+
     @Flag(help: "Skip the kernel table.")
     var skipKernels = false
 
@@ -52,6 +55,7 @@ struct BenchCommand: ParsableCommand {
         guard repeats >= 1, repeats <= 1000 else { throw ValidationError("--repeats must be between 1 and 1000 (got \(repeats))") }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
         _ = try PrecisionChoice.parse(precision)
+        if let kernels { _ = try KernelVariant.parseOption(kernels) }
     }
 
     struct KernelRow { let name: String, shape: String, result: KernelBenchmark.Result }
@@ -60,6 +64,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
         // Its phases feed the UNet one encoder's context and no added conditions.
         if pipeline.isSDXL { throw FormatError(model, "bench does not measure SDXL models yet; use generate --stats") }
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
@@ -87,7 +92,10 @@ struct BenchCommand: ParsableCommand {
         if json {
             Terminal.printJSON(.object([
                 ("model", .string(model)), ("weights", .string(weights)), ("kernel_weight_type", .string("\(type)")),
-                ("precision", .string(Kernels.precision.rawValue)),
+                ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
+                ("cpu_model", KernelVariant.cpuModelName.map { .string($0) } ?? .null),
+                ("cpu_features", .string(KernelVariant.featureNames)),
+                ("fma_peak_lanes", .number(Double(KernelBenchmark.peakLanes))),
                 ("width", .number(Double(width))), ("height", .number(Double(height))),
                 ("threads", .number(Double(pool.threads))), ("load_average", .array(load.map { .number($0) })),
                 ("open_seconds", .number(openSeconds)), ("fma_peak_gflops", .number(peak)),
@@ -112,10 +120,12 @@ struct BenchCommand: ParsableCommand {
             ]))
             return
         }
-        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(Kernels.precision.rawValue)), \(width)×\(height) (latent \(w)×\(h)), "
+        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(pipeline.precision.rawValue)), \(width)×\(height) (latent \(w)×\(h)), "
               + "\(pool.threads) threads, load average \(load.map { format($0, 2) }.joined(separator: " ")) at start")
+        print("CPU: \(KernelVariant.cpuModelName ?? "unknown") (\(KernelVariant.featureNames)); kernels: \(Kernels.variant.rawValue)")
         if !skipKernels {
-            print("\nFMA peak: \(format(peak, 1)) GFLOP/s (\(pool.threads) threads). Kernels: median of \(repeats) after one warm-up.\n")
+            print("\nFMA peak: \(format(peak, 1)) GFLOP/s (\(pool.threads) threads, \(KernelBenchmark.peakLanes)-wide FMA: the widest this CPU has). "
+                  + "Kernels: median of \(repeats) after one warm-up.\n")
             print("| kernel | shape | GFLOP/s | % of peak | median ms | min ms | max ms | GFLOP/s per CPU-s |")
             print("|---|---|--:|--:|--:|--:|--:|--:|")
             for k in kernels {
@@ -193,12 +203,15 @@ struct BenchCommand: ParsableCommand {
     func measurePhases(_ p: StableDiffusionPipeline, h: Int, w: Int) throws -> ([PhaseRow], TilingDifference?) {
         let pool = p.pool
         var rows: [PhaseRow] = []
+        // Each row's own peak, the process's peak left intact (see PhasePeaks).
+        let peaks = PhasePeaks()
+        defer { peaks.stop() }
         func release(_ name: String) {
             if let range = p.file.components.first(where: { $0.name == name })?.range { p.file.file.release(range) }
         }
 
         Terminal.progress("text encoder…")
-        MemoryStats.resetPeak()
+        _ = peaks.take()
         let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
         let ids = p.tokenizer.tokenize("") + p.tokenizer.tokenize("a photograph of an astronaut riding a horse")
         // Each phase runs in its planned activation arena, as `generate` does.
@@ -213,10 +226,10 @@ struct BenchCommand: ParsableCommand {
             textCPU.append(Self.cpuSeconds() - c0)
         }
         rows.append(PhaseRow(name: "text encoder (batch 2)", runs: "3 after warm-up", seconds: textTimes, cpuSeconds: textCPU,
-                             peakResident: MemoryStats.current().peakResident))
+                             peakResident: peaks.take().peakResident))
         release("text_encoder")
 
-        MemoryStats.resetPeak()
+        _ = peaks.take()
         let unet = try UNet2DConditionModel(config: p.unetConfig, weights: p.file.component("unet"))
         let plane = p.unetConfig.inChannels * h * w
         let latents = Self.noise(count: plane)
@@ -239,14 +252,14 @@ struct BenchCommand: ParsableCommand {
             if !guided.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the UNet produced non-finite values") }
         }
         rows.append(PhaseRow(name: "UNet step, guided (batch 2)", runs: steps == 1 ? "1 (cold pages)" : "\(steps), first cold",
-                             seconds: unetTimes, cpuSeconds: unetCPU, peakResident: MemoryStats.current().peakResident))
+                             seconds: unetTimes, cpuSeconds: unetCPU, peakResident: peaks.take().peakResident))
         release("unet")
 
         Terminal.progress("VAE decode…")
-        MemoryStats.resetPeak()
+        _ = peaks.take()
         let vae = try AutoencoderKL(config: p.vaeConfig, weights: p.file.component("vae"))
         func decode(_ tiling: VAETiling?, name: String) throws -> [Float] {
-            MemoryStats.resetPeak()
+            _ = peaks.take()
             let arena = ActivationArena(plan: ActivationArena.plan {
                 _ = vae.decode(latents: latents, batch: 1, height: h, width: w, tiling: tiling, pool: pool)
             })
@@ -254,7 +267,7 @@ struct BenchCommand: ParsableCommand {
             let t0 = now(), c0 = Self.cpuSeconds()
             let image = arena.run { vae.decode(latents: latents, batch: 1, height: h, width: w, tiling: tiling, pool: pool) }
             rows.append(PhaseRow(name: name, runs: "1", seconds: [now() - t0], cpuSeconds: [Self.cpuSeconds() - c0],
-                                 peakResident: MemoryStats.current().peakResident))
+                                 peakResident: peaks.take().peakResident))
             if !image.allSatisfy({ $0.isFinite }) { throw FormatError(model, "the VAE produced non-finite values") }
             return image
         }

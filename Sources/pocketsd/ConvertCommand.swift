@@ -7,7 +7,7 @@ struct ConvertCommand: ParsableCommand {
         commandName: "convert",
         abstract: "Convert a diffusers folder or a single-file .safetensors checkpoint into a .pdm model file.")
 
-    @Argument(help: "A diffusers folder (with model_index.json) or a single-file SD 1.x .safetensors checkpoint.")
+    @Argument(help: "A diffusers folder (with model_index.json) or a single-file SD 1.x or 2.x .safetensors checkpoint (CompVis layout; SD 2.x with its OpenCLIP text encoder).")
     var input: String
 
     @Option(name: .shortAndLong, help: "The model file to write (.pdm).")
@@ -19,19 +19,40 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "For a single-file checkpoint: a diffusers folder whose configs (and tokenizer) to use instead of inferring them.")
     var config: String?
 
+    @Option(help: "The model's prediction type, stored in its scheduler config: epsilon or v_prediction (default: the folder's scheduler config; v_prediction for single-file SD 2.x checkpoints, as diffusers; use epsilon for the 512-px 2.x base models).")
+    var predictionType: String?
+
+    @Option(name: .customLong("lora"), help: ArgumentHelp("A LoRA .safetensors (kohya/A1111 or diffusers/PEFT keys) to merge into the weights before rounding, at strength SCALE (default 1); repeatable.", valueName: "FILE[:SCALE]"))
+    var loras: [String] = []
+
+    @Option(help: ArgumentHelp("A TAESD to store beside the VAE (for generate --vae taesd and live previews): a diffusers AutoencoderTiny folder, or the original taesd_decoder.safetensors (taesd_encoder.safetensors beside it is taken too).", valueName: "DIR|FILE"))
+    var taesd: String?
+
     @Flag(help: "Print the report as JSON on stdout.")
     var json = false
 
     func validate() throws {
+        guard !output.isEmpty else { throw ValidationError("-o needs a file name (got an empty one)") }
         guard WeightMode(rawValue: weights) != nil else {
             throw ValidationError("--weights must be one of fp32, fp16, int8 (got \(weights))")
+        }
+        if let predictionType, !ConversionOptions.predictionTypes.contains(predictionType) {
+            throw ValidationError("--prediction-type must be \(ConversionOptions.predictionTypes.joined(separator: " or ")) (got \(predictionType))")
+        }
+        for l in loras where LoRASpec(argument: l) == nil {
+            throw ValidationError("--lora must be FILE or FILE:SCALE with a finite SCALE (got \(l))")
         }
     }
 
     func run() throws {
+        // Before reading anything: the output must be creatable and must not replace the
+        // checkpoint, the config folder or a file inside an input folder.
+        try OutputFiles.check(output, inputs: [input] + (config.map { [$0] } ?? []))
         let start = now()
-        let report = try Converter.convert(input: input, output: output,
-                                           options: ConversionOptions(weights: WeightMode(rawValue: weights)!, configFolder: config)) { done, total, key in
+        var options = ConversionOptions(weights: WeightMode(rawValue: weights)!, configFolder: config, predictionType: predictionType)
+        options.loras = loras.compactMap(LoRASpec.init(argument:))
+        options.taesd = taesd
+        let report = try Converter.convert(input: input, output: output, options: options) { done, total, key in
             if done < total { Terminal.progress("[\(done + 1)/\(total)] \(key)") } else { Terminal.progress("", final: false) }
         }
         let seconds = now() - start
@@ -49,6 +70,11 @@ struct ConvertCommand: ParsableCommand {
                              ("rms_relative_error", .number(c.rmsRelativeError))])
                 })),
                 ("unused_keys", .array(report.unusedKeys.map { .string($0) })),
+                ("loras", .array(report.loras.map { l in
+                    .object([("path", .string(l.path)), ("scale", .number(Double(l.scale))),
+                             ("merged_tensors", .number(Double(l.mergedTensors))),
+                             ("unmatched_keys", .array(l.unmatchedKeys.map { .string($0) }))])
+                })),
             ]))
             return
         }
@@ -61,6 +87,13 @@ struct ConvertCommand: ParsableCommand {
             print(pad(c.name, 14) + pad("\(c.tensorCount)", 9, right: true) + pad(formatCount(c.parameterCount), 10, right: true)
                   + pad(formatBytes(c.storedBytes), 12, right: true) + "  " + pad(dtypes, 24)
                   + pad(formatScientific(c.maxRelativeError), 13, right: true) + pad(formatScientific(c.rmsRelativeError), 13, right: true))
+        }
+        for l in report.loras {
+            print("lora \(l.path) at scale \(l.scale): merged into \(l.mergedTensors) tensors")
+            if !l.unmatchedKeys.isEmpty {
+                let shown = l.unmatchedKeys.prefix(20).joined(separator: ", ")
+                print("  keys matching nothing (\(l.unmatchedKeys.count)): \(shown)\(l.unmatchedKeys.count > 20 ? ", …" : "")")
+            }
         }
         if !report.unusedKeys.isEmpty {
             let shown = report.unusedKeys.prefix(20).joined(separator: ", ")

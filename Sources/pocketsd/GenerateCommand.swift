@@ -29,11 +29,11 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed (torch.manual_seed compatible); random when omitted.")
     var seed: UInt64?
 
-    @Option(help: "Image width in pixels, a multiple of 8.")
-    var width: Int = 512
+    @Option(help: "Image width in pixels, a multiple of 8 (default: the init image's width rounded down to 8, else the model's own size, sample_size × 8: 512, or 768 for 768-v models).")
+    var width: Int?
 
-    @Option(help: "Image height in pixels, a multiple of 8.")
-    var height: Int = 512
+    @Option(help: "Image height in pixels, a multiple of 8 (default: the init image's height rounded down to 8, else the model's own size).")
+    var height: Int?
 
     @Option(help: "SDXL: the original_size the UNet is told about, W,H (default: the image size).")
     var originalSize: String?
@@ -44,8 +44,23 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "SDXL: the target_size the UNet is told about, W,H (default: the image size).")
     var targetSize: String?
 
-    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var scheduler: String = "pndm"
+    @Option(help: "img2img: start from this PNG (resized to the size with Lanczos, as diffusers does).")
+    var initImage: String?
+
+    @Option(help: "Inpainting: a PNG of the init image's size, white where the image is repainted (needs --init-image).")
+    var mask: String?
+
+    @Option(help: "With --init-image: how much the image is changed, above 0 up to 1 (default 0.8; 1 with --mask).")
+    var strength: Double?
+
+    @Option(help: "Scheduler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")) (default: the model's own stored scheduler, with all its settings).")
+    var scheduler: String?
+
+    @Option(help: "Rescale classifier-free guidance towards the text prediction's spread by this fraction, 0 to 1 (diffusers' guidance_rescale; 0.7 is the paper's value for zero-terminal-SNR models).")
+    var guidanceRescale: Float = 0
+
+    @Option(help: "Override the model's prediction type: epsilon or v_prediction.")
+    var predictionType: String?
 
     @Option(help: "Images per prompt.")
     var images: Int = 1
@@ -74,6 +89,15 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
     var precision: String = "auto"
 
+    @Option(help: "Autoencoder for the final images: full (the model's VAE) or taesd (the tiny autoencoder stored by convert --taesd; much faster, softer).")
+    var vae: String = ImageDecoder.full.rawValue
+
+    @Option(help: "A PNG rewritten after every denoising step with a preview of the first image (TAESD when the model file has one, else a latent-size approximation).")
+    var preview: String?
+
+    @Option(help: ArgumentHelp(stringLiteral: KernelVariant.help))
+    var kernels: String?
+
     @Flag(help: "Print time and peak memory per phase and per denoising step.")
     var stats = false
 
@@ -82,18 +106,26 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         guard !prompts.isEmpty else { throw ValidationError("give a prompt with -p") }
+        guard !output.isEmpty else { throw ValidationError("-o needs a file name (got an empty one)") }
+        if saveLatents == "" { throw ValidationError("--save-latents needs a file name (got an empty one)") }
         guard negativePrompts.count <= 1 || negativePrompts.count == prompts.count else {
             throw ValidationError("give -n once, or once per -p (\(prompts.count) times)")
         }
-        guard SchedulerKind(rawValue: scheduler) != nil else {
+        if let scheduler, SchedulerKind(rawValue: scheduler) == nil {
             throw ValidationError("unknown scheduler \(scheduler); choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
-            throw ValidationError("width and height must be positive multiples of 8 (got \(width)x\(height))")
+        for (name, side) in [("--width", width), ("--height", height)] {
+            guard let side else { continue }
+            guard side > 0, side % 8 == 0 else { throw ValidationError("\(name) must be a positive multiple of 8 (got \(side))") }
+            guard side <= GenerationRequest.maxSide else { throw ValidationError("\(name) must be at most \(GenerationRequest.maxSide) (got \(side))") }
         }
-        guard width <= GenerationRequest.maxSide, height <= GenerationRequest.maxSide else {
-            throw ValidationError("width and height must be at most \(GenerationRequest.maxSide)")
+        guard guidanceRescale.isFinite, guidanceRescale >= 0, guidanceRescale <= 1 else {
+            throw ValidationError("--guidance-rescale must be a number from 0 to 1 (got \(guidanceRescale))")
         }
+        if let predictionType, !GenerationRequest.predictionTypes.contains(predictionType) {
+            throw ValidationError("--prediction-type must be \(GenerationRequest.predictionTypes.joined(separator: " or ")) (got \(predictionType))")
+        }
+        try validateImageInputFlags()
         guard steps >= 1, steps <= 1000 else { throw ValidationError("--steps must be between 1 and 1000 (got \(steps))") }
         guard images >= 1 else { throw ValidationError("--images must be at least 1 (got \(images))") }
         guard guidance.isFinite, guidance >= 0, guidance <= 100 else {
@@ -106,10 +138,14 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("at most \(GenerationRequest.maxImages) images per run")
         }
         if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+        guard ImageDecoder(rawValue: vae) != nil else {
+            throw ValidationError("--vae must be one of \(ImageDecoder.allCases.map(\.rawValue).joined(separator: ", ")) (got \(vae))")
+        }
         if let vaeTile, vaeTile != 0 && (vaeTile < 64 || vaeTile > 4096 || vaeTile % 8 != 0) {
             throw ValidationError("--vae-tile must be 0 or a multiple of 8 from 64 to 4096 (got \(vaeTile))")
         }
         _ = try PrecisionChoice.parse(precision)
+        if let kernels { _ = try KernelVariant.parseOption(kernels) }
         _ = try sizeConditioning()
         guard MemoryPolicy(rawValue: memory) != nil else {
             throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
@@ -145,16 +181,10 @@ struct GenerateCommand: ParsableCommand {
     }
 
     /// Output files, decided (and their folders checked) before any work is done.
-    func outputPaths(count: Int) throws -> [String] {
-        let paths: [String]
-        if count == 1 || grid != nil {
-            paths = [output]
-        } else {
-            let stem = output.hasSuffix(".png") ? String(output.dropLast(4)) : output
-            paths = (0..<count).map { "\(stem)-\($0).png" }
-        }
-        for p in paths + (saveLatents.map { [$0] } ?? []) { try ModelFileWriter.checkOutputPath(p) }
-        return paths
+    func outputPaths(count: Int) -> [String] {
+        if count == 1 || grid != nil { return [output] }
+        let stem = output.hasSuffix(".png") ? String(output.dropLast(4)) : output
+        return (0..<count).map { "\(stem)-\($0).png" }
     }
 
     func run() throws {
@@ -162,17 +192,34 @@ struct GenerateCommand: ParsableCommand {
         request.steps = steps
         request.guidanceScale = guidance
         request.seed = seed ?? randomSeed()
-        request.width = width
-        request.height = height
+        request.imageInput = try loadImageInput()
         request.imagesPerPrompt = images
         request.seedMode = GenerationRequest.SeedMode(rawValue: seedMode)!
-        request.scheduler = SchedulerKind(rawValue: scheduler)!
+        request.scheduler = scheduler.map { SchedulerKind(rawValue: $0)! }
+        request.guidanceRescale = guidanceRescale
+        request.predictionType = predictionType
+        request.decoder = ImageDecoder(rawValue: vae)!
         request.sizeConditioning = try sizeConditioning()
-        let paths = try outputPaths(count: request.imageCount)
+        let paths = outputPaths(count: request.imageCount)
+        // Every output is checked (and none may replace an input) before the model loads.
+        let inputs = [model] + [initImage, mask].compactMap { $0 }
+        let outputs = try OutputFiles(outputs: paths + (saveLatents.map { [$0] } ?? []), inputs: inputs)
+        // The preview is rewritten in place every step, not committed with the outputs; it
+        // may replace neither an input nor an output.
+        if let preview { try OutputFiles.check(preview, inputs: inputs + outputs.paths) }
 
         let start = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
+        (request.width, request.height) = resolveGenerationSize(width: width, height: height, initImage: request.imageInput?.image,
+                                                                modelDefault: pipeline.defaultImageSize)
+        try request.validate()
+        // The scheduler is built (and its settings checked) before any model runs; the PNG
+        // metadata names the kind actually used.
+        _ = try pipeline.makeScheduler(for: request)
+        var described = request
+        described.scheduler = try pipeline.schedulerKind(for: request)
+        if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
@@ -183,9 +230,14 @@ struct GenerateCommand: ParsableCommand {
             switch p.phase {
             case .denoising:
                 let t = now()
-                Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.steps)
+                Terminal.progress(Self.stepLabel(call: p.step, calls: p.totalSteps, steps: request.loopSteps)
                                   + "  \(format(t - stepStart, 2)) s/call")
-                stepStart = t
+                if let preview, let latents = p.latents,
+                   let image = pipeline.previewImage(latents: latents, shape: p.latentShape) {
+                    // A failed preview must not end the run: the next step tries again.
+                    try? PNGWriter.write(image, to: preview)
+                }
+                stepStart = now()
             default:
                 Terminal.progress(p.phase.rawValue + "…")
                 stepStart = now()
@@ -199,24 +251,27 @@ struct GenerateCommand: ParsableCommand {
         func imageFields(_ i: Int) -> [(String, JSON)] {
             [("seed", .number(Double(request.seed(ofImage: i)))), ("batch_index", .number(Double(i))),
              ("prompt", .string(prompts[i / images])),
-             ("parameters", .string(automatic1111Parameters(image: i, request: request, modelName: modelName)))]
+             ("parameters", .string(automatic1111Parameters(image: i, request: described, modelName: modelName)))]
         }
         if let grid, let (r, c) = Self.parseGrid(grid) {
             let image = RGBImage.grid(result.images, rows: r, columns: c)
             try PNGWriter.write(image, to: paths[0],
-                                text: automatic1111GridText(request: request, modelName: modelName, rows: r, columns: c))
+                                text: automatic1111GridText(request: described, modelName: modelName, rows: r, columns: c), in: outputs)
             written.append(.object([("file", .string(paths[0])), ("seed", .number(Double(request.seed))), ("grid", .string(grid)),
                                     ("width", .number(Double(image.width))), ("height", .number(Double(image.height))),
                                     ("cells", .array((0..<result.images.count).map { .object(imageFields($0)) }))]))
         } else {
             for (i, image) in result.images.enumerated() {
-                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(image: i, request: request, modelName: modelName))])
+                try PNGWriter.write(image, to: paths[i], text: [("parameters", automatic1111Parameters(image: i, request: described, modelName: modelName))],
+                                    in: outputs)
                 written.append(.object([("file", .string(paths[i]))] + imageFields(i)))
             }
         }
         if let saveLatents {
-            try AtomicFile.write(saveLatents, bytes: NPYArray.encode(shape: result.latentShape, floats: result.latents))
+            try outputs.write(saveLatents, bytes: NPYArray.encode(shape: result.latentShape, floats: result.latents))
         }
+        // All images and the latents appear together, or (on any failure above) none does.
+        try outputs.commit()
         let total = now() - start
         let phases = [("load", loadSeconds, loadMemory, nil)] + result.phases.map { ($0.name, $0.seconds, $0.memory, $0.activations) }
         let stepRows = result.steps.map { ($0.name, $0.seconds, $0.memory, $0.activations) }
@@ -240,9 +295,12 @@ struct GenerateCommand: ParsableCommand {
             }
             Terminal.printJSON(.object([
                 ("images", .array(written)), ("seed", .number(Double(request.seed))), ("seconds", .number(total)),
-                ("steps", .number(Double(steps))), ("scheduler", .string(scheduler)), ("seed_mode", .string(seedMode)),
-                ("width", .number(Double(width))), ("height", .number(Double(height))),
-                ("precision", .string(Kernels.precision.rawValue)),
+                ("steps", .number(Double(steps))), ("scheduler", .string(described.scheduler!.rawValue)),
+                ("scheduler_from_model", .bool(scheduler == nil)), ("seed_mode", .string(seedMode)),
+                ("guidance_rescale", .number(Double(guidanceRescale))),
+                ("prediction_type", .string(pipeline.schedulerConfig(for: request).predictionType)),
+                ("width", .number(Double(request.width))), ("height", .number(Double(request.height))),
+                ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
@@ -256,7 +314,7 @@ struct GenerateCommand: ParsableCommand {
         if stats {
             let tiles = result.memoryPlan.vaeTiling.map { "\($0.tileSize) px tiles" } ?? "one piece"
             print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: "
-                  + "\(Kernels.precision.rawValue); VAE decode: \(tiles)")
+                  + "\(pipeline.precision.rawValue); kernels: \(Kernels.variant.rawValue); VAE decode: \(tiles)")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
                   + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
             func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {
@@ -274,7 +332,8 @@ struct GenerateCommand: ParsableCommand {
                 if name == "denoising" { for (n, s, m, a) in stepRows { line("  " + n, s, m, a) } }
             }
             print(pad("total", 14) + pad(format(total, 2), 10, right: true))
-            print("(peak RSS: VmHWM during the phase; anon/file: how the resident set split at its sampled peak;")
+            print("(peak RSS: the phase's peak: VmHWM if the phase raised it, else the sampled maximum; anon/file: how the")
+            print(" resident set split at its sampled peak;")
             print(" arena: the phase's planned activation arena; peak live: the most activation bytes live at once)")
         }
     }

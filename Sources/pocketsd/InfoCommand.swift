@@ -42,6 +42,7 @@ struct InfoCommand: ParsableCommand {
                 ("weights", .string(file.string("general.weights") ?? "")),
                 ("converter", .string(file.string("general.converter") ?? "")),
                 ("components", .array(components)), ("scheduler", scheduler),
+                ("loras", .array(loraEntries(file).map { .object([("name", .string($0.name)), ("scale", .number(Double($0.scale)))]) })),
                 ("tokenizer", .object([("vocab_size", .number(Double(vocabSize))),
                                        ("merges", .number(Double(file.strings("tokenizer.merges")?.count ?? 0))),
                                        ("pad_token_id", .number(Double(file.int("tokenizer.pad_token_id") ?? -1)))])),
@@ -61,6 +62,16 @@ struct InfoCommand: ParsableCommand {
             print("vae: block_out_channels \(vae["block_out_channels"]?.serialized ?? "?"), scaling_factor \(vae["scaling_factor"]?.serialized ?? "?")")
         }
         print("scheduler: \(scheduler["_class_name"]?.string ?? "?"), tokenizer: \(vocabSize) tokens")
+        let loras = loraEntries(file)
+        if !loras.isEmpty { print("loras merged: " + loras.map { "\($0.name) (scale \($0.scale))" }.joined(separator: ", ")) }
+    }
+
+    /// The LoRAs merged at conversion, stored as `name:scale` in `general.loras`.
+    func loraEntries(_ file: ModelFileReader) -> [(name: String, scale: Float)] {
+        (file.strings("general.loras") ?? []).map { item in
+            guard let colon = item.lastIndex(of: ":"), let scale = Float(item[item.index(after: colon)...]) else { return (item, 1) }
+            return (String(item[..<colon]), scale)
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import SDFormat
 import SDPipeline
 
 struct PocketSD: ParsableCommand {
@@ -9,17 +10,20 @@ struct PocketSD: ParsableCommand {
         discussion: """
             Exit status: 0 on success; 2 for a usage error (an unknown flag, a missing or \
             invalid value: every flag's value is checked before any work starts); 1 for a \
-            failure at run time (a missing, damaged or unwritable file, a full disk); 130 \
-            when interrupted (SIGINT or SIGTERM), leaving no partial output behind.
+            failure at run time (a missing, damaged or unwritable file, a full disk, a model \
+            file truncated while in use); 130 when interrupted by SIGINT (Ctrl-C) and 143 by \
+            SIGTERM, leaving no partial output behind. Outputs are checked before any work \
+            starts, and one that would replace an input of the run is refused.
             """,
         version: "0.1.0",
-        subcommands: [GenerateCommand.self, ConvertCommand.self, InfoCommand.self, VerifyCommand.self, TokenizeCommand.self, BenchCommand.self])
+        subcommands: [GenerateCommand.self, ServeCommand.self, ConvertCommand.self, InfoCommand.self, VerifyCommand.self, TokenizeCommand.self, BenchCommand.self])
 }
 
 /// Usage errors exit with 2, failures at run time with 1; each prints one line.
 @main
 enum Main {
     static func main() {
+        ProcessSignals.install()
         var command: ParsableCommand
         do {
             command = try PocketSD.parseAsRoot(Self.joiningNegativeValues(Array(CommandLine.arguments.dropFirst())))

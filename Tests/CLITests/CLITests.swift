@@ -22,19 +22,7 @@ final class CLITests: XCTestCase {
     }
 
     @discardableResult
-    static func run(_ args: [String]) throws -> Run {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
+    static func run(_ args: [String]) throws -> Run { try runProcess(binary, args) }
 
     override class func setUp() {
         try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)

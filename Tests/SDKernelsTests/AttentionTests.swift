@@ -61,10 +61,10 @@ final class AttentionTests: XCTestCase {
 
     func testBF16() {
         defer {
-            Kernels.precision = .f32
-            BF16Gemm.implementation = BF16Gemm.nativeAvailable ? .native : .portable
+            for pool in testPools { pool.precision = .f32 }
+            BF16Gemm.implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
         }
-        Kernels.precision = .bf16
+        for pool in testPools { pool.precision = .bf16 }
         for implementation in BF16Gemm.nativeAvailable ? [BF16Gemm.Implementation.native, .portable] : [.portable] {
             BF16Gemm.implementation = implementation
             for (i, c) in cases.enumerated() {

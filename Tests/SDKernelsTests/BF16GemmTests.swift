@@ -17,8 +17,8 @@ final class BF16GemmTests: XCTestCase {
     }
 
     override func tearDown() {
-        Kernels.precision = .f32
-        BF16Gemm.implementation = BF16Gemm.nativeAvailable ? .native : .portable
+        for pool in testPools { pool.precision = .f32 }
+        BF16Gemm.implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
     }
 
     func testRoundingToNearestEven() {
@@ -66,9 +66,9 @@ final class BF16GemmTests: XCTestCase {
 
     /// Runs `body` with bf16 precision and the given implementation.
     func withBF16<R>(_ implementation: BF16Gemm.Implementation, _ body: () -> R) -> R {
-        Kernels.precision = .bf16
+        for pool in testPools { pool.precision = .bf16 }
         BF16Gemm.implementation = implementation
-        defer { Kernels.precision = .f32 }
+        defer { for pool in testPools { pool.precision = .f32 } }
         return body()
     }
 

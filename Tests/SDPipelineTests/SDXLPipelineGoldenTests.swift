@@ -73,10 +73,10 @@ final class SDXLPipelineGoldenTests: XCTestCase {
             if let stored = c.storedConfig {
                 pipeline = try StableDiffusionPipeline(modelPath: Self.modelFile(.fp32, schedulerConfig: stored), threads: 2)
                 var request = c.request
-                request.scheduler = try SchedulerKind(modelConfig: pipeline.schedulerConfig)
+                request.scheduler = nil  // the model's own scheduler, as a pipeline picks it when the user names none
                 c = Case(name: c.name, request: request, folder: c.folder, timesteps: c.timesteps, storedConfig: stored)
             }
-            let scheduler = try makeScheduler(c.request.scheduler, config: pipeline.schedulerConfig, steps: c.request.steps)
+            let scheduler = try pipeline.makeScheduler(for: c.request)
             XCTAssertEqual(scheduler.timesteps, c.timesteps, "\(c.name): timesteps")
             // Both tokenizers: the second pads with "!" (id 0).
             let ids = try NPYArray(path: c.folder + "/ids.npy").ints

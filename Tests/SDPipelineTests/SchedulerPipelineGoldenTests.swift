@@ -68,12 +68,12 @@ final class SchedulerPipelineGoldenTests: XCTestCase {
             var pipeline = shared
             if let stored = c.storedConfig {
                 pipeline = try StableDiffusionPipeline(modelPath: Self.modelVariant(c.name, schedulerConfig: stored), threads: 2)
-                // The model's own scheduler, as a pipeline picks it when the user names none.
+                // No kind named: the model's own scheduler, as `generate` runs without --scheduler.
                 var request = c.request
-                request.scheduler = try SchedulerKind(modelConfig: pipeline.schedulerConfig)
+                request.scheduler = nil
                 c = Case(name: c.name, request: request, folder: c.folder, timesteps: c.timesteps, storedConfig: stored)
             }
-            let scheduler = try makeScheduler(c.request.scheduler, config: pipeline.schedulerConfig, steps: c.request.steps)
+            let scheduler = try pipeline.makeScheduler(for: c.request)
             XCTAssertEqual(scheduler.timesteps, c.timesteps, "\(c.name): timesteps")
             let result = try pipeline.generate(c.request)
             let latents = try NPYArray(path: c.folder + "/latents.npy")

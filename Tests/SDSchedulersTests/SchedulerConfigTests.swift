@@ -122,6 +122,13 @@ final class SchedulerConfigTests: XCTestCase {
         check(.euler, { $0.numTrainTimesteps = 1 << 40 }, steps: 4, mentions: "num_train_timesteps = 1099511627776 is larger than")
         check(.lcm, { $0.numTrainTimesteps = 1 << 40 }, steps: 4, mentions: "num_train_timesteps = 1099511627776 is larger than")
         check(.ddim, { $0.trainedBetas = [0.1, 0.2, 0.3] }, steps: 2, mentions: "trained_betas has 3 values but num_train_timesteps is 1000")
+        // Fuzzing regression (config target): betas outside (0, 1) made NaN tables, and DPM
+        // trapped converting a NaN timestep to Int. Every scheduler refuses them now.
+        for kind in SchedulerKind.allCases {
+            check(kind, { $0.betaStart = 5.00085; $0.rescaleBetasZeroSnr = true }, steps: 4, mentions: "betas must lie between 0 and 1")
+            check(kind, { $0.betaEnd = -0.5; $0.betaSchedule = "linear" }, steps: 4, mentions: "betas must lie between 0 and 1")
+            check(kind, { $0.trainedBetas = [Double](repeating: .nan, count: 1000) }, steps: 4, mentions: "betas must lie between 0 and 1")
+        }
         XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.algorithmType = "sde-dpmsolver++"; return c }(), steps: 10))
         XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.solverOrder = 4; return c }(), steps: 10))
     }

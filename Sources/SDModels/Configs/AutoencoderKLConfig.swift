@@ -12,6 +12,7 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
     public var scalingFactor: Double       // scaling_factor
     public var shiftFactor: Double?        // shift_factor (null for SD 1.x/2.x)
     public var usePostQuantConv: Bool      // use_post_quant_conv
+    public var useQuantConv: Bool          // use_quant_conv (encoder side)
     public var midBlockAddAttention: Bool  // mid_block_add_attention
     /// Every norm in the VAE uses 1e-6 (diffusers' Encoder/Decoder hard-code it).
     public var normEps: Double { 1e-6 }
@@ -33,6 +34,7 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
         scalingFactor = try r.double("scaling_factor", 0.18215)
         shiftFactor = r.value("shift_factor") == nil ? nil : try r.double("shift_factor", 0)
         usePostQuantConv = try r.bool("use_post_quant_conv", true)
+        useQuantConv = try r.bool("use_quant_conv", true)
         midBlockAddAttention = try r.bool("mid_block_add_attention", true)
 
         let n = blockOutChannels.count

@@ -32,6 +32,12 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
     public var timeEmbeddingDim: Int            // time_embedding_dim ?? 4 · block_out_channels[0]
     /// SDXL's added conditioning (addition_embed_type "text_time"): nil for SD 1.x/2.x.
     public var textTimeEmbedding: TextTimeEmbeddingConfig?
+    /// Width of the guidance-scale embedding an LCM-distilled UNet adds to its timestep
+    /// embedding (time_embedding.cond_proj); nil for every other model.
+    public var timeCondProjDim: Int?            // time_cond_proj_dim
+    /// Latent side the model was trained at (the pipeline's default image is this × the VAE
+    /// scale); nil when the config has none.
+    public var sampleSize: Int?                 // sample_size (an int; a [h, w] pair is not read)
 
     public var levels: Int { blockOutChannels.count }
     /// The latent is halved this many times on the way down.
@@ -123,7 +129,10 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         textTimeEmbedding = try TextTimeEmbeddingConfig(r, timeEmbeddingDim: timeEmbeddingDim)
         try r.requireAbsent("encoder_hid_dim_type", "encoder_hid_dim projection")
         try r.requireAbsent("encoder_hid_dim", "encoder_hid_dim projection")
-        try r.requireAbsent("time_cond_proj_dim", "timestep condition projection (LCM)")
+        timeCondProjDim = try r.optionalInt("time_cond_proj_dim")
+        if let d = timeCondProjDim, d <= 0 || d > 65536 { throw r.fail("time_cond_proj_dim must be from 1 to 65536, got \(d)") }
+        sampleSize = json["sample_size"]?.int
+        if let s = sampleSize, s <= 0 || s > 4096 { sampleSize = nil }
         try r.requireAbsent("time_embedding_act_fn", "time_embedding_act_fn")
         try r.requireAbsent("timestep_post_act", "timestep_post_act")
         try r.requireAbsent("cross_attention_norm", "cross_attention_norm")

@@ -52,6 +52,7 @@ struct Attention {
         let tq = x.pixels, tk = source.pixels, inner = toQ.outFeatures, dim = x.channels
         let chunk = memory.chunkColumns(rows: 2 * dim + 2 * inner, total: tq)
         let whole = x.batch == 1 && chunk >= tq  // one piece: read and write the tensors in place
+        if chunk < tq { PathCounters.record(.chunkedAttention) }
         let q = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
         let o = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
         let xc = whole ? x : Tensor(channels: dim, batch: 1, height: chunk, width: 1)

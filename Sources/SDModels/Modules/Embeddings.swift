@@ -30,16 +30,25 @@ struct TimestepEmbedding {
     let linear1: Linear  // linear_1: [temb, timestepChannels]
     // act: SiLU (parameterless)
     let linear2: Linear  // linear_2: [temb, temb]
+    let condProj: Linear?  // cond_proj: [timestepChannels, time_cond_proj_dim], no bias (LCM UNets)
 
-    init(_ w: Weights, in inChannels: Int, timeEmbeddingDim: Int) throws {
+    init(_ w: Weights, in inChannels: Int, timeEmbeddingDim: Int, condProjDim: Int? = nil) throws {
         linear1 = try Linear(w["linear_1"], in: inChannels, out: timeEmbeddingDim)
         linear2 = try Linear(w["linear_2"], in: timeEmbeddingDim, out: timeEmbeddingDim)
+        condProj = try condProjDim.map { try Linear(w["cond_proj"], in: $0, out: inChannels, bias: false) }
     }
 
-    /// [in] → emb: [temb, 1, 1, 1].
-    func callAsFunction(_ sinusoid: [Float], pool: ThreadPool) -> Tensor {
+    /// [in] → emb: [temb, 1, 1, 1]. `condition` ([time_cond_proj_dim], LCM's guidance
+    /// embedding) is projected and added to the sinusoid first, as diffusers does.
+    func callAsFunction(_ sinusoid: [Float], condition: [Float]? = nil, pool: ThreadPool) -> Tensor {
         let x = Tensor(channels: sinusoid.count, batch: 1, height: 1, width: 1)
         x.data.update(from: sinusoid, count: sinusoid.count)
+        if let condProj, let condition {
+            let c = Tensor(channels: condition.count, batch: 1, height: 1, width: 1)
+            c.data.update(from: condition, count: condition.count)
+            let projected = condProj(c, pool: pool)
+            for i in 0..<sinusoid.count { x.data[i] += projected.data[i] }
+        }
         return self(x, pool: pool)
     }
 
@@ -49,4 +58,21 @@ struct TimestepEmbedding {
         Kernels.activate(.silu, h.data, count: h.count, pool: pool)
         return linear2(h, pool: pool)
     }
+}
+
+/// diffusers' `get_guidance_scale_embedding(w, embedding_dim)` (LCM pipelines), for one w:
+/// with f_i = exp(−ln(10000) · i / (half − 1)), [sin(1000 w f_i)…, cos(1000 w f_i)…],
+/// zero-padded when `dimension` is odd. Computed in Float like torch's float32.
+public func guidanceScaleEmbedding(_ w: Float, dimension: Int) -> [Float] {
+    let half = dimension / 2
+    var emb = [Float](repeating: 0, count: dimension)
+    guard half > 0 else { return emb }
+    let step = logf(10000) / Float(max(half - 1, 1))
+    let scaled = w * 1000
+    for i in 0..<half {
+        let arg = scaled * expf(Float(i) * -step)
+        emb[i] = sinf(arg)
+        emb[half + i] = cosf(arg)
+    }
+    return emb
 }

@@ -61,10 +61,11 @@ struct Conv2d {
     let padding: Int
     let scope: ResidencyScope
 
+    /// Without `bias` (TAESD's inner convolutions) the layer adds zeros.
     init(_ w: Weights, in inChannels: Int, out outChannels: Int, kernelSize: Int,
-         stride: Int = 1, padding: Int) throws {
+         stride: Int = 1, padding: Int, bias hasBias: Bool = true) throws {
         weight = try w.matrix("weight", [outChannels, inChannels, kernelSize, kernelSize])
-        bias = try w.vector("bias", outChannels)
+        bias = hasBias ? try w.vector("bias", outChannels) : [Float](repeating: 0, count: outChannels)
         self.kernelSize = kernelSize
         self.stride = stride
         self.padding = padding

@@ -42,7 +42,8 @@ public final class UNet2DConditionModel: @unchecked Sendable {
 
         convIn = try Conv2d(w["conv_in"], in: c.inChannels, out: channels[0], kernelSize: 3, padding: 1)
         timeProj = Timesteps(channels: channels[0], flipSinToCos: c.flipSinToCos, downscaleFreqShift: Float(c.freqShift))
-        timeEmbedding = try TimestepEmbedding(w["time_embedding"], in: channels[0], timeEmbeddingDim: c.timeEmbeddingDim)
+        timeEmbedding = try TimestepEmbedding(w["time_embedding"], in: channels[0], timeEmbeddingDim: c.timeEmbeddingDim,
+                                              condProjDim: c.timeCondProjDim)
         addTimeProj = c.textTimeEmbedding.map {
             Timesteps(channels: $0.additionTimeEmbedDim, flipSinToCos: c.flipSinToCos, downscaleFreqShift: Float(c.freqShift))
         }
@@ -81,14 +82,19 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     /// The UNet's output for one timestep (the noise for epsilon-prediction models).
     /// sample: NCHW [B, in, h, w]; context: encoder_hidden_states [B, T, Cctx] row-major;
     /// returns NCHW [B, out, h, w]. Any h, w ≥ 1. Runs `memory.maxBatch` samples at a time.
+    /// `timestepCondition` ([time_cond_proj_dim], the same for every sample) is LCM's
+    /// guidance embedding (`guidanceScaleEmbedding`), given exactly when the model has cond_proj.
     /// `added`: SDXL's text_embeds and time_ids, required when the config has text_time.
     public func predictNoise(sample: [Float], batch: Int, height h: Int, width w: Int, timestep: Float,
-                             context: [Float], contextTokens: Int, added: UNetAddedConditions? = nil,
+                             context: [Float], contextTokens: Int, timestepCondition: [Float]? = nil,
+                             added: UNetAddedConditions? = nil,
                              pool: ThreadPool) -> [Float] {
         precondition(batch >= 1 && h >= 1 && w >= 1 && contextTokens >= 1)
         precondition(sample.count == batch * config.inChannels * h * w, "sample must be [B, in_channels, h, w]")
         precondition(context.count == batch * contextTokens * config.crossAttentionDim,
                      "context must be [B, T, cross_attention_dim]")
+        precondition(timestepCondition == nil || timestepCondition!.count == config.timeCondProjDim,
+                     "timestepCondition must have time_cond_proj_dim values")
         if let t = config.textTimeEmbedding {
             precondition(added?.textEmbeds.count == batch * t.pooledDim, "text_embeds must be [B, pooled]")
             precondition(added?.timeIDs.count == batch * TextTimeEmbeddingConfig.timeIDCount, "time_ids must be [B, 6]")
@@ -97,8 +103,10 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         let slice = min(batch, memory.maxBatch)
         if slice == batch {
             return forward(sample: sample[...], batch: batch, height: h, width: w, timestep: timestep,
-                           context: context[...], contextTokens: contextTokens, added: added, pool: pool)
+                           context: context[...], contextTokens: contextTokens, condition: timestepCondition,
+                           added: added, pool: pool)
         }
+        PathCounters.record(.splitUNetBatch)
         let samplePlane = config.inChannels * h * w, contextRows = contextTokens * config.crossAttentionDim
         var output: [Float] = []
         output.reserveCapacity(batch * config.outChannels * h * w)
@@ -108,21 +116,21 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             output += forward(sample: sample[(start * samplePlane)..<((start + n) * samplePlane)], batch: n,
                               height: h, width: w, timestep: timestep,
                               context: context[(start * contextRows)..<((start + n) * contextRows)],
-                              contextTokens: contextTokens, added: addedSlice, pool: pool)
+                              contextTokens: contextTokens, condition: timestepCondition, added: addedSlice, pool: pool)
         }
         return output
     }
 
     private func forward(sample: ArraySlice<Float>, batch: Int, height h: Int, width w: Int, timestep: Float,
-                         context: ArraySlice<Float>, contextTokens: Int, added: UNetAddedConditions?,
-                         pool: ThreadPool) -> [Float] {
+                         context: ArraySlice<Float>, contextTokens: Int, condition: [Float]?,
+                         added: UNetAddedConditions?, pool: ThreadPool) -> [Float] {
         var x = sample.withUnsafeBufferPointer {
             Tensor.fromBatchMajor($0.baseAddress!, batch: batch, channels: config.inChannels, height: h, width: w)
         }
         if config.centerInputSample {
             for i in 0..<x.count { x.data[i] = 2 * x.data[i] - 1 }
         }
-        var emb = timeEmbedding(timeProj(timestep), pool: pool)
+        var emb = timeEmbedding(timeProj(timestep), condition: condition, pool: pool)
         if let addEmbedding, let addTimeProj, let added { emb = addTextTime(emb, added, batch, addEmbedding, addTimeProj, pool) }
         // Every ResnetBlock2D applies SiLU to emb before its projection: do it once.
         Kernels.activate(.silu, emb.data, count: emb.count, pool: pool)

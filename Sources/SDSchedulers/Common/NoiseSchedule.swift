@@ -41,7 +41,18 @@ struct TrainingNoiseSchedule {
                 throw SchedulerError.unsupported(scheduler: scheduler, setting: "beta_schedule", value: config.betaSchedule)
             }
         }
-        if config.rescaleBetasZeroSnr { betas = Self.rescaledToZeroTerminalSNR(betas) }
+        // Each beta is the fraction of noise a training step adds: outside (0, 1) the
+        // alphas are negative or the sigmas infinite, and every table built from them is NaN
+        // (found by fuzzing the config: beta_start 5 trapped converting a NaN timestep).
+        if let bad = betas.first(where: { !($0 > 0 && $0 < 1) }) {
+            throw SchedulerError.invalidSchedule(scheduler: scheduler, reason: "betas must lie between 0 and 1 (found \(bad))")
+        }
+        if config.rescaleBetasZeroSnr {
+            betas = Self.rescaledToZeroTerminalSNR(betas)
+            guard betas.allSatisfy({ $0.isFinite }) else {
+                throw SchedulerError.invalidSchedule(scheduler: scheduler, reason: "rescale_betas_zero_snr needs betas that change the signal level")
+            }
+        }
         var cumprod = torchCumprod(betas.map { 1 - $0 })
         if config.rescaleBetasZeroSnr && clampTerminalAlpha { cumprod[cumprod.count - 1] = 0x1p-24 }
         alphasCumprod = cumprod

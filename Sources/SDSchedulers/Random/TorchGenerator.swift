@@ -48,6 +48,12 @@ public struct TorchGenerator: Sendable {
         cachedNormal = nil
     }
 
+    /// `count` samples from the first image's generator alone (the only one with one seed):
+    /// diffusers' inpainting encodes its single init image with `generator[0]` of a list.
+    public mutating func randnFromFirstImage(count: Int) -> [Float] {
+        perImage.isEmpty ? randn(count: count) : perImage[0].randn(count: count)
+    }
+
     /// `count` samples of N(0, 1) exactly as torch.randn(count) draws them from this generator.
     public mutating func randn(count: Int) -> [Float] {
         precondition(count >= 0, "randn: negative count \(count)")

@@ -106,6 +106,13 @@ public struct DPMSolverMultistepScheduler: Scheduler, Sendable {
         }
     }
 
+    /// The first step is `index`; the solver order still warms up from first order
+    /// (diffusers' lower_order_nums counts steps taken, not the index).
+    public mutating func setBeginIndex(_ index: Int) {
+        precondition(modelOutputs.isEmpty && index >= 0 && index < timesteps.count)
+        stepsTaken = index
+    }
+
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == stepsTaken, "DPMSolverMultistepScheduler: steps must be taken in order (expected \(stepsTaken), got \(stepIndex))")
         let count = timesteps.count

@@ -39,6 +39,13 @@ public struct LMSDiscreteScheduler: Scheduler, Sendable {
         sigmaSpaceNoised(original, noise, sigma: sigmas[stepIndex])
     }
 
+    /// The first step is `index`; its order is still min(index + 1, 4) with as many
+    /// derivatives as have been taken, as diffusers zips them.
+    public mutating func setBeginIndex(_ index: Int) {
+        precondition(derivatives.isEmpty && index >= 0 && index < timesteps.count)
+        stepsTaken = index
+    }
+
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == stepsTaken, "LMSDiscreteScheduler: steps must be taken in order (expected \(stepsTaken), got \(stepIndex))")
         let sigma = sigmas[stepIndex]

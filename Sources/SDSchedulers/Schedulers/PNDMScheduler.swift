@@ -25,6 +25,8 @@ public struct PNDMScheduler: Scheduler, Sendable {
     // History: ets (past model outputs), the RK accumulator and the sample a step started from.
     private var ets: [[Float]] = []
     private var counter = 0
+    /// Where the loop starts (img2img): step `beginIndex + counter` is the counter-th call.
+    private var beginIndex = 0
     private var runningModelOutput: [Float]? = nil
     private var startSample: [Float]? = nil
 
@@ -91,8 +93,16 @@ public struct PNDMScheduler: Scheduler, Sendable {
         alphaSpaceNoised(original, noise, alphaCumprod: alphasCumprod[integerTimesteps[stepIndex]])
     }
 
+    /// diffusers' PNDMScheduler has no begin index: img2img passes it the cut timesteps and
+    /// its counter (warm-up) starts at 0 there. Here the counter does the same and `stepIndex`
+    /// keeps indexing the full schedule.
+    public mutating func setBeginIndex(_ index: Int) {
+        precondition(counter == 0 && index >= 0 && index < timesteps.count)
+        beginIndex = index
+    }
+
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
-        precondition(stepIndex == counter, "PNDMScheduler: steps must be taken in order (expected \(counter), got \(stepIndex))")
+        precondition(stepIndex == beginIndex + counter, "PNDMScheduler: steps must be taken in order (expected \(beginIndex + counter), got \(stepIndex))")
         let timestep = integerTimesteps[stepIndex]
         let result = counter < prkStepCount
             ? stepPRK(modelOutput, timestep: timestep, sample: sample)

@@ -1,0 +1,120 @@
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which instruction set the block products run on, chosen at run time from what the CPU
+/// reports (cpuid/xgetbv via `pd_cpu_features`), so one binary uses the widest FMA unit of
+/// whatever x86_64 it lands on. `portable` is the Swift SIMD twin every other variant is
+/// tested against; it is also what arm64 runs (NEON through Swift's SIMD8).
+///
+/// A variant decides two things: the f32 block product under `linear`, implicit-GEMM
+/// `conv2d`, the Winograd products and attention (`Gemm.block`), and whether bf16
+/// products use the native vdpbf16ps kernel (`BF16Gemm.block`).
+public enum KernelVariant: String, CaseIterable, Sendable {
+    /// Swift SIMD micro-kernels (x86_64 builds target Haswell: AVX2 ymm, 6 × 16 tile);
+    /// bf16 products on the Swift twin.
+    case portable
+    /// C AVX2 + FMA block product (6 × 16 ymm tile); bf16 on the Swift twin.
+    case avx2
+    /// C AVX-512 block product (14 × 32 zmm tile); bf16 on the Swift twin.
+    case avx512
+    /// AVX-512 f32 block product and native AVX-512 BF16 dot products for bf16.
+    case avx512BF16 = "avx512-bf16"
+
+    /// Whether this CPU and OS can run the variant.
+    public var isSupported: Bool {
+        let f = Self.cpuFeatures
+        switch self {
+        case .portable: return true
+        case .avx2: return f & UInt32(PD_CPU_AVX2_FMA) != 0
+        case .avx512: return f & UInt32(PD_CPU_AVX512) != 0
+        case .avx512BF16: return f & UInt32(PD_CPU_AVX512_BF16) != 0
+        }
+    }
+
+    /// Whether bf16 products run natively (else on the slower portable twin).
+    public var hasNativeBF16: Bool { self == .avx512BF16 }
+
+    /// The widest supported variant: what `auto` means.
+    public static var best: KernelVariant {
+        [.avx512BF16, .avx512, .avx2].first(where: \.isSupported) ?? .portable
+    }
+
+    /// Supported variants, narrowest first.
+    public static var supported: [KernelVariant] { allCases.filter(\.isSupported) }
+
+    public static let cpuFeatures: UInt32 = pd_cpu_features()
+
+    /// CPU features as words, for reports ("avx2+fma avx512 amx-bf16", or "none").
+    public static var featureNames: String {
+        let f = cpuFeatures
+        let names = [(PD_CPU_AVX2_FMA, "avx2+fma+f16c"), (PD_CPU_AVX512, "avx512f/bw/vl"),
+                     (PD_CPU_AVX512_BF16, "avx512-bf16"), (PD_CPU_AMX_BF16, "amx-bf16")]
+            .filter { f & UInt32($0.0) != 0 }.map(\.1)
+        #if arch(arm64)
+        return names.isEmpty ? "neon" : names.joined(separator: " ")
+        #else
+        return names.isEmpty ? "none" : names.joined(separator: " ")
+        #endif
+    }
+
+    /// `--kernels` values: "auto" or a variant's name.
+    public static let choices = ["auto"] + allCases.map(\.rawValue)
+
+    public enum ParseError: Error, CustomStringConvertible {
+        case unknown(String)
+        case unsupported(KernelVariant)
+        public var description: String {
+            switch self {
+            case .unknown(let name):
+                return "unknown kernel variant '\(name)' (expected one of: \(KernelVariant.choices.joined(separator: ", ")))"
+            case .unsupported(let v):
+                return "kernel variant '\(v.rawValue)' needs CPU features this machine lacks (it has: "
+                    + "\(KernelVariant.featureNames); supported: auto, "
+                    + "\(KernelVariant.supported.map(\.rawValue).joined(separator: ", ")))"
+            }
+        }
+    }
+
+    /// "auto" → `best`; a variant's name → that variant if the CPU runs it; else an error.
+    public static func parse(_ name: String) throws -> KernelVariant {
+        if name == "auto" { return best }
+        guard let v = KernelVariant(rawValue: name) else { throw ParseError.unknown(name) }
+        guard v.isSupported else { throw ParseError.unsupported(v) }
+        return v
+    }
+
+    /// The environment variable that forces a variant for a whole process (tests, CI:
+    /// `POCKETSD_KERNELS=portable swift test …`); `--kernels` overrides it.
+    public static let environmentVariable = "POCKETSD_KERNELS"
+
+    /// The start-up variant: `POCKETSD_KERNELS` when set and valid, else `best`. An invalid
+    /// value is reported on stderr once and ignored; `environmentError` keeps it so the
+    /// tests that rely on the variable can fail on it.
+    static func initial() -> (KernelVariant, String?) {
+        guard let raw = getenv(environmentVariable) else { return (best, nil) }
+        let name = String(cString: raw)
+        if name.isEmpty { return (best, nil) }
+        do {
+            return (try parse(name), nil)
+        } catch {
+            let message = "\(environmentVariable): \(error)"
+            fputs("pocketsd: warning: \(message); using \(best.rawValue)\n", stderr)
+            return (best, message)
+        }
+    }
+}
+
+extension Kernels {
+    private static let initialVariant = KernelVariant.initial()
+
+    /// The variant every block product runs (process-wide, like `precision`); set it before
+    /// a run, not during one. Starts as `POCKETSD_KERNELS` or the best the CPU supports.
+    nonisolated(unsafe) public static var variant: KernelVariant = initialVariant.0 {
+        didSet { BF16Gemm.implementation = variant.hasNativeBF16 ? .native : .portable }
+    }
+
+    /// Why `POCKETSD_KERNELS` was ignored, if it was.
+    public static var variantEnvironmentError: String? { initialVariant.1 }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import XCTest
+
+/// `--kernels` through the binary: unknown or unsupported names are one-line usage errors
+/// with no output, the variant that ran is reported, and every variant this CPU runs gives
+/// the same latents as `portable`, bit for bit (the block products sum in the same order).
+final class KernelsCLITests: XCTestCase {
+    static let scratch = NSTemporaryDirectory() + "pocketsd-kernels-cli-tests-\(getpid())"
+    static var model: String { scratch + "/tiny.pdm" }
+
+    override class func setUp() {
+        try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        _ = try? CLITests.run(["convert", CLITests.fixtures + "/tiny-sd-a", "-o", model, "--weights", "int8"])
+    }
+
+    override class func tearDown() { try? FileManager.default.removeItem(atPath: scratch) }
+
+    func generate(_ name: String, _ extra: [String]) -> [String] {
+        ["generate", "-m", Self.model, "-p", "a cat", "--width", "32", "--height", "32", "--steps", "2", "--seed", "5",
+         "-o", Self.scratch + "/\(name).png"] + extra
+    }
+
+    func testBadNamesAreUsageErrors() throws {
+        XCTAssertTrue(FileManager.default.fileExists(atPath: Self.model), "setUp converted the model")
+        try CLITests.assertFails(generate("bad", ["--kernels", "sse9"]), status: 2, "--kernels: unknown kernel variant 'sse9'")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: Self.scratch + "/bad.png"))
+        try CLITests.assertFails(["bench", "-m", Self.model, "--kernels", "neon2"], status: 2, "unknown kernel variant")
+        // A variant this CPU lacks (none on a CPU that has them all).
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        if !flags.contains(" avx512f") {
+            try CLITests.assertFails(generate("bad", ["--kernels", "avx512"]), status: 2, "needs CPU features this machine lacks")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: Self.scratch + "/bad.png"))
+        }
+    }
+
+    func testEachVariantReportsItselfAndMatchesPortable() throws {
+        var reference: Data?
+        var ran: [String] = []
+        for variant in ["portable", "avx2", "avx512", "avx512-bf16"] {
+            let latents = Self.scratch + "/\(variant).npy"
+            // f32 products: the exact mode, where every variant must agree bit for bit.
+            let r = try CLITests.run(generate(variant, ["--kernels", variant, "--precision", "f32", "--json",
+                                                        "--save-latents", latents]))
+            if r.status == 2 && r.stderr.contains("needs CPU features this machine lacks") { continue }
+            XCTAssertEqual(r.status, 0, "\(variant): \(r.stderr)")
+            let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+            XCTAssertEqual(json["kernel_variant"] as? String, variant)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: latents))
+            if let reference { XCTAssertEqual(bytes, reference, "\(variant) latents differ from portable's") } else { reference = bytes }
+            ran.append(variant)
+        }
+        XCTAssertTrue(ran.contains("portable"))
+        #if arch(x86_64)
+        XCTAssertTrue(ran.contains("avx2"), "every x86_64 this builds for runs avx2")
+        #endif
+        let stats = try CLITests.run(generate("stats", ["--kernels", "portable", "--stats"]))
+        XCTAssertEqual(stats.status, 0, stats.stderr)
+        XCTAssertTrue(stats.stdout.contains("kernels: portable"), stats.stdout)
+    }
+}

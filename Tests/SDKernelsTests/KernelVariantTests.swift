@@ -1,0 +1,191 @@
+import XCTest
+@testable import SDKernels
+
+/// Each kernel variant against the portable twin (`Gemm.portableBlock` on the Swift
+/// micro-kernel). Bound: bitwise equality. Every variant sums each output element in the
+/// same order (k ascending, one FMA per k, then + bias, then + addend), only the register
+/// blocking differs, so any difference is a bug rather than rounding. Variants this CPU
+/// cannot run are skipped with a message (an AVX-512 CI machine runs them).
+final class KernelVariantTests: XCTestCase {
+    /// The f32 block-product variants (avx512-bf16's f32 product is avx512's).
+    let nativeVariants: [KernelVariant] = [.avx2, .avx512, .avx512BF16]
+
+    func requireSupported(_ v: KernelVariant) throws {
+        guard v.isSupported else {
+            throw XCTSkip("kernel variant \(v.rawValue) needs CPU features this machine lacks "
+                          + "(it has: \(KernelVariant.featureNames)); run on such a CPU to test it")
+        }
+        guard Gemm.nativeBlockFits else { throw XCTSkip("this build's vector width has no C block product") }
+    }
+
+    /// Runs `body` with `Kernels.variant` set to `v`, restoring the previous variant after.
+    func with<R>(_ v: KernelVariant, _ body: () -> R) -> R {
+        let saved = Kernels.variant
+        Kernels.variant = v
+        defer { Kernels.variant = saved }
+        return body()
+    }
+
+    func firstDifference(_ a: [Float], _ b: [Float]) -> String? {
+        for i in 0..<a.count where a[i].bitPattern != b[i].bitPattern {
+            return "element \(i): \(a[i]) vs portable \(b[i])"
+        }
+        return nil
+    }
+
+    /// One block product: rows (tails of the 6- and 14-row tiles), columns (partial panels,
+    /// odd panel counts for the 32-column AVX-512 tile), depth (1, odd, deep), C strided,
+    /// with and without bias and addend (separate, and aliasing C).
+    func checkBlock(_ v: KernelVariant, rows: Int, columns: Int, depth: Int, bias: Bool, addend: Int, seed: UInt64) {
+        let w = Int(2 * NativeF32.scalarCount)
+        let panels = (columns + w - 1) / w, panelStride = depth * w + 3 * w  // gaps between panels
+        let lda = depth + 5, ldc = panels * w + 7
+        var random = SeededRandom(seed: seed)
+        let a = random.array(rows * lda)
+        var b = random.array(panels * panelStride)
+        for panel in 0..<panels {  // B's contract: zero past `columns`
+            for k in 0..<depth { for j in 0..<w where panel * w + j >= columns { b[panel * panelStride + k * w + j] = 0 } }
+        }
+        let biasValues = random.array(rows), addendValues = random.array(rows * ldc)
+        let initialC = random.array(rows * ldc)
+        let edge = UnsafeMutablePointer<Float>.allocate(capacity: Gemm.tileRows * w)
+        defer { edge.deallocate() }
+        func run(_ variant: KernelVariant) -> [Float] {
+            var c = addend == 2 ? addendValues : initialC
+            with(variant) {
+                a.ptr { ap in b.ptr { bp in biasValues.ptr { biasp in addendValues.ptr { addp in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        let add: UnsafePointer<Float>? = addend == 0 ? nil : addend == 1 ? addp : UnsafePointer(cp.baseAddress!)
+                        Gemm.block(depth: depth, a: ap, rowStride: lda, rows: rows, b: bp, panelStride: panelStride,
+                                   columns: columns, c: cp.baseAddress!, rowStride: ldc,
+                                   epilogue: Gemm.Epilogue(addend: add, bias: bias ? biasp : nil), edge: edge)
+                    }
+                } } } }
+            }
+            return c
+        }
+        let expected = run(.portable), actual = run(v)
+        if let d = firstDifference(actual, expected) {
+            XCTFail("\(v.rawValue) block rows \(rows) columns \(columns) depth \(depth) bias \(bias) addend \(addend): \(d)")
+        }
+    }
+
+    func testBlockProductMatchesPortableTwin() throws {
+        for v in nativeVariants {
+            guard v.isSupported && Gemm.nativeBlockFits else { continue }
+            var seed: UInt64 = 100
+            for rows in [1, 5, 6, 7, 13, 14, 15, 28, 31] {
+                for columns in [1, 9, 16, 17, 31, 32, 33, 48, 70] {
+                    for depth in [1, 3, 64, 385] where rows * columns * depth < 200_000 || depth == 385 && rows == 14 {
+                        seed += 1
+                        checkBlock(v, rows: rows, columns: columns, depth: depth, bias: seed % 2 == 0,
+                                   addend: Int(seed % 3), seed: seed)
+                    }
+                }
+            }
+        }
+        try requireSupported(.avx2)  // report the skip when nothing ran
+    }
+
+    func testAVX512BlockProduct() throws {
+        try requireSupported(.avx512)
+        for (i, rows) in [1, 13, 14, 15, 29].enumerated() {
+            for columns in [5, 16, 20, 32, 47, 64] {
+                checkBlock(.avx512, rows: rows, columns: columns, depth: 97, bias: true, addend: i % 3, seed: UInt64(rows * 100 + columns))
+            }
+        }
+    }
+
+    /// Whole kernels through every path that uses `Gemm.block` (linear with f32/f16/q8
+    /// weights, implicit-GEMM conv with stride 2, both Winograd kinds, attention with and
+    /// without a causal mask), threaded: each supported variant equals portable bit for bit.
+    func testKernelsMatchPortableUnderEachVariant() throws {
+        let variants = nativeVariants.filter { $0.isSupported && Gemm.nativeBlockFits }
+        if variants.isEmpty { try requireSupported(.avx2) }
+        let pool = testPools[1]
+        var random = SeededRandom(seed: 7)
+        var cases: [(String, () -> [Float])] = []
+        for type in [WeightType.f32, .f16, .q8] {
+            let (n, k, p) = (37, 70, 101)
+            let weights = TestWeights(rows: n, cols: k, type: type, random: &random)
+            let x = random.array(k * p), bias = random.array(n), residual = random.array(n * p)
+            cases.append(("linear \(type)", {
+                outputBuffer(n * p) { y in x.ptr { xp in bias.ptr { bp in residual.ptr { rp in
+                    Kernels.linear(weights.matrix, input: xp, columns: p, bias: bp, residual: rp, output: y, pool: pool)
+                } } } }
+            }))
+        }
+        let (cin, cout, h, wd) = (12, 20, 13, 11)
+        let convWeights = TestWeights(rows: cout, cols: cin * 9, type: .f16, random: &random)
+        let image = random.array(2 * cin * h * wd), convBias = random.array(cout)
+        for (name, algorithm, stride) in [("conv direct s1", Kernels.ConvAlgorithm.direct, 1), ("conv direct s2", .direct, 2),
+                                          ("conv winograd F(2,3)", .winograd, 1), ("conv winograd F(4,3)", .winograd43, 1)] {
+            let ho = (h - 1) / stride + 1, wo = (wd - 1) / stride + 1
+            cases.append((name, {
+                let saved = Kernels.convAlgorithm
+                Kernels.convAlgorithm = algorithm
+                defer { Kernels.convAlgorithm = saved }
+                return outputBuffer(2 * cout * ho * wo) { y in image.ptr { xp in convBias.ptr { bp in
+                    Kernels.conv2d(convWeights.matrix, kernelSize: 3, stride: stride, padding: 1, input: xp, channels: cin,
+                                   batch: 2, height: h, width: wd, bias: bp, residual: nil, output: y, pool: pool)
+                } } }
+            }))
+        }
+        for (heads, d, tq, tk, causal) in [(2, 40, 70, 77, false), (1, 9, 33, 100, false), (2, 64, 77, 77, true)] {
+            let q = random.array(heads * d * tq), kk = random.array(heads * d * tk), vv = random.array(heads * d * tk)
+            cases.append(("attention \(heads)x\(d) Tq=\(tq) Tk=\(tk) causal=\(causal)", {
+                outputBuffer(heads * d * tq) { y in q.ptr { qp in kk.ptr { kp in vv.ptr { vp in
+                    Kernels.attention(query: qp, key: kp, value: vp, heads: heads, headDim: d, batch: 1, queryTokens: tq,
+                                      keyTokens: tk, causal: causal, output: y, pool: pool)
+                } } } }
+            }))
+        }
+        for (name, compute) in cases {
+            let expected = with(.portable, compute)
+            XCTAssertTrue(expected.allSatisfy(\.isFinite), name)
+            for v in variants {
+                if let d = firstDifference(with(v, compute), expected) { XCTFail("\(name) under \(v.rawValue): \(d)") }
+            }
+        }
+    }
+
+    /// The bf16 kernel follows the variant: native only under avx512-bf16.
+    func testVariantSelectsBF16Implementation() {
+        with(.portable) { XCTAssertEqual(BF16Gemm.implementation, .portable) }
+        if KernelVariant.avx512BF16.isSupported {
+            with(.avx512BF16) { XCTAssertEqual(BF16Gemm.implementation, .native) }
+        }
+    }
+
+    func testParse() throws {
+        XCTAssertEqual(try KernelVariant.parse("auto"), KernelVariant.best)
+        XCTAssertEqual(try KernelVariant.parse("portable"), .portable)
+        XCTAssertTrue(KernelVariant.best.isSupported)
+        XCTAssertThrowsError(try KernelVariant.parse("sse2")) { error in
+            XCTAssertTrue("\(error)".contains("unknown kernel variant 'sse2'"), "\(error)")
+            XCTAssertTrue("\(error)".contains("auto, portable, avx2, avx512, avx512-bf16"), "\(error)")
+        }
+        XCTAssertThrowsError(try KernelVariant.parse("AVX2"), "names are lower case")
+        if let missing = KernelVariant.allCases.first(where: { !$0.isSupported }) {
+            XCTAssertThrowsError(try KernelVariant.parse(missing.rawValue)) { error in
+                XCTAssertTrue("\(error)".contains("needs CPU features this machine lacks"), "\(error)")
+            }
+        }
+        #if arch(x86_64)
+        // Every x86_64 this project builds for (-target-cpu haswell) has AVX2 + FMA.
+        XCTAssertTrue(KernelVariant.avx2.isSupported, "cpuid/xgetbv: \(KernelVariant.featureNames)")
+        XCTAssertNotEqual(KernelVariant.best, .portable)
+        #endif
+    }
+
+    /// CI forces a variant for whole test runs with POCKETSD_KERNELS; a typo there must fail
+    /// the run rather than silently test `auto`.
+    func testEnvironmentVariantIsActive() throws {
+        guard let raw = ProcessInfo.processInfo.environment[KernelVariant.environmentVariable], !raw.isEmpty else {
+            throw XCTSkip("\(KernelVariant.environmentVariable) is not set")
+        }
+        XCTAssertNil(Kernels.variantEnvironmentError)
+        let expected = raw == "auto" ? KernelVariant.best.rawValue : raw
+        XCTAssertEqual(Kernels.variant.rawValue, expected)
+    }
+}
