@@ -132,12 +132,14 @@ public enum Converter {
         ]
         for c in source.components { m.append(("\(c.name).config", .string(c.config.serialized))) }
         m += source.tokenizer.metadata
+        m += sdxlMetadata(source)
         if !options.loras.isEmpty { m.append(("general.loras", .strings(options.loras.map { $0.label }))) }
         return m
     }
 
     static func family(_ source: SourceModel) -> String {
         let unet = source.components.first { $0.name == "unet" }?.config
+        if source.components.contains(where: { $0.name == "text_encoder_2" }) { return "sdxl" }
         return unet?["cross_attention_dim"]?.int == 1024 ? "sd2" : "sd1"
     }
 

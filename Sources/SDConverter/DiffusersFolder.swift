@@ -9,18 +9,18 @@ enum DiffusersFolder {
             throw FormatError(root, "not a diffusers folder (no model_index.json)")
         }
         let index = try FileSystem.readJSON(indexPath)
-        if let cls = index["_class_name"]?.string, cls != "StableDiffusionPipeline" {
-            throw FormatError(indexPath, "pipeline class \(cls) is not supported (StableDiffusionPipeline only)")
+        if let cls = index["_class_name"]?.string, !supportedPipelineClasses.contains(cls) {
+            throw FormatError(indexPath, "pipeline class \(cls) is not supported (\(supportedPipelineClasses.joined(separator: ", ")))")
         }
         var components: [SourceModel.Component] = []
-        for name in pipelineComponents {
+        for name in componentNames(index: index) {
             let dir = FileSystem.join(root, name)
             guard FileSystem.isDirectory(dir) else { throw FormatError(root, "component folder \(name)/ is missing") }
             let configPath = FileSystem.join(dir, "config.json")
             guard FileSystem.isFile(configPath) else { throw FormatError(dir, "config.json is missing") }
             let config = try FileSystem.readJSON(configPath)
             var tensors: [SourceModel.Tensor] = []
-            for file in try weightFiles(dir, base: name == "text_encoder" ? "model" : "diffusion_pytorch_model") {
+            for file in try weightFiles(dir, base: name.hasPrefix("text_encoder") ? "model" : "diffusion_pytorch_model") {
                 let st = try SafetensorsFile(path: file)
                 for e in st.entries {
                     tensors.append(SourceModel.Tensor(key: canonicalKey(e.key, component: name), file: st, entry: e, shape: e.shape))
@@ -33,14 +33,17 @@ enum DiffusersFolder {
         let tokenizerDir = FileSystem.join(root, "tokenizer")
         let tokenizer = TokenizerData.isTokenizerFolder(tokenizerDir)
             ? try TokenizerData.read(folder: tokenizerDir) : TokenizerData.bundled()
-        return SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
-                           unusedKeys: [], kind: "diffusers folder")
+        var model = SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
+                                unusedKeys: [], kind: "diffusers folder")
+        try readSDXLParts(root, index: index, into: &model)
+        return model
     }
 
     /// transformers ≥ 5.6 saves CLIPTextModel without the `text_model.` prefix that every
     /// published SD checkpoint has; the model file always uses the prefixed keys.
     static func canonicalKey(_ key: String, component: String) -> String {
-        component == "text_encoder" && !key.hasPrefix("text_model.") ? "text_model." + key : key
+        component.hasPrefix("text_encoder") && !key.hasPrefix("text_model.") && key != "text_projection.weight"
+            ? "text_model." + key : key
     }
 
     /// The safetensors files of a component, preferring full precision over the fp16
@@ -51,7 +54,9 @@ enum DiffusersFolder {
             if FileSystem.isFile(single) { return [single] }
             let indexPath = FileSystem.join(dir, "\(base).safetensors\(variant).index.json")
             let altIndexPath = FileSystem.join(dir, "\(base)\(variant).safetensors.index.json")
-            for path in [indexPath, altIndexPath] where FileSystem.isFile(path) {
+            // diffusers ≥ 0.28 save_pretrained(variant=…) puts the variant before ".json".
+            let currentIndexPath = FileSystem.join(dir, "\(base).safetensors.index\(variant).json")
+            for path in [indexPath, altIndexPath, currentIndexPath] where FileSystem.isFile(path) {
                 guard let map = try FileSystem.readJSON(path)["weight_map"]?.object else {
                     throw FormatError(path, "no weight_map in the shard index")
                 }

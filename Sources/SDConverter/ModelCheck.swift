@@ -21,6 +21,8 @@ enum ModelCheck {
             do {
                 switch c.name {
                 case "text_encoder": _ = try CLIPTextModel(config: CLIPTextConfig(json: c.config), weights: weights)
+                case "text_encoder_2":
+                    _ = try CLIPTextModelWithProjection(config: CLIPTextConfig(json: c.config), weights: weights)
                 case "unet": _ = try UNet2DConditionModel(config: UNet2DConditionConfig(json: c.config), weights: weights)
                 case "vae": _ = try AutoencoderKL(config: AutoencoderKLConfig(json: c.config), weights: weights)
                 default: break

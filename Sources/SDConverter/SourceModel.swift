@@ -26,6 +26,10 @@ struct SourceModel {
     var unusedKeys: [String]
     /// What the input was, for the report and metadata.
     var kind: String
+    /// SDXL's second tokenizer (pad token "!"), stored under "tokenizer_2.".
+    var tokenizer2: TokenizerData? = nil
+    /// Pipeline settings from model_index.json (e.g. force_zeros_for_empty_prompt).
+    var pipelineMetadata: [(String, MetadataValue)] = []
 }
 
 /// The components a text-to-image pipeline needs, in execution order.

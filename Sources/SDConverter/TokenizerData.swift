@@ -97,9 +97,12 @@ struct TokenizerData {
         return (entries, merges)
     }
 
-    var metadata: [(String, MetadataValue)] {
-        [("tokenizer.vocab", .strings(vocabulary)), ("tokenizer.merges", .strings(merges)),
-         ("tokenizer.bos_token_id", .int(Int64(bosTokenID))), ("tokenizer.eos_token_id", .int(Int64(eosTokenID))),
-         ("tokenizer.pad_token_id", .int(Int64(padTokenID))), ("tokenizer.model_max_length", .int(Int64(maxLength)))]
+    var metadata: [(String, MetadataValue)] { metadata(prefix: "tokenizer", withTables: true) }
+
+    /// `withTables` false leaves out vocab and merges (a second tokenizer sharing the first's).
+    func metadata(prefix p: String, withTables: Bool) -> [(String, MetadataValue)] {
+        (withTables ? [(p + ".vocab", .strings(vocabulary)), (p + ".merges", .strings(merges))] : [])
+        + [(p + ".bos_token_id", .int(Int64(bosTokenID))), (p + ".eos_token_id", .int(Int64(eosTokenID))),
+           (p + ".pad_token_id", .int(Int64(padTokenID))), (p + ".model_max_length", .int(Int64(maxLength)))]
     }
 }

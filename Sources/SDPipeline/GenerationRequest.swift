@@ -26,6 +26,8 @@ public struct GenerationRequest {
     public var decoder: ImageDecoder = .full
     /// An init image (img2img) and mask (inpainting); nil for text-to-image.
     public var imageInput: ImageInput? = nil
+    /// SDXL's original size, crop and target size (other models refuse them).
+    public var sizeConditioning = SizeConditioning()
 
     public init(prompts: [String], negativePrompts: [String] = []) {
         self.prompts = prompts

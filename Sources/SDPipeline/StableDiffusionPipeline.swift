@@ -47,15 +47,17 @@ public final class StableDiffusionPipeline {
         if let first = file.components.first?.range.lowerBound { file.file.release(0..<first) }
     }
 
-    /// The CLIP tokenizer stored in a model file.
-    public static func tokenizer(of file: ModelFileReader) throws -> CLIPTokenizer {
-        guard let merges = file.strings("tokenizer.merges"), let vocab = file.strings("tokenizer.vocab") else {
+    /// The CLIP tokenizer stored in a model file; `prefix` "tokenizer_2" is SDXL's second,
+    /// whose vocabulary and merges are stored only when they differ from the first's.
+    public static func tokenizer(of file: ModelFileReader, prefix: String = "tokenizer") throws -> CLIPTokenizer {
+        guard let merges = file.strings(prefix + ".merges") ?? file.strings("tokenizer.merges"),
+              let vocab = file.strings(prefix + ".vocab") ?? file.strings("tokenizer.vocab") else {
             throw FormatError(file.sourceName, "the model file has no tokenizer")
         }
         do {
             return try CLIPTokenizer(merges: merges, vocabulary: vocab,
-                                     padTokenID: Int32(file.int("tokenizer.pad_token_id") ?? 49407),
-                                     maxLength: file.int("tokenizer.model_max_length") ?? 77)
+                                     padTokenID: Int32(file.int(prefix + ".pad_token_id") ?? 49407),
+                                     maxLength: file.int(prefix + ".model_max_length") ?? 77)
         } catch {
             throw FormatError(file.sourceName, "tokenizer: \(error)")
         }
@@ -150,7 +152,10 @@ public final class StableDiffusionPipeline {
         try report(Progress(phase: .textEncoder, step: 0, totalSteps: request.steps))
         let context: [Float]
         var textActivations: ActivationReport?
-        do {
+        let sdxlText = try encodeSDXLText(request)  // nil unless the model is SDXL
+        if let sdxlText {
+            context = sdxlText.context
+        } else {
             let textModel = try CLIPTextModel(config: textConfig, weights: file.component("text_encoder"),
                                               memory: memoryOptions("text_encoder"))
             release("text_encoder")  // binding read the biases and norms: drop those pages again
@@ -173,6 +178,7 @@ public final class StableDiffusionPipeline {
             context = repeated
         }
         release("text_encoder")
+        if sdxlText != nil { release("text_encoder_2") }
         var textPhase = clock.lap("text encoder")
         textPhase.activations = textActivations
         phases.append(textPhase)
@@ -198,7 +204,8 @@ public final class StableDiffusionPipeline {
             // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
             func predict(_ batchInput: [Float], _ t: Float) -> [Float] {
                 unet.predictNoise(sample: batchInput, batch: unetBatch, height: h, width: w, timestep: t,
-                                  context: context, contextTokens: tokens, timestepCondition: condition, pool: unetPool)
+                                  context: context, contextTokens: tokens, timestepCondition: condition,
+                                  added: sdxlText?.added, pool: unetPool)
             }
             // Every step makes the same tensors: plan one, run all of them in its arena.
             let arena = activationArena(idlePageEvents: memoryPlan.unetIdlePageEvents) {

@@ -65,6 +65,8 @@ struct BenchCommand: ParsableCommand {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
         if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
+        // Its phases feed the UNet one encoder's context and no added conditions.
+        if pipeline.isSDXL { throw FormatError(model, "bench does not measure SDXL models yet; use generate --stats") }
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         let openSeconds = now() - openStart
         let file = pipeline.file, pool = pipeline.pool

@@ -35,6 +35,15 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Image height in pixels, a multiple of 8 (default: the init image's height rounded down to 8, else the model's own size).")
     var height: Int?
 
+    @Option(help: "SDXL: the original_size the UNet is told about, W,H (default: the image size).")
+    var originalSize: String?
+
+    @Option(help: "SDXL: the crop's top-left corner X,Y (diffusers' crops_coords_top_left is (Y, X); default 0,0).")
+    var cropsCoords: String?
+
+    @Option(help: "SDXL: the target_size the UNet is told about, W,H (default: the image size).")
+    var targetSize: String?
+
     @Option(help: "img2img: start from this PNG (resized to the size with Lanczos, as diffusers does).")
     var initImage: String?
 
@@ -140,6 +149,7 @@ struct GenerateCommand: ParsableCommand {
         }
         _ = try PrecisionChoice.parse(precision)
         if let kernels { _ = try KernelVariant.parseOption(kernels) }
+        _ = try sizeConditioning()
         guard MemoryPolicy(rawValue: memory) != nil else {
             throw ValidationError("--memory must be one of \(MemoryPolicy.allCases.map(\.rawValue).joined(separator: ", ")) (got \(memory))")
         }
@@ -149,6 +159,22 @@ struct GenerateCommand: ParsableCommand {
                 throw ValidationError("--grid \(grid) holds \(r * c) images but the run makes \(prompts.count * images)")
             }
         }
+    }
+
+    /// --original-size, --crops-coords and --target-size as SDXL's size conditioning.
+    func sizeConditioning() throws -> SizeConditioning {
+        var s = SizeConditioning()
+        func pair(_ flag: String, _ text: String?) throws -> (Int, Int)? {
+            guard let text else { return nil }
+            guard let p = SizeConditioning.parsePair(text) else {
+                throw ValidationError("--\(flag) must be two whole numbers from 0 to \(SizeConditioning.maxValue), like 1024,768 (got \(text))")
+            }
+            return p
+        }
+        if let (w, h) = try pair("original-size", originalSize) { (s.originalWidth, s.originalHeight) = (w, h) }
+        if let (x, y) = try pair("crops-coords", cropsCoords) { (s.cropLeft, s.cropTop) = (x, y) }
+        if let (w, h) = try pair("target-size", targetSize) { (s.targetWidth, s.targetHeight) = (w, h) }
+        return s
     }
 
     static func parseGrid(_ text: String) -> (Int, Int)? {
@@ -176,6 +202,7 @@ struct GenerateCommand: ParsableCommand {
         request.guidanceRescale = guidanceRescale
         request.predictionType = predictionType
         request.decoder = ImageDecoder(rawValue: vae)!
+        request.sizeConditioning = try sizeConditioning()
         let paths = outputPaths(count: request.imageCount)
         // Every output is checked (and none may replace an input) before the model loads.
         let inputs = [model] + [initImage, mask].compactMap { $0 }

@@ -69,8 +69,15 @@ final class ConfigTests: XCTestCase {
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"act_fn": "gelu"}"#)), mentioning: ["act_fn", "not supported yet"])
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"conv_in_kernel": 7}"#)), mentioning: ["conv_in_kernel"])
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"class_embed_type": "timestep"}"#)), mentioning: ["class embeddings"])
+        assertRejects(try UNet2DConditionConfig(json: parse(#"{"addition_embed_type": "image"}"#)),
+                      mentioning: ["addition embeddings", "not supported yet"])
+        // SDXL's text_time needs its two sizes, and room for the pooled embedding beside 6 time ids.
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"addition_embed_type": "text_time"}"#)),
-                      mentioning: ["addition embeddings (SDXL)", "not supported yet"])
+                      mentioning: ["addition_time_embed_dim", "projection_class_embeddings_input_dim"])
+        assertRejects(try UNet2DConditionConfig(json: parse(#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 1536}"#)),
+                      mentioning: ["1536", "leaves no room"])
+        let sdxl = try UNet2DConditionConfig(json: parse(#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816}"#))
+        XCTAssertEqual(sdxl.textTimeEmbedding?.pooledDim, 1280)
         assertRejects(try UNet2DConditionConfig(json: parse(#"{"only_cross_attention": true}"#)), mentioning: ["only_cross_attention"])
         // LCM-distilled UNets are supported; only a nonsensical width is refused.
         XCTAssertEqual(try UNet2DConditionConfig(json: parse(#"{"time_cond_proj_dim": 256}"#)).timeCondProjDim, 256)

@@ -36,6 +36,18 @@ public final class CLIPTextModel: @unchecked Sendable {
     /// tokenizer; T ≤ max_position_embeddings). `skipLastLayers` = k stops k layers early
     /// and applies the final layer norm to that output (diffusers' clip_skip).
     public func encode(ids: [Int32], batch: Int, skipLastLayers: Int = 0, pool: ThreadPool) throws -> [Float] {
+        guard skipLastLayers >= 0, skipLastLayers < config.numHiddenLayers else {
+            throw ModelError("text_encoder", "cannot skip \(skipLastLayers) of \(config.numHiddenLayers) layers")
+        }
+        defer { scope.finished() }
+        let h = try embed(ids: ids, batch: batch)
+        let c = config
+        for layer in layers.prefix(c.numHiddenLayers - skipLastLayers) { layer(h, pool: pool) }
+        return finalLayerNorm(h, pool: pool).toTokenRows()
+    }
+
+    /// Checks the ids and returns token + position embeddings as h: [C, B, T].
+    func embed(ids: [Int32], batch: Int) throws -> Tensor {
         let c = config
         guard batch >= 1, !ids.isEmpty, ids.count % batch == 0 else {
             throw ModelError("text_encoder", "\(ids.count) token ids do not split into a batch of \(batch)")
@@ -47,11 +59,6 @@ public final class CLIPTextModel: @unchecked Sendable {
         if let bad = ids.first(where: { $0 < 0 || Int($0) >= c.vocabSize }) {
             throw ModelError("text_encoder", "token id \(bad) is outside the vocabulary of \(c.vocabSize)")
         }
-        guard skipLastLayers >= 0, skipLastLayers < c.numHiddenLayers else {
-            throw ModelError("text_encoder", "cannot skip \(skipLastLayers) of \(c.numHiddenLayers) layers")
-        }
-
-        defer { scope.finished() }
         // Embeddings: token row + position row, written as columns of h: [C, B·T]. Only
         // the rows of the ids are read from the mapped table.
         let h = Tensor(channels: c.hiddenSize, batch: batch, tokens: tokens)
@@ -62,8 +69,7 @@ public final class CLIPTextModel: @unchecked Sendable {
                 h.data[ch * columns + col] = tokenEmbedding.float(at: row + ch) + positionEmbedding.float(at: pos + ch)
             }
         }
-        for layer in layers.prefix(c.numHiddenLayers - skipLastLayers) { layer(h, pool: pool) }
-        return finalLayerNorm(h, pool: pool).toTokenRows()
+        return h
     }
 }
 

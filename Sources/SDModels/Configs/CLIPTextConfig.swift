@@ -12,6 +12,10 @@ public struct CLIPTextConfig: Sendable, Equatable {
     public var maxPositionEmbeddings: Int  // max_position_embeddings
     public var hiddenAct: HiddenAct        // hidden_act
     public var layerNormEps: Double        // layer_norm_eps
+    /// Where transformers pools (the first `eos_token_id`, or the largest id when it is 2).
+    public var eosTokenID: Int             // eos_token_id
+    /// CLIPTextModelWithProjection's text_projection width (SDXL's second encoder).
+    public var projectionDim: Int          // projection_dim
 
     public var headDim: Int { hiddenSize / numAttentionHeads }
 
@@ -32,6 +36,8 @@ public struct CLIPTextConfig: Sendable, Equatable {
         }
         self.hiddenAct = hiddenAct
         layerNormEps = try r.double("layer_norm_eps", 1e-5)
+        eosTokenID = try r.int("eos_token_id", 49407)
+        projectionDim = try r.positiveInt("projection_dim", 512)
         guard hiddenSize % numAttentionHeads == 0 else {
             throw r.fail("hidden_size \(hiddenSize) is not divisible by num_attention_heads \(numAttentionHeads)")
         }

@@ -30,6 +30,8 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
     public var useLinearProjection: Bool        // use_linear_projection
     public var upcastAttention: Bool            // upcast_attention (no effect in fp32)
     public var timeEmbeddingDim: Int            // time_embedding_dim ?? 4 · block_out_channels[0]
+    /// SDXL's added conditioning (addition_embed_type "text_time"): nil for SD 1.x/2.x.
+    public var textTimeEmbedding: TextTimeEmbeddingConfig?
     /// Width of the guidance-scale embedding an LCM-distilled UNet adds to its timestep
     /// embedding (time_embedding.cond_proj); nil for every other model.
     public var timeCondProjDim: Int?            // time_cond_proj_dim
@@ -124,7 +126,7 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         }
         try r.requireAbsent("class_embed_type", "class embeddings")
         try r.requireAbsent("num_class_embeds", "class embeddings")
-        try r.requireAbsent("addition_embed_type", "addition embeddings (SDXL)")
+        textTimeEmbedding = try TextTimeEmbeddingConfig(r, timeEmbeddingDim: timeEmbeddingDim)
         try r.requireAbsent("encoder_hid_dim_type", "encoder_hid_dim projection")
         try r.requireAbsent("encoder_hid_dim", "encoder_hid_dim projection")
         timeCondProjDim = try r.optionalInt("time_cond_proj_dim")

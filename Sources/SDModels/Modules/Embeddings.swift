@@ -49,6 +49,11 @@ struct TimestepEmbedding {
             let projected = condProj(c, pool: pool)
             for i in 0..<sinusoid.count { x.data[i] += projected.data[i] }
         }
+        return self(x, pool: pool)
+    }
+
+    /// [in, B, 1, 1] → [temb, B, 1, 1] (SDXL's add_embedding, one column per sample).
+    func callAsFunction(_ x: Tensor, pool: ThreadPool) -> Tensor {
         let h = linear1(x, pool: pool)
         Kernels.activate(.silu, h.data, count: h.count, pool: pool)
         return linear2(h, pool: pool)

@@ -26,7 +26,8 @@ struct ResnetBlock2D {
     }
 
     /// x: [in, B, H, W] → [out, B, H, W]. `timeEmbedding` is SiLU(emb): [temb, 1, 1, 1],
-    /// one timestep for the whole batch, so its projection folds into conv1's bias.
+    /// one timestep for the whole batch, so its projection folds into conv1's bias; or
+    /// [temb, B, 1, 1] (SDXL's text_time embedding), added per sample after conv1.
     /// At most x, one [in] and one [out] intermediate are alive at a time. With
     /// `overwritingInput` (the caller never reads x again) and a projected shortcut, norm1
     /// runs in place over x, saving an [in] intermediate.
@@ -34,9 +35,14 @@ struct ResnetBlock2D {
                         pool: ThreadPool) -> Tensor {
         scope.using {
             var bias = conv1.bias
+            var perSample: Tensor?  // [out, B]: SDXL's added embedding differs per sample
             if let timeEmbProj, let timeEmbedding {
-                let t = timeEmbProj(timeEmbedding, pool: pool)  // [out, 1]
-                for c in 0..<bias.count { bias[c] += t.data[c] }
+                let t = timeEmbProj(timeEmbedding, pool: pool)  // [out, 1] or [out, B]
+                if t.batch == 1 {
+                    for c in 0..<bias.count { bias[c] += t.data[c] }
+                } else {
+                    perSample = t
+                }
             }
             // The projected shortcut (a fresh buffer that conv2 adds into), or x itself.
             let shortcut = convShortcut.map { $0(x, pool: pool) }
@@ -48,6 +54,7 @@ struct ResnetBlock2D {
                 h = norm1(x, silu: true, pool: pool)
                 h = conv1(h, bias: bias, pool: pool)  // frees the normalised copy
             }
+            if let perSample { Self.addPerSample(perSample, to: h) }
             norm2.apply(h, silu: true, into: h, pool: pool)
             let y: Tensor
             if let shortcut {
@@ -60,6 +67,18 @@ struct ResnetBlock2D {
                 for i in 0..<y.count { y.data[i] /= outputScaleFactor }
             }
             return y
+        }
+    }
+
+    /// h[c, b, :, :] += t[c, b].
+    static func addPerSample(_ t: Tensor, to h: Tensor) {
+        precondition(t.channels == h.channels && t.batch == h.batch)
+        let p = h.pixels, batch = h.batch
+        for c in 0..<h.channels {
+            for b in 0..<batch {
+                let v = t.data[c * batch + b], row = h.data + (c * batch + b) * p
+                for i in 0..<p { row[i] += v }
+            }
         }
     }
 }

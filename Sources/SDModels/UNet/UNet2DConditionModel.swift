@@ -11,6 +11,8 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     let convIn: Conv2d                          // conv_in: [c0, in, 3, 3]
     let timeProj: Timesteps                     // time_proj (parameterless)
     let timeEmbedding: TimestepEmbedding        // time_embedding
+    let addTimeProj: Timesteps?                 // add_time_proj (text_time only, parameterless)
+    let addEmbedding: TimestepEmbedding?        // add_embedding (text_time only)
     let downBlocks: [UNetDownBlock]             // down_blocks.{i}
     let midBlock: UNetMidBlock2DCrossAttn?      // mid_block
     let upBlocks: [UNetUpBlock]                 // up_blocks.{i}
@@ -42,6 +44,12 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         timeProj = Timesteps(channels: channels[0], flipSinToCos: c.flipSinToCos, downscaleFreqShift: Float(c.freqShift))
         timeEmbedding = try TimestepEmbedding(w["time_embedding"], in: channels[0], timeEmbeddingDim: c.timeEmbeddingDim,
                                               condProjDim: c.timeCondProjDim)
+        addTimeProj = c.textTimeEmbedding.map {
+            Timesteps(channels: $0.additionTimeEmbedDim, flipSinToCos: c.flipSinToCos, downscaleFreqShift: Float(c.freqShift))
+        }
+        addEmbedding = try c.textTimeEmbedding.map {
+            try TimestepEmbedding(w["add_embedding"], in: $0.inputDim, timeEmbeddingDim: c.timeEmbeddingDim)
+        }
 
         // The channel counts of the skip connections, pushed on the way down.
         var skipChannels = [channels[0]]
@@ -76,8 +84,10 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     /// returns NCHW [B, out, h, w]. Any h, w ≥ 1. Runs `memory.maxBatch` samples at a time.
     /// `timestepCondition` ([time_cond_proj_dim], the same for every sample) is LCM's
     /// guidance embedding (`guidanceScaleEmbedding`), given exactly when the model has cond_proj.
+    /// `added`: SDXL's text_embeds and time_ids, required when the config has text_time.
     public func predictNoise(sample: [Float], batch: Int, height h: Int, width w: Int, timestep: Float,
                              context: [Float], contextTokens: Int, timestepCondition: [Float]? = nil,
+                             added: UNetAddedConditions? = nil,
                              pool: ThreadPool) -> [Float] {
         precondition(batch >= 1 && h >= 1 && w >= 1 && contextTokens >= 1)
         precondition(sample.count == batch * config.inChannels * h * w, "sample must be [B, in_channels, h, w]")
@@ -85,11 +95,16 @@ public final class UNet2DConditionModel: @unchecked Sendable {
                      "context must be [B, T, cross_attention_dim]")
         precondition(timestepCondition == nil || timestepCondition!.count == config.timeCondProjDim,
                      "timestepCondition must have time_cond_proj_dim values")
+        if let t = config.textTimeEmbedding {
+            precondition(added?.textEmbeds.count == batch * t.pooledDim, "text_embeds must be [B, pooled]")
+            precondition(added?.timeIDs.count == batch * TextTimeEmbeddingConfig.timeIDCount, "time_ids must be [B, 6]")
+        }
         defer { scope.finished() }
         let slice = min(batch, memory.maxBatch)
         if slice == batch {
             return forward(sample: sample[...], batch: batch, height: h, width: w, timestep: timestep,
-                           context: context[...], contextTokens: contextTokens, condition: timestepCondition, pool: pool)
+                           context: context[...], contextTokens: contextTokens, condition: timestepCondition,
+                           added: added, pool: pool)
         }
         PathCounters.record(.splitUNetBatch)
         let samplePlane = config.inChannels * h * w, contextRows = contextTokens * config.crossAttentionDim
@@ -97,23 +112,26 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         output.reserveCapacity(batch * config.outChannels * h * w)
         for start in stride(from: 0, to: batch, by: slice) {
             let n = min(slice, batch - start)
+            let addedSlice = added?.samples(start..<(start + n))
             output += forward(sample: sample[(start * samplePlane)..<((start + n) * samplePlane)], batch: n,
                               height: h, width: w, timestep: timestep,
                               context: context[(start * contextRows)..<((start + n) * contextRows)],
-                              contextTokens: contextTokens, condition: timestepCondition, pool: pool)
+                              contextTokens: contextTokens, condition: timestepCondition, added: addedSlice, pool: pool)
         }
         return output
     }
 
     private func forward(sample: ArraySlice<Float>, batch: Int, height h: Int, width w: Int, timestep: Float,
-                         context: ArraySlice<Float>, contextTokens: Int, condition: [Float]?, pool: ThreadPool) -> [Float] {
+                         context: ArraySlice<Float>, contextTokens: Int, condition: [Float]?,
+                         added: UNetAddedConditions?, pool: ThreadPool) -> [Float] {
         var x = sample.withUnsafeBufferPointer {
             Tensor.fromBatchMajor($0.baseAddress!, batch: batch, channels: config.inChannels, height: h, width: w)
         }
         if config.centerInputSample {
             for i in 0..<x.count { x.data[i] = 2 * x.data[i] - 1 }
         }
-        let emb = timeEmbedding(timeProj(timestep), condition: condition, pool: pool)
+        var emb = timeEmbedding(timeProj(timestep), condition: condition, pool: pool)
+        if let addEmbedding, let addTimeProj, let added { emb = addTextTime(emb, added, batch, addEmbedding, addTimeProj, pool) }
         // Every ResnetBlock2D applies SiLU to emb before its projection: do it once.
         Kernels.activate(.silu, emb.data, count: emb.count, pool: pool)
         let cond = UNetConditioning(

@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+
+/// SDXL through the binary: the diffusers folder converts, --original-size, --crops-coords
+/// and --target-size reach the UNet, and bad values are one-line usage errors.
+final class SDXLCLITests: XCTestCase {
+    static let scratch = NSTemporaryDirectory() + "pocketsd-sdxl-cli-tests-\(getpid())"
+    static var model: String { scratch + "/tiny-sdxl.pdm" }
+
+    override class func setUp() {
+        try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        _ = try? CLITests.run(["convert", CLITests.fixtures + "/tiny-sdxl", "-o", model, "--weights", "fp16"])
+    }
+
+    override class func tearDown() { try? FileManager.default.removeItem(atPath: scratch) }
+
+    func generate(_ output: String, _ extra: [String]) -> [String] {
+        ["generate", "-m", Self.model, "-p", "a cat", "--width", "32", "--height", "48", "--seed", "3", "--steps", "2",
+         "--scheduler", "euler", "-o", output, "--save-latents", output + ".npy"] + extra
+    }
+
+    func testSizeConditioningFlags() throws {
+        XCTAssertTrue(FileManager.default.fileExists(atPath: Self.model), "setUp converted the model")
+        let plain = Self.scratch + "/plain.png", sized = Self.scratch + "/sized.png", same = Self.scratch + "/same.png"
+        for (output, extra) in [(plain, []), (sized, ["--original-size", "1024,768", "--crops-coords", "16,8", "--target-size", "64x64"]),
+                                (same, ["--original-size", "32,48", "--target-size", "32, 48", "--crops-coords", "0,0"])] {
+            let r = try CLITests.run(generate(output, extra))
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let a = try Data(contentsOf: URL(fileURLWithPath: plain + ".npy"))
+        XCTAssertEqual(a, try Data(contentsOf: URL(fileURLWithPath: same + ".npy")), "the defaults are the image size and 0,0")
+        XCTAssertNotEqual(a, try Data(contentsOf: URL(fileURLWithPath: sized + ".npy")), "the sizes reach the UNet")
+
+        for (flag, value) in [("--original-size", "1024"), ("--crops-coords", "a,b"), ("--target-size", "-8,8"),
+                              ("--original-size", "1,2,3"), ("--target-size", "70000,8")] {
+            let output = Self.scratch + "/bad.png"
+            let r = try CLITests.run(generate(output, ["\(flag)=\(value)"]))
+            XCTAssertEqual(r.status, 2, "\(flag) \(value): \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "one line: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(flag), r.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: output))
+        }
+    }
+}
