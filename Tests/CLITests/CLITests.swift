@@ -24,6 +24,14 @@ final class CLITests: XCTestCase {
     @discardableResult
     static func run(_ args: [String]) throws -> Run { try runProcess(binary, args) }
 
+    /// The float32 payload of an .npy file written by `--save-latents`.
+    static func npyFloats(_ path: String) throws -> [Float] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let headerLength = Int(data[8]) | Int(data[9]) << 8
+        let payload = data.dropFirst(10 + headerLength)
+        return payload.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
     override class func setUp() {
         try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         if !FileManager.default.fileExists(atPath: model) {

@@ -8,21 +8,8 @@ final class ExampleTests: XCTestCase {
     }
 
     func runExample(_ name: String, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary(name))
-        p.arguments = arguments
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, "\(name) \(arguments)", file: file, line: line)
-    }
-
-    func floats(_ path: String) throws -> [Float] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        // .npy: magic, version, little-endian header length, header; then the values.
-        let headerLength = Int(data[8]) | Int(data[9]) << 8
-        let values = data.dropFirst(10 + headerLength)
-        return values.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let r = try CLITests.runProcess(binary(name), arguments)
+        XCTAssertEqual(r.status, 0, "\(name) \(arguments): \(r.stderr)", file: file, line: line)
     }
 
     /// The tutorial loop written out with the library's components gives the same latents as
@@ -36,7 +23,7 @@ final class ExampleTests: XCTestCase {
                                   "--steps", "4", "--seed", "11", "--guidance", "6", "--scheduler", "lms",
                                   "--precision", "f32", "-o", dir + "/builtin.png", "--save-latents", dir + "/builtin.npy"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        let custom = try floats(dir + "/custom.npy"), builtin = try floats(dir + "/builtin.npy")
+        let custom = try CLITests.npyFloats(dir + "/custom.npy"), builtin = try CLITests.npyFloats(dir + "/builtin.npy")
         XCTAssertEqual(custom.count, 4 * 16 * 16)  // the tiny VAE upsamples 2×: 32 px is 16 latent px
         XCTAssertEqual(custom, builtin)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/custom.png")).prefix(8),
@@ -57,7 +44,7 @@ final class ExampleTests: XCTestCase {
                                   "--strength", "0.6", "--steps", "5", "--seed", "11", "--precision", "f32",
                                   "-o", dir + "/i2i-cli.png", "--save-latents", dir + "/i2i-cli.npy"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        let library = try floats(dir + "/i2i.npy"), command = try floats(dir + "/i2i-cli.npy")
+        let library = try CLITests.npyFloats(dir + "/i2i.npy"), command = try CLITests.npyFloats(dir + "/i2i-cli.npy")
         XCTAssertEqual(library.count, 4 * 16 * 20)  // 40×32 px at the tiny VAE's 2× scale
         XCTAssertEqual(library, command)
     }

@@ -46,21 +46,13 @@ final class NewcomerCLITests: XCTestCase {
         return nil
     }
 
-    /// The float32 payload of an .npy file written by `--save-latents`.
-    func npyFloats(_ path: String) throws -> [Float] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        let headerLength = Int(data[8]) | Int(data[9]) << 8
-        let payload = data.dropFirst(10 + headerLength)
-        return payload.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-    }
-
     func testEachImageRemakesItselfFromItsMetadata() throws {
         let out = Self.scratch + "/remake.png", latents = Self.scratch + "/remake.npy"
         let r = try Self.run(["generate", "-m", Self.model, "-p", "a cat", "-n", "blurry", "--images", "3", "--steps", "2",
                               "--width", "32", "--height", "32", "--seed", "20", "--scheduler", "euler-a", "-o", out,
                               "--save-latents", latents])
         XCTAssertEqual(r.status, 0, r.stderr)
-        let batchLatents = try npyFloats(latents)
+        let batchLatents = try CLITests.npyFloats(latents)
         let plane = batchLatents.count / 3
         for i in 0..<3 {
             let path = Self.scratch + "/remake-\(i).png"
@@ -76,7 +68,7 @@ final class NewcomerCLITests: XCTestCase {
                                       "--save-latents", singleLatents])
             XCTAssertEqual(again.status, 0, again.stderr)
             XCTAssertEqual(pngText(try png(single), "parameters"), text)
-            let alone = try npyFloats(singleLatents)
+            let alone = try CLITests.npyFloats(singleLatents)
             XCTAssertEqual(alone.count, plane)
             let worst = zip(alone, batchLatents[(i * plane)..<((i + 1) * plane)]).map { abs($0 - $1) }.max() ?? .infinity
             XCTAssertLessThan(worst, 1e-3, "image \(i) remade from its own seed")
