@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // Kernels need FMA and F16C at compile time, or `addingProduct` and Float16
@@ -33,7 +33,9 @@ let package = Package(
         // `swift package generate-documentation` (the DocC catalog in Sources/PocketDiffusion).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
         // `pocketsd serve` only: the runtime modules never import it.
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // Without its default traits: the swift-configuration support is unused here, and with
+        // it SwiftPM recompiled two Hummingbird modules on every build.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: ["FullFoundation"]),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
