@@ -119,171 +119,55 @@ public final class StableDiffusionPipeline {
         return try arena.run(call)
     }
 
-    /// Runs the whole pipeline. `progress` is called before each phase and after each
-    /// denoising step; returning false cancels the run.
+    /// Runs the whole pipeline with the request's scheduler (`makeScheduler(for:)`).
+    /// `progress` is called before each phase and after each denoising step; returning
+    /// false cancels the run.
+    public func generate(_ request: GenerationRequest, progress: ((Progress) -> Bool)? = nil) throws -> Result {
+        try validate(request)
+        return try generate(request, scheduler: makeScheduler(for: request), progress: progress)
+    }
+
+    /// Runs the whole pipeline with `scheduler`, which may be any `Scheduler` (one written
+    /// outside this package too), set up for the run's steps; `request.scheduler` is then
+    /// not used. The stages, in order: `encodePrompt`, `prepareLatents`, `denoise`, `decode`.
+    /// `progress` is called before each phase and after each denoising step; returning
+    /// false cancels the run.
     ///
     /// Each phase first records its model call's tensor allocations (the kernels skipped)
     /// and lays them out in one arena (`ActivationArena`); the text encoding, every UNet
     /// step and every image's VAE decode then run in it, and it is unmapped when the phase
     /// ends.
-    public func generate(_ request: GenerationRequest, progress: ((Progress) -> Bool)? = nil) throws -> Result {
-        try request.validate()
-        guard request.width % vaeScaleFactor == 0, request.height % vaeScaleFactor == 0 else {
-            throw PipelineError.invalidRequest("width and height must be multiples of \(vaeScaleFactor) for this model")
-        }
+    public func generate(_ request: GenerationRequest, scheduler: any Scheduler,
+                         progress: ((Progress) -> Bool)? = nil) throws -> Result {
+        try validate(request)
         if request.decoder == .taesd && !hasTinyAutoencoder {
             throw PipelineError.invalidRequest("--vae taesd: this model file has no TAESD (convert it with --taesd DIR|FILE)")
         }
         var phases: [PhaseReport] = []
         var clock = PhaseClock()
         defer { clock.stop() }
-        func report(_ p: Progress) throws {
-            if let progress, !progress(p) { throw PipelineError.cancelled }
-        }
-        let scheduler0 = try makeScheduler(for: request)
-        let guiding = usesGuidance(request)
-        let count = request.imageCount
-        let h = request.height / vaeScaleFactor, w = request.width / vaeScaleFactor
-        let latentChannels = loopLatentChannels(request)
-        let tokens = tokenizer.maxLength
+        let report = Self.reporter(progress)
 
-        // 1. Text: prompts (and the negative prompt when guiding) in one batch of
-        //    [negatives…, prompts…], each repeated imagesPerPrompt times as diffusers does.
-        try report(Progress(phase: .textEncoder, step: 0, totalSteps: request.steps))
-        let context: [Float]
-        var textActivations: ActivationReport?
-        let sdxlText = try encodeSDXLText(request)  // nil unless the model is SDXL
-        if let sdxlText {
-            context = sdxlText.context
-        } else {
-            let textModel = try CLIPTextModel(config: textConfig, weights: file.component("text_encoder"),
-                                              memory: memoryOptions("text_encoder"))
-            release("text_encoder")  // binding read the biases and norms: drop those pages again
-            var ids: [Int32] = []
-            let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
-            let texts = (guiding ? negatives : []) + request.prompts
-            for text in texts { ids += tokenizer.tokenize(text) }
-            let textPool = ThreadPool(threads: pool.threads, precision: precision)
-            let encode = { try textModel.encode(ids: ids, batch: texts.count, pool: textPool) }
-            let arena = try activationArena { _ = try encode() }
-            let hidden = try run(in: arena, encode)
-            arena?.close()
-            textActivations = arena?.report
-            let width = hidden.count / texts.count
-            var repeated: [Float] = []
-            repeated.reserveCapacity(width * texts.count * request.imagesPerPrompt)
-            for t in 0..<texts.count {
-                for _ in 0..<request.imagesPerPrompt { repeated += hidden[(t * width)..<((t + 1) * width)] }
-            }
-            context = repeated
-        }
-        release("text_encoder")
-        if sdxlText != nil { release("text_encoder_2") }
-        var textPhase = clock.lap("text encoder")
-        textPhase.activations = textActivations
-        phases.append(textPhase)
+        // 1. Text.
+        let text = try encodePrompt(request, clock: &clock, report: report)
+        phases.append(text.phase)
 
         // 2. Denoising: latents from torch's generator, scaled by the initial sigma (or an encoded
         //    init image noised to the first kept timestep: prepareLatents).
         var generator = request.makeGenerator()
-        var scheduler = scheduler0
+        var scheduler = scheduler
         let start = try prepareLatents(request, scheduler: &scheduler, generator: &generator)
-        var latents = start.latents
         if request.imageInput != nil { phases.append(clock.lap("vae encode")) }
-        let denoisingStart = monotonicSeconds()
-        let guidance = request.guidanceScale
-        var steps: [PhaseReport] = []
-        var unetActivations: ActivationReport?
-        do {  // The UNet, its pool (with the kernels' scratch) and its arena end with this block.
-            let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"),
-                                                memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
-            release("unet")
-            let unetPool = ThreadPool(threads: pool.threads, precision: precision)
-            let unetBatch = guiding ? 2 * count : count
-            let condition = timestepCondition(for: request)
-            // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
-            func predict(_ batchInput: [Float], _ t: Float) -> [Float] {
-                unet.predictNoise(sample: batchInput, batch: unetBatch, height: h, width: w, timestep: t,
-                                  context: context, contextTokens: tokens, timestepCondition: condition,
-                                  added: sdxlText?.added, pool: unetPool)
-            }
-            // Every step makes the same tensors: plan one, run all of them in its arena.
-            let arena = activationArena(idlePageEvents: memoryPlan.unetIdlePageEvents) {
-                _ = predict([Float](repeating: 0, count: unetBatch * unetConfig.inChannels * h * w), scheduler.timesteps[0])
-            }
-            defer {
-                arena?.close()
-                unetActivations = arena?.report
-            }
-            let loopSteps = scheduler.timesteps.count - start.beginIndex
-            for (i, t) in scheduler.timesteps.enumerated() where i >= start.beginIndex {
-                let input = start.unetInput(scheduler.scaleModelInput(latents, stepIndex: i),
-                                            guidance: guiding, batch: count)
-                let prediction = run(in: arena) { predict(input, t) }
-                var noise: [Float]
-                if guiding {
-                    let n = latents.count
-                    noise = [Float](repeating: 0, count: n)
-                    prediction.withUnsafeBufferPointer { p in
-                        for j in 0..<n { noise[j] = p[j] + guidance * (p[n + j] - p[j]) }
-                    }
-                    if request.guidanceRescale > 0 {
-                        Self.rescaleGuidance(&noise, text: prediction[n...], images: count, fraction: request.guidanceRescale)
-                    }
-                } else {
-                    noise = prediction
-                }
-                latents = scheduler.step(modelOutput: noise, stepIndex: i, sample: latents, generator: &generator)
-                latents = start.blendKnownRegion(latents, scheduler: scheduler, stepIndex: i)
-                let done = i + 1 - start.beginIndex
-                steps.append(clock.lap("step \(done)"))
-                try report(Progress(phase: .denoising, step: done, totalSteps: loopSteps,
-                                    latents: latents, latentShape: [count, latentChannels, h, w]))
-            }
-        }
-        release("unet")
-        let last = clock.lap("unet release")
-        phases.append(PhaseReport(
-            name: "denoising", seconds: monotonicSeconds() - denoisingStart,
-            memory: (steps + [last]).max { $0.memory.peakResident < $1.memory.peakResident }?.memory ?? last.memory,
-            activations: unetActivations))
+        let denoised = try denoise(request, embeddings: text.embeddings, start: start, scheduler: &scheduler,
+                                   generator: &generator, clock: &clock, report: report)
+        phases.append(denoised.phase)
 
-        // 3. Decode: latents / scaling_factor through the VAE, then to 8 bits.
-        try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
-        if request.decoder == .taesd {
-            let images = try decodeImagesWithTinyAutoencoder(latents: latents, shape: [count, latentChannels, h, w])
-            phases.append(clock.lap("vae decode"))
-            return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
-                          steps: steps, memoryPlan: memoryPlan)
-        }
-        let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"), memory: memoryOptions("vae"))
-        release("vae")
-        let scale = Float(vaeConfig.scalingFactor)
-        let scaled = latents.map { $0 / scale }
-        let vaePool = ThreadPool(threads: pool.threads, precision: precision)
-        var images: [RGBImage] = []
-        let plane = latentChannels * h * w
-        let tiling = memoryPlan.vaeTiling
-        // One image at a time: the decoder's activations are the largest of the run. Every
-        // image (and within it every tile) makes the same tensors: one plan, one arena.
-        func decode(_ n: Int) -> [Float] {
-            vae.decode(latents: Array(scaled[(n * plane)..<((n + 1) * plane)]), batch: 1,
-                       height: h, width: w, tiling: tiling, pool: vaePool)
-        }
-        let vaeArena = activationArena { _ = decode(0) }
-        for n in 0..<count {
-            let decoded = run(in: vaeArena) { decode(n) }
-            decoded.withUnsafeBufferPointer {
-                images.append(RGBImage(decoded: $0, width: request.width, height: request.height))
-            }
-        }
-        vaeArena?.close()
-        release("vae")
-        var vaePhase = clock.lap("vae decode")
-        vaePhase.activations = vaeArena?.report
-        phases.append(vaePhase)
-        return Result(images: images, latents: latents, latentShape: [count, latentChannels, h, w], phases: phases,
-                      steps: steps, memoryPlan: memoryPlan)
+        // 3. Decode.
+        let decoded = try decode(latents: denoised.latents, shape: denoised.latentShape, request: request,
+                                 clock: &clock, report: report)
+        phases.append(decoded.phase)
+        return Result(images: decoded.images, latents: denoised.latents, latentShape: denoised.latentShape,
+                      phases: phases, steps: denoised.steps, memoryPlan: memoryPlan)
     }
 
     /// The image size diffusers' pipeline uses when none is given: the UNet's `sample_size`
