@@ -88,9 +88,11 @@ extension StableDiffusionPipeline {
             throw FormatError(path, "the two tokenizers' lengths differ (\(tokens) and \(tokenizer2.maxLength))")
         }
 
-        let zeroNegatives = request.usesGuidance && request.negativePrompts.isEmpty && forceZerosForEmptyPrompt
+        // An LCM-distilled UNet takes the guidance as an embedding and runs no unconditional half.
+        let guiding = usesGuidance(request)
+        let zeroNegatives = guiding && request.negativePrompts.isEmpty && forceZerosForEmptyPrompt
         let negatives = request.prompts.indices.map { request.negativePrompt(for: $0) }
-        let texts = (request.usesGuidance && !zeroNegatives ? negatives : []) + request.prompts
+        let texts = (guiding && !zeroNegatives ? negatives : []) + request.prompts
         var ids1: [Int32] = [], ids2: [Int32] = []
         for text in texts {
             ids1 += tokenizer.tokenize(text)
@@ -116,7 +118,7 @@ extension StableDiffusionPipeline {
 
         // torch.cat([h1, h2], dim=-1) per token; each text repeated imagesPerPrompt times.
         let timeIDs = request.sizeConditioning.timeIDs(width: request.width, height: request.height)
-        let samples = (request.usesGuidance ? 2 : 1) * request.imageCount
+        let samples = (guiding ? 2 : 1) * request.imageCount
         var context: [Float] = [], textEmbeds: [Float] = [], allTimeIDs: [Float] = []
         context.reserveCapacity(samples * tokens * (c1 + c2))
         textEmbeds.reserveCapacity(samples * pooledDim)
@@ -136,10 +138,10 @@ extension StableDiffusionPipeline {
                 allTimeIDs += timeIDs
             }
         }
-        if request.usesGuidance {
+        if guiding {
             for i in request.prompts.indices { append(text: zeroNegatives ? nil : i) }
         }
-        let firstPrompt = request.usesGuidance && !zeroNegatives ? request.prompts.count : 0
+        let firstPrompt = guiding && !zeroNegatives ? request.prompts.count : 0
         for i in request.prompts.indices { append(text: firstPrompt + i) }
         return SDXLText(context: context, added: UNetAddedConditions(textEmbeds: textEmbeds, timeIDs: allTimeIDs))
     }
