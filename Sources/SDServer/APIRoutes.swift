@@ -13,6 +13,7 @@ extension PocketServer {
             let images = try await generate(parameters, seed: seed, context: context)
             return jsonResponse(automatic1111Result(parameters, seed: seed, images: images))
         }
+        addImg2ImgRoute(to: router)
         router.get("/sdapi/v1/progress") { [self] request, _ in
             let skipImage = request.uri.queryParameters.get("skip_current_image") == "true"
             return jsonResponse(automatic1111Progress(queue.progress, includeImage: !skipImage))
@@ -51,7 +52,9 @@ extension PocketServer {
     }
 
     /// The txt2img answer: base64 PNGs, the request's settings, and `info` as a JSON string.
-    func automatic1111Result(_ p: JobParameters, seed: UInt64, images: [GeneratedImage]) -> JSON {
+    /// `extraSettings` (img2img's strength) join the echoed settings and `info`.
+    func automatic1111Result(_ p: JobParameters, seed: UInt64, images: [GeneratedImage],
+                             extraSettings: [(String, JSON)] = []) -> JSON {
         let seeds = images.map { JSON.number(Double($0.seed)) }
         let sampler = JobParameters.samplers.first { $0.kind == p.scheduler }?.name ?? p.scheduler.displayName
         let settings: [(String, JSON)] = [
@@ -59,7 +62,7 @@ extension PocketServer {
             ("seed", .number(Double(seed))), ("steps", .number(Double(p.steps))), ("cfg_scale", .number(Double(p.cfgScale))),
             ("width", .number(Double(p.width))), ("height", .number(Double(p.height))), ("sampler_name", .string(sampler)),
             ("batch_size", .number(Double(p.batchSize))), ("n_iter", .number(Double(p.iterations))),
-        ]
+        ] + extraSettings
         let info: JSON = .object(settings + [
             ("all_prompts", .array(images.map { _ in JSON.string(p.prompt) })),
             ("all_negative_prompts", .array(images.map { _ in JSON.string(p.negativePrompt) })),

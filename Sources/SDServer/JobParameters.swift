@@ -155,6 +155,14 @@ struct FieldReader {
         return i
     }
 
+    /// A list of strings (img2img's `init_images`).
+    func strings(_ field: String) throws -> [String]? {
+        guard let v = value(field) else { return nil }
+        let strings = v.array?.compactMap(\.string)
+        guard let strings, strings.count == v.array?.count else { throw APIError.invalid(field, "must be a list of strings") }
+        return strings
+    }
+
     func number(_ field: String) throws -> Double? {
         guard let v = value(field) else { return nil }
         guard let n = v.double else { throw APIError.invalid(field, "must be a number") }
@@ -170,12 +178,18 @@ struct FieldReader {
 
 /// A count as an Int that cannot overflow the limits' arithmetic: huge values are kept
 /// huge (and refused by `validate`) without trapping.
-private let anyCount = Int.min / 2...Int.max / 2
+let anyCount = Int.min / 2...Int.max / 2
 
 extension JobParameters {
     /// `POST /sdapi/v1/txt2img`'s body.
     public static func automatic1111(body: [UInt8]) throws -> JobParameters {
-        let f = try FieldReader(body: body)
+        let p = try automatic1111(fields: FieldReader(body: body))
+        try p.validate()
+        return p
+    }
+
+    /// txt2img's fields, not yet validated (img2img adds its own and its default size).
+    static func automatic1111(fields f: FieldReader) throws -> JobParameters {
         var p = JobParameters()
         guard let prompt = try f.string("prompt"), !prompt.isEmpty else { throw APIError.invalid("prompt", "is required") }
         p.prompt = prompt
@@ -194,7 +208,6 @@ extension JobParameters {
         }
         p.batchSize = try f.int("batch_size", in: anyCount) ?? 1
         p.iterations = try f.int("n_iter", in: anyCount) ?? 1
-        try p.validate()
         return p
     }
 

@@ -21,6 +21,8 @@ public struct ServerConfiguration: Sendable {
     public var modelPath = ""
     /// The largest request body accepted; a larger one gets 413.
     public var maxBodyBytes = 64 * 1024
+    /// The largest body of `/sdapi/v1/img2img`, which carries base64 PNGs (4/3 of their size).
+    public var maxImageBodyBytes = 16 << 20
     /// A connection that sends nothing for this long while its request is read is closed.
     public var idleTimeoutSeconds: Int64 = 15
 
@@ -89,8 +91,8 @@ public final class PocketServer: Sendable {
     }
 
     /// Reads the body, refusing more than `maxBodyBytes` without storing it.
-    func readBody(_ request: Request) async throws -> [UInt8] {
-        let limit = configuration.maxBodyBytes
+    func readBody(_ request: Request, limit: Int? = nil) async throws -> [UInt8] {
+        let limit = limit ?? configuration.maxBodyBytes
         if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
             throw APIError(413, "the body is larger than \(limit) bytes")
         }
@@ -103,8 +105,14 @@ public final class PocketServer: Sendable {
     }
 
     /// Runs `parameters` through the queue, cancelling the job if the client disconnects.
-    func generate(_ parameters: JobParameters, seed: UInt64, context: ServerContext) async throws -> [GeneratedImage] {
-        let images = try await queue.submit(parameters.runs(seed: seed), modelName: configuration.modelName) { job in
+    func generate(_ parameters: JobParameters, seed: UInt64, imageInput: ImageInput? = nil,
+                  context: ServerContext) async throws -> [GeneratedImage] {
+        let runs = parameters.runs(seed: seed).map { run in
+            var r = run
+            r.imageInput = imageInput
+            return r
+        }
+        let images = try await queue.submit(runs, modelName: configuration.modelName) { job in
             context.channel.closeFuture.whenComplete { [queue] _ in queue.cancel(job) }
         }
         if let dir = configuration.outputDirectory {
