@@ -6,6 +6,8 @@ public enum AtomicFile {
     /// Calls `body` with a stream to the temporary file; `body` returns false on failure.
     public static func write(_ path: String, _ body: (UnsafeMutablePointer<FILE>) -> Bool) throws {
         let temporary = path + ".partial-\(getpid())"
+        ProcessSignals.register(temporary)  // removed on SIGINT/SIGTERM until renamed
+        defer { ProcessSignals.unregister(temporary) }
         guard let fp = fopen(temporary, "wb") else { throw FormatError(path, MappedFile.errnoText("cannot create file")) }
         let written = body(fp)
         let closed = fclose(fp) == 0

@@ -94,9 +94,14 @@ public final class ModelFileWriter {
         fileBytes = offset
 
         unlink(temporaryPath)
-        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw FormatError(path, MappedFile.errnoText("cannot create output file")) }
+        // Registered before it exists: a signal between creating and registering it would
+        // leave the file behind.
         ProcessSignals.register(temporaryPath)
+        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            ProcessSignals.unregister(temporaryPath)
+            throw FormatError(path, MappedFile.errnoText("cannot create output file"))
+        }
         guard ftruncate(fd, off_t(fileBytes)) == 0 else {
             let error = FormatError(path, MappedFile.errnoText("cannot size output file"))
             abandon()
