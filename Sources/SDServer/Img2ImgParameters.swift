@@ -7,6 +7,9 @@ import SDPipeline
 extension PocketServer {
     func addImg2ImgRoute(to router: Router<ServerContext>) {
         router.post("/sdapi/v1/img2img") { [self] request, context in
+            // Each holds up to maxImageBodyBytes: as many as the queue can take, then 503.
+            guard imageUploads.enter() else { throw JobError.queueFull(retryAfter: 1) }
+            defer { imageUploads.leave() }
             let body = try await readBody(request, limit: configuration.maxImageBodyBytes)
             let (parameters, input) = try JobParameters.automatic1111Img2Img(body: body)
             let seed = parameters.seed ?? randomSeed()

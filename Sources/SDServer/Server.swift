@@ -45,10 +45,13 @@ public struct ServerContext: RequestContext {
 public final class PocketServer: Sendable {
     public let configuration: ServerConfiguration
     public let queue: GenerationQueue
+    /// img2img requests in flight: the running job and the queue's places, no more.
+    let imageUploads: UploadGate
 
     public init(configuration: ServerConfiguration, generate: @escaping GenerationQueue.Generate) {
         self.configuration = configuration
         self.queue = GenerationQueue(limit: configuration.queueLimit, generate: generate)
+        self.imageUploads = UploadGate(limit: configuration.queueLimit + 1)
     }
 
     /// Serves until SIGINT/SIGTERM (then cancels the jobs and returns) or until the task is

@@ -152,4 +152,14 @@ final class Img2ImgTests: XCTestCase {
         XCTAssertNil(JobParameters.pngHeaderSize(Array(header.prefix(20))))
         XCTAssertNil(JobParameters.pngHeaderSize(Array("not a png at all, not at all".utf8)))
     }
+
+    /// img2img bodies in flight are bounded: the gate gives out `limit` places, refuses the
+    /// next one, and takes it again once one is left.
+    func testUploadGateBoundsLargeBodiesInFlight() {
+        let gate = UploadGate(limit: 3)
+        XCTAssertEqual((0..<5).map { _ in gate.enter() }, [true, true, true, false, false])
+        gate.leave()
+        XCTAssertTrue(gate.enter())
+        XCTAssertFalse(gate.enter())
+    }
 }
