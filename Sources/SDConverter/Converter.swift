@@ -7,19 +7,24 @@ public enum WeightMode: String, CaseIterable, Sendable {
     case fp32, fp16, int8
 }
 
+/// What a conversion does beyond copying the model: weight storage, config overrides,
+/// LoRA merges and an optional TAESD.
 public struct ConversionOptions: Sendable {
+    /// How the weights are stored (int8 by default).
     public var weights: WeightMode
     /// A diffusers folder whose configs replace the inferred ones (single-file inputs).
     public var configFolder: String?
     /// Overrides the stored scheduler's prediction_type ("epsilon" or "v_prediction"); a
     /// single-file SD 2.x checkpoint is otherwise taken as v_prediction, as diffusers does.
     public var predictionType: String?
+    /// The values `predictionType` accepts.
     public static let predictionTypes = ["epsilon", "v_prediction"]
     /// LoRA files merged into the text encoder and UNet weights before rounding, in order.
     public var loras: [LoRASpec] = []
     /// A TAESD (diffusers AutoencoderTiny folder or original taesd_decoder.safetensors) to store
     /// as the "taesd" component.
     public var taesd: String?
+    /// Options with no LoRA and no TAESD.
     public init(weights: WeightMode = .int8, configFolder: String? = nil, predictionType: String? = nil) {
         self.weights = weights
         self.configFolder = configFolder
@@ -27,12 +32,19 @@ public struct ConversionOptions: Sendable {
     }
 }
 
+/// What a conversion wrote: per-component figures, the input's kind and unused keys.
 public struct ConversionReport: Sendable {
+    /// Figures for one component of the output.
     public struct Component: Sendable {
+        /// The component ("unet", "vae", "text_encoder", …).
         public var name: String
+        /// Tensors written.
         public var tensorCount = 0
+        /// Elements across its tensors.
         public var parameterCount = 0
+        /// Bytes its tensors take in the file (q8 scales included).
         public var storedBytes = 0
+        /// Tensors per stored dtype ("F16", "Q8", …).
         public var dtypeCounts: [String: Int] = [:]
         /// Largest |w − ŵ| / max|w| over the component's rounded tensors.
         public var maxRelativeError: Double = 0
@@ -41,10 +53,15 @@ public struct ConversionReport: Sendable {
         var errorSquares: Double = 0
         var sumSquares: Double = 0
     }
+    /// What the input was ("diffusers folder", "single-file checkpoint", …).
     public var inputKind: String
+    /// Where the tokenizer came from (a folder, or the bundled CLIP BPE).
     public var tokenizerSource: String
+    /// One entry per component written.
     public var components: [Component]
+    /// Input tensor keys that were not converted.
     public var unusedKeys: [String]
+    /// Size of the written model file, bytes.
     public var outputBytes: Int
     /// One entry per `--lora` file, in the order given.
     public var loras: [LoRAReport] = []
@@ -53,10 +70,13 @@ public struct ConversionReport: Sendable {
 /// Converts a diffusers folder or a single-file checkpoint into one `.pdm` model file,
 /// one tensor at a time, in bounded memory.
 public enum Converter {
+    /// The converter's name and version, stored as the file's `general.converter` metadata.
     public static let version = "pocketsd-convert 1"
     /// Elements converted per chunk: bounds the converter's working memory (~16 MB).
     static let chunkElements = 1 << 22
 
+    /// Converts the model at `input` into the model file `output`; `progress` gets (done, total, key)
+    /// before each tensor and once at the end. Throws on a bad input or a failed write.
     public static func convert(input: String, output: String, options: ConversionOptions,
                                progress: ((_ done: Int, _ total: Int, _ key: String) -> Void)? = nil) throws -> ConversionReport {
         guard FileSystem.exists(input) else { throw FormatError(input, "no such file or folder") }

@@ -2,9 +2,12 @@ import SDFormat
 
 /// One `--lora FILE[:SCALE]` argument: a LoRA safetensors file and the strength to merge it with.
 public struct LoRASpec: Sendable, Equatable {
+    /// The LoRA safetensors file.
     public var path: String
+    /// The strength the LoRA's deltas are multiplied by (1 by default).
     public var scale: Float
 
+    /// A LoRA at `path` merged with strength `scale`.
     public init(path: String, scale: Float = 1) {
         self.path = path
         self.scale = scale
@@ -27,7 +30,9 @@ public struct LoRASpec: Sendable, Equatable {
 
 /// What one LoRA file contributed to a conversion.
 public struct LoRAReport: Sendable {
+    /// The LoRA file.
     public var path: String
+    /// The strength it was merged with.
     public var scale: Float
     /// Base tensors the file changed.
     public var mergedTensors: Int

@@ -17,6 +17,7 @@ public enum AtomicFile {
         }
     }
 
+    /// Writes `bytes` to `path` atomically; throws `FormatError` on failure.
     public static func write(_ path: String, bytes: [UInt8]) throws {
         try write(path) { fp in bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, fp) } == bytes.count }
     }

@@ -8,14 +8,17 @@ public struct Checksum {
     private var pendingBytes = 0
     private var total = 0
 
+    /// An empty checksum, ready for `update`.
     public init() {}
 
+    /// The checksum of `bytes` in one call.
     public static func of(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var c = Checksum()
         c.update(bytes)
         return c.value
     }
 
+    /// Feeds more bytes; chunks may have any size, the result is that of the concatenation.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress else { return }
         total += bytes.count
@@ -38,6 +41,7 @@ public struct Checksum {
         }
     }
 
+    /// The checksum of every byte fed so far.
     public var value: UInt64 {
         var v = h
         if pendingBytes != 0 { v = (v ^ pending) &* Self.prime }

@@ -8,6 +8,7 @@ public enum JSON: Equatable, Sendable {
     case array([JSON])
     case object([(String, JSON)])
 
+    /// Structural equality; object members are compared in order.
     public static func == (a: JSON, b: JSON) -> Bool {
         switch (a, b) {
         case (.null, .null): return true
@@ -21,16 +22,23 @@ public enum JSON: Equatable, Sendable {
         }
     }
 
+    /// The member `key` of an object; nil if absent or if this is not an object.
     public subscript(key: String) -> JSON? {
         if case .object(let members) = self { return members.first(where: { $0.0 == key })?.1 }
         return nil
     }
 
+    /// The string, or nil for another kind of value.
     public var string: String? { if case .string(let s) = self { return s }; return nil }
+    /// The number, or nil for another kind of value.
     public var double: Double? { if case .number(let n) = self { return n }; return nil }
+    /// The Boolean, or nil for another kind of value.
     public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+    /// The array's elements, or nil for another kind of value.
     public var array: [JSON]? { if case .array(let a) = self { return a }; return nil }
+    /// The object's members in order, or nil for another kind of value.
     public var object: [(String, JSON)]? { if case .object(let o) = self { return o }; return nil }
+    /// Whether this is `null`.
     public var isNull: Bool { self == .null }
 
     /// An integer value, or nil when the number is not integral or out of range.
@@ -39,11 +47,13 @@ public enum JSON: Equatable, Sendable {
         return Int(n)
     }
 
+    /// Parses one JSON value from `text`; throws `JSONError`.
     public init(parsing text: String) throws {
         var parser = JSONParser(Array(text.utf8))
         self = try parser.parseDocument()
     }
 
+    /// Parses one JSON value from UTF-8 `bytes`; throws `JSONError`.
     public init<C: Collection>(parsing bytes: C) throws where C.Element == UInt8 {
         var parser = JSONParser(Array(bytes))
         self = try parser.parseDocument()
@@ -104,9 +114,13 @@ public enum JSON: Equatable, Sendable {
     }
 }
 
+/// A JSON syntax error and where it is.
 public struct JSONError: Error, CustomStringConvertible {
+    /// What is wrong.
     public let message: String
+    /// Byte offset of the error in the input.
     public let offset: Int
+    /// "malformed JSON at byte N: message".
     public var description: String { "malformed JSON at byte \(offset): \(message)" }
 }
 

@@ -3,10 +3,14 @@ import Glibc
 /// A whole file mapped read-only. Pages are loaded on first touch and can be dropped
 /// again with `release(_:)`, which is how weights stream through a small memory.
 public final class MappedFile: @unchecked Sendable {
+    /// The path the file was opened at.
     public let path: String
+    /// The file's size in bytes.
     public let byteCount: Int
+    /// The start of the read-only mapping.
     public let base: UnsafeRawPointer
 
+    /// Maps the regular, non-empty file at `path` read-only; throws `FormatError`.
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -25,10 +29,12 @@ public final class MappedFile: @unchecked Sendable {
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), byteCount) }
 
+    /// "what: strerror(errno)", for error messages.
     public static func errnoText(_ what: String) -> String {
         "\(what): \(String(cString: strerror(errno)))"
     }
 
+    /// The whole mapping as a buffer.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: byteCount) }
 
     /// Hints how a byte range will be used; ranges are widened to whole pages.

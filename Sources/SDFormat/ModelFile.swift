@@ -28,10 +28,15 @@
 /// execution order, starting on a `componentAlignment` boundary (a page on every
 /// common kernel), so a component can be prefetched or dropped on its own.
 public enum ModelFile {
+    /// The file's first 8 bytes: "PDMODEL\0".
     public static let magic: [UInt8] = Array("PDMODEL".utf8) + [0]
+    /// The format version this code writes; the reader accepts only this one.
     public static let version: UInt32 = 1
+    /// Size of the fixed header, bytes.
     public static let headerBytes = 128
+    /// Alignment of each tensor's data, bytes.
     public static let tensorAlignment = 64
+    /// Alignment of each component's first tensor (and of the data section), bytes.
     public static let componentAlignment = 65536
 
     /// Stable on-disk codes of the element types.

@@ -2,34 +2,50 @@
 /// header, metadata, table and every tensor's bounds before any tensor is handed out.
 /// Checksums are checked by `verify()` only, since that reads every byte.
 public final class ModelFileReader: WeightSource, @unchecked Sendable {
+    /// One row of the tensor table.
     public struct Entry: Sendable {
+        /// "component.key", e.g. "unet.conv_in.weight".
         public let key: String
+        /// Element type.
         public let dtype: TensorDType
+        /// Dimensions, outermost first.
         public let shape: [Int]
+        /// Byte range of the tensor's data in the file.
         public let dataRange: Range<Int>
         /// q8 scales (rows × f32) or nil.
         public let scalesRange: Range<Int>?
+        /// `Checksum` of the data bytes then the scale bytes.
         public let checksum: UInt64
 
+        /// The component the tensor belongs to: the key up to its first dot.
         public var component: String { String(key.prefix { $0 != "." }) }
+        /// Elements in the tensor: the product of `shape`.
         public var elementCount: Int { shape.reduce(1, *) }
         /// Bytes on disk, scales included.
         public var storedBytes: Int { dataRange.count + (scalesRange?.count ?? 0) }
     }
 
+    /// The mapped file.
     public let file: MappedFile
+    /// The format version from the header.
     public let version: UInt32
+    /// The metadata entries, in file order.
     public let metadata: [(String, MetadataValue)]
+    /// Every tensor, in table order.
     public let entries: [Entry]
     private let index: [String: Int]
 
+    /// The file's path, for error messages.
     public var sourceName: String { file.path }
+    /// Every tensor key, in table order.
     public var tensorKeys: [String] { entries.map(\.key) }
 
+    /// Maps the model file at `path` and reads its header, metadata and tensor table; throws `FormatError`.
     public convenience init(path: String) throws {
         try self.init(file: MappedFile(path: path))
     }
 
+    /// Reads the header, metadata and tensor table of an already-mapped file; throws `FormatError`.
     public init(file: MappedFile) throws {
         self.file = file
         let path = file.path
@@ -143,26 +159,32 @@ public final class ModelFileReader: WeightSource, @unchecked Sendable {
         self.index = index
     }
 
+    /// The table entry for `key`, nil if the file has none.
     public func entry(_ key: String) -> Entry? { index[key].map { entries[$0] } }
 
+    /// A view of tensor `key` in the mapping (no copy; q8 with its scales), nil if absent.
     public func tensor(_ key: String) -> TensorView? {
         guard let e = entry(key) else { return nil }
         let scales = e.scalesRange.map { (file.base + $0.lowerBound).assumingMemoryBound(to: Float.self) }
         return TensorView(dtype: e.dtype, shape: e.shape, data: file.base + e.dataRange.lowerBound, scales: scales)
     }
 
+    /// The metadata value stored under `key`, nil if absent.
     public subscript(metadata key: String) -> MetadataValue? { metadata.first { $0.0 == key }?.1 }
 
+    /// The metadata string under `key`; nil if absent or of another type.
     public func string(_ key: String) -> String? {
         if case .string(let s)? = self[metadata: key] { return s }
         return nil
     }
 
+    /// The metadata integer under `key`; nil if absent or of another type.
     public func int(_ key: String) -> Int? {
         if case .int(let v)? = self[metadata: key] { return Int(v) }
         return nil
     }
 
+    /// The metadata string array under `key`; nil if absent or of another type.
     public func strings(_ key: String) -> [String]? {
         if case .strings(let v)? = self[metadata: key] { return v }
         return nil

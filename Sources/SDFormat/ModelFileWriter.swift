@@ -5,19 +5,26 @@ import Glibc
 /// file recognisable, is written last, and the file is renamed into place only by
 /// `commit()`. A failed or interrupted run leaves nothing that looks like a model.
 public final class ModelFileWriter {
+    /// A tensor the writer will be given, declared up front so the table can be laid out.
     public struct PlannedTensor: Sendable {
+        /// The component it belongs to ("unet", "vae", …).
         public let component: String
         /// diffusers state-dict key within the component.
         public let key: String
+        /// Element type as stored.
         public let dtype: TensorDType
+        /// Dimensions, outermost first.
         public let shape: [Int]
+        /// A planned tensor `component.key` of `dtype` and `shape`.
         public init(component: String, key: String, dtype: TensorDType, shape: [Int]) {
             self.component = component
             self.key = key
             self.dtype = dtype
             self.shape = shape
         }
+        /// The key in the model file: "component.key".
         public var fileKey: String { component + "." + key }
+        /// Elements in the tensor: the product of `shape`.
         public var elementCount: Int { shape.reduce(1, *) }
     }
 
@@ -31,6 +38,7 @@ public final class ModelFileWriter {
         var checksum = Checksum()
     }
 
+    /// The destination path (the file appears there at `commit()`).
     public let path: String
     let temporaryPath: String
     private var fd: Int32
@@ -40,6 +48,8 @@ public final class ModelFileWriter {
     private let dataOffset: Int
     private var committed = false
 
+    /// Lays out `metadata` and the table for `tensors` and opens a hidden temporary file
+    /// beside `path`; throws `FormatError`.
     public init(path: String, metadata: [(String, MetadataValue)], tensors: [PlannedTensor]) throws {
         self.path = path
         let (dir, name) = ModelFileWriter.split(path)
@@ -121,7 +131,9 @@ public final class ModelFileWriter {
         return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
     }
 
+    /// Tensors planned.
     public var tensorCount: Int { slots.count }
+    /// The finished file's size in bytes.
     public var byteCount: Int { fileBytes }
 
     private func pwriteAll(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {

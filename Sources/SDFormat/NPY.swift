@@ -3,16 +3,21 @@ import Glibc
 /// NumPy `.npy` arrays (format version 1.0/2.0), little-endian, C order: float32 and
 /// int32/int64/uint8 for reading goldens, float32 for writing latents.
 public struct NPYArray: Sendable {
+    /// The array's elements, flat in C order, in their stored type.
     public enum Values: Sendable { case float32([Float]), int32([Int32]), int64([Int64]), uint8([UInt8]) }
+    /// Dimensions, outermost first.
     public let shape: [Int]
+    /// The elements, flat in C (row-major) order.
     public let values: Values
 
+    /// A float32 array; `floats.count` must equal the product of `shape`.
     public init(shape: [Int], floats: [Float]) {
         precondition(shape.reduce(1, *) == floats.count)
         self.shape = shape
         self.values = .float32(floats)
     }
 
+    /// The elements converted to Float.
     public var floats: [Float] {
         switch values {
         case .float32(let v): return v
@@ -22,6 +27,7 @@ public struct NPYArray: Sendable {
         }
     }
 
+    /// The elements converted to Int (floats truncated toward zero).
     public var ints: [Int] {
         switch values {
         case .float32(let v): return v.map { Int($0) }
@@ -31,6 +37,7 @@ public struct NPYArray: Sendable {
         }
     }
 
+    /// Reads a .npy file; throws `FormatError` for a malformed file or an unsupported dtype.
     public init(path: String) throws {
         let file = try MappedFile(path: path)
         let b = file.bytes

@@ -12,6 +12,7 @@ import Glibc
 /// `ProcessSignals`), and `commit()` renames them all into place only after every one was
 /// written: a failure in any output leaves none of them.
 public final class OutputFiles {
+    /// The run's output paths, as given.
     public let paths: [String]
     private var temporaries: [String: String] = [:]
     private var finished = false
@@ -97,6 +98,7 @@ public final class OutputFiles {
         }
     }
 
+    /// Writes `bytes` as output `path` (one of `paths`); it appears under its name only at `commit()`.
     public func write(_ path: String, bytes: [UInt8]) throws {
         try write(path) { fp in bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, fp) } == bytes.count }
     }

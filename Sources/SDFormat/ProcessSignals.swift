@@ -66,6 +66,7 @@ public enum ProcessSignals {
         // did, the file would only be left behind on an interrupt.
     }
 
+    /// Stops removing `path` on interruption (once it is renamed into place or deleted).
     public static func unregister(_ path: String) {
         pthread_mutex_lock(lock)
         defer { pthread_mutex_unlock(lock) }

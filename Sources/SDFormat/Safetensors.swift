@@ -4,13 +4,18 @@
 /// validated before any tensor is handed out: header inside the file, JSON well-formed,
 /// known dtypes, byte ranges = shape × element size, inside the data, not overlapping.
 public final class SafetensorsFile: WeightSource, @unchecked Sendable {
+    /// One tensor of the header: key, element type, shape and where its bytes are.
     public struct Entry: Sendable {
+        /// The tensor's name in the state dict.
         public let key: String
+        /// Element type.
         public let dtype: TensorDType
+        /// Dimensions, outermost first.
         public let shape: [Int]
         /// Byte range inside the file (not the data section).
         public let range: Range<Int>
 
+        /// An entry; `range` is in file bytes.
         public init(key: String, dtype: TensorDType, shape: [Int], range: Range<Int>) {
             self.key = key
             self.dtype = dtype
@@ -28,21 +33,28 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
         }
     }
 
+    /// The mapped file.
     public let file: MappedFile
+    /// Every tensor, in header order.
     public let entries: [Entry]
+    /// The header's `__metadata__` key–value pairs, in order.
     public let metadata: [(String, String)]
     private let index: [String: Int]
 
+    /// The file's path, for error messages.
     public var sourceName: String { file.path }
+    /// Every tensor key, in header order.
     public var tensorKeys: [String] { entries.map(\.key) }
 
     /// The largest header we accept: real ones are well under 1 MB.
     static let maxHeaderBytes = 100 << 20
 
+    /// Maps and validates the safetensors file at `path`; throws `FormatError`.
     public convenience init(path: String) throws {
         try self.init(file: MappedFile(path: path))
     }
 
+    /// Parses and validates the header of an already-mapped file; throws `FormatError`.
     public init(file: MappedFile) throws {
         self.file = file
         let path = file.path
@@ -109,8 +121,10 @@ public final class SafetensorsFile: WeightSource, @unchecked Sendable {
         self.index = index
     }
 
+    /// The entry for `key`, nil if the file has none.
     public func entry(_ key: String) -> Entry? { index[key].map { entries[$0] } }
 
+    /// A view of tensor `key`'s bytes in the mapping (no copy), nil if absent.
     public func tensor(_ key: String) -> TensorView? {
         guard let e = entry(key) else { return nil }
         return TensorView(dtype: e.dtype, shape: e.shape, data: file.base + e.range.lowerBound)

@@ -7,6 +7,7 @@ public enum TensorDType: String, Sendable, CaseIterable {
     /// int8 rows with one f32 scale per row (first axis); the scales are stored separately.
     case q8 = "Q8"
 
+    /// Bytes per element (1 for q8, whose scales are stored separately).
     public var byteSize: Int {
         switch self {
         case .f64, .i64: return 8
@@ -16,17 +17,22 @@ public enum TensorDType: String, Sendable, CaseIterable {
         }
     }
 
+    /// Whether the type is a floating-point type (f32, f16, bf16, f64).
     public var isFloat: Bool { self == .f32 || self == .f16 || self == .bf16 || self == .f64 }
 }
 
 /// A tensor inside a mapped file: no copy is made.
 public struct TensorView: @unchecked Sendable {
+    /// Element type.
     public let dtype: TensorDType
+    /// Dimensions, outermost first.
     public let shape: [Int]
+    /// Start of the element data (memory its owner keeps alive, usually a mapped file).
     public let data: UnsafeRawPointer
     /// Per-row scales for `.q8`.
     public let scales: UnsafePointer<Float>?
 
+    /// A view of memory the caller keeps alive; `scales` is required for `.q8`.
     public init(dtype: TensorDType, shape: [Int], data: UnsafeRawPointer, scales: UnsafePointer<Float>? = nil) {
         self.dtype = dtype
         self.shape = shape
@@ -34,7 +40,9 @@ public struct TensorView: @unchecked Sendable {
         self.scales = scales
     }
 
+    /// Elements in the tensor: the product of `shape`.
     public var elementCount: Int { shape.reduce(1, *) }
+    /// Bytes of element data (scales not included).
     public var byteCount: Int { elementCount * dtype.byteSize }
 
     /// Element i (flat index) as Float.
@@ -82,6 +90,7 @@ public protocol WeightSource: AnyObject {
     func tensor(_ key: String) -> TensorView?
 }
 
+/// Tensors looked up by key and checked against the shape a model config implies.
 public extension WeightSource {
     /// The tensor `key`, checked against the shape the model config implies.
     func require(_ key: String, shape: [Int]) throws -> TensorView {

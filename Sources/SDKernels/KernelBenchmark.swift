@@ -15,11 +15,17 @@ public enum KernelBenchmark {
     /// per CPU-second of the process (robust when other processes share the cores; equal
     /// to `gflops / threads` on an idle machine with perfectly balanced parts).
     public struct Result: Sendable, CustomStringConvertible {
+        /// Billions of floating-point operations per wall-clock second, at the median time.
         public let gflops: Double
+        /// Median wall-clock time of one run, seconds.
         public let medianSeconds: Double
+        /// Fastest run, seconds.
         public let minSeconds: Double
+        /// Slowest run, seconds.
         public let maxSeconds: Double
+        /// GFLOP per second of the process's CPU time (all threads), at the median CPU time.
         public let gflopsPerCPUSecond: Double
+        /// One line: GFLOP/s, median, min and max in ms, and GFLOP per CPU-second.
         public var description: String {
             "\(format(gflops, 1)) GFLOP/s (median \(format(medianSeconds * 1e3, 3)) ms, "
                 + "min \(format(minSeconds * 1e3, 3)), max \(format(maxSeconds * 1e3, 3)); "

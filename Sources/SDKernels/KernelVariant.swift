@@ -44,6 +44,7 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     /// Supported variants, narrowest first.
     public static var supported: [KernelVariant] { allCases.filter(\.isSupported) }
 
+    /// This CPU's feature bits, as `pd_cpu_features()` reports them (read once).
     public static let cpuFeatures: UInt32 = pd_cpu_features()
 
     /// CPU features as words, for reports ("avx2+fma avx512 amx-bf16", or "none").
@@ -62,9 +63,11 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     /// `--kernels` values: "auto" or a variant's name.
     public static let choices = ["auto"] + allCases.map(\.rawValue)
 
+    /// Why a `--kernels` value was refused: an unknown name, or a variant this CPU lacks.
     public enum ParseError: Error, CustomStringConvertible {
         case unknown(String)
         case unsupported(KernelVariant)
+        /// A message naming the value and the accepted choices.
         public var description: String {
             switch self {
             case .unknown(let name):

@@ -102,6 +102,7 @@ public enum Kernels {
         Elementwise.geglu(x, features: features, columns: columns, output: y, pool: pool)
     }
 
+    /// An elementwise activation: exact GELU, CLIP's QuickGELU, or SiLU.
     public enum Activation: Sendable { case gelu, quickGelu, silu }
 
     /// In place: x[i] = f(x[i]) for i in 0..<count.
@@ -117,6 +118,7 @@ public enum Kernels {
         Elementwise.add(a, b, count: count, output: y, pool: pool)
     }
 
+    /// Nearest-neighbour 2× up-sampling: x: [planes, H, W] → y: [planes, 2H, 2W].
     public static func upsampleNearest2x(_ x: UnsafePointer<Float>, planes: Int, height: Int, width: Int,
                                          output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         if isPlanning { return }

@@ -38,6 +38,7 @@ typealias NativeI8 = SIMD8<Int8>
 typealias NativeF32Pair = SIMD16<Float>
 typealias NativeF32Quad = SIMD32<Float>
 #else
+/// Other architectures: one 4-lane float vector.
 public typealias NativeF32 = SIMD4<Float>
 typealias NativeI32 = SIMD4<Int32>
 typealias NativeU32 = SIMD4<UInt32>

@@ -8,6 +8,7 @@ import Synchronization
 /// an attention layer, a UNet call), never per element; runs that only plan activations
 /// (`Kernels.isPlanning`) are not counted.
 public enum PathCounters {
+    /// A kernel path whose uses are counted.
     public enum Path: CaseIterable, Sendable {
         /// `Winograd43.conv3x3` calls.
         case winograd43Convolution

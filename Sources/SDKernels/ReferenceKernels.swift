@@ -161,8 +161,11 @@ public enum ReferenceKernels {
         }
     }
 
+    /// Exact GELU: 0.5 v (1 + erf(v / √2)).
     @inline(__always) public static func gelu(_ v: Float) -> Float { 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
+    /// QuickGELU (CLIP's): v · sigmoid(1.702 v).
     @inline(__always) public static func quickGelu(_ v: Float) -> Float { v / (1 + expf(-1.702 * v)) }
+    /// SiLU (swish): v · sigmoid(v).
     @inline(__always) public static func silu(_ v: Float) -> Float { v / (1 + expf(-v)) }
 
     /// Nearest-neighbour 2× up-sampling: x: [C·B, H, W] → y: [C·B, 2H, 2W].

@@ -20,6 +20,7 @@ import Darwin
 /// pool from two threads at once, or from inside a region, traps. Each part owns a scratch
 /// buffer (`scratch(part:count:)`) that kernels reuse across calls instead of allocating.
 public final class ThreadPool: @unchecked Sendable {
+    /// Parts each parallel region is split into (at least 1), the calling thread included.
     public let threads: Int
     /// Operand precision of the matrix products run on this pool (`linear`, `conv2d`,
     /// attention): a setting of whoever owns the pool (a pipeline), not of the process,
@@ -33,6 +34,7 @@ public final class ThreadPool: @unchecked Sendable {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
+    /// A pool of `threads` parts (values below 1 count as 1) running products at `precision`.
     public init(threads: Int, precision: Kernels.Precision = .f32) {
         self.threads = max(1, threads)
         self.precision = precision

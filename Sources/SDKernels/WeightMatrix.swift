@@ -11,13 +11,18 @@ public enum WeightType: UInt8, Sendable {
 /// a PyTorch linear weight `[out, in]` or a conv weight `[out, in, kh, kw]` flattened to
 /// `[out, in·kh·kw]`, both used as they are stored.
 public struct WeightMatrix: @unchecked Sendable {
+    /// How the elements are stored.
     public let type: WeightType
+    /// Rows: output features.
     public let rows: Int
+    /// Columns: input features (in · kh · kw for a conv).
     public let cols: Int
+    /// The first element, row-major; memory the caller keeps alive (usually a mapped file).
     public let data: UnsafeRawPointer
     /// `rows` scales for `.q8`, nil otherwise.
     public let scales: UnsafePointer<Float>?
 
+    /// A view of `rows` × `cols` stored weights; `.q8` needs `scales`.
     public init(type: WeightType, rows: Int, cols: Int, data: UnsafeRawPointer, scales: UnsafePointer<Float>? = nil) {
         precondition(type != .q8 || scales != nil, "q8 weights need scales")
         self.type = type

@@ -6,11 +6,17 @@ public struct GenerationRequest {
     public var prompts: [String]
     /// None (the empty prompt, diffusers' default), one for every prompt, or one per prompt.
     public var negativePrompts: [String]
+    /// Denoising steps (diffusers' `num_inference_steps`), 1–1000.
     public var steps: Int = 50
+    /// Classifier-free guidance scale, 0–100; guidance runs only above 1.
     public var guidanceScale: Float = 7.5
+    /// The noise seed; see `seedMode` for how several images use it.
     public var seed: UInt64 = 0
+    /// Image width in pixels, a positive multiple of 8 up to `maxSide`.
     public var width: Int = 512
+    /// Image height in pixels, a positive multiple of 8 up to `maxSide`.
     public var height: Int = 512
+    /// Images generated for each prompt (diffusers' `num_images_per_prompt`).
     public var imagesPerPrompt: Int = 1
     /// How several images get their noise; see `SeedMode`.
     public var seedMode: SeedMode = .perImage
@@ -29,6 +35,7 @@ public struct GenerationRequest {
     /// SDXL's original size, crop and target size (other models refuse them).
     public var sizeConditioning = SizeConditioning()
 
+    /// A request with diffusers' defaults for everything but the prompts.
     public init(prompts: [String], negativePrompts: [String] = []) {
         self.prompts = prompts
         self.negativePrompts = negativePrompts
@@ -48,6 +55,7 @@ public struct GenerationRequest {
     /// Images in one run (prompts × images per prompt).
     public static let maxImages = 64
 
+    /// Images in the run: prompts × images per prompt.
     public var imageCount: Int { prompts.count * imagesPerPrompt }
 
     /// How the images of one run draw their noise.
@@ -107,10 +115,12 @@ public struct GenerationRequest {
     public var usesGuidance: Bool { guidanceScale > 1 }
 }
 
+/// Why a run did not produce images: a rejected request, or cancellation.
 public enum PipelineError: Error, CustomStringConvertible, Equatable {
     case invalidRequest(String)
     case cancelled
 
+    /// The invalid request's message, or "cancelled".
     public var description: String {
         switch self {
         case .invalidRequest(let m): return m

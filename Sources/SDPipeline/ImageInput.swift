@@ -15,12 +15,15 @@ public struct ImageInput: Sendable {
     /// diffusers' defaults: 0.8 for img2img, 1 for inpainting.
     public var strength: Double
 
+    /// An init image with an optional mask; `strength` defaults to 0.8 without a mask, 1 with one.
     public init(image: RGBImage, mask: RGBImage? = nil, strength: Double? = nil) {
         self.image = image
         self.mask = mask
         self.strength = strength ?? (mask == nil ? 0.8 : 1.0)
     }
 
+    /// Throws `PipelineError.invalidRequest` unless strength is in (0, 1], leaves at least one
+    /// denoising step for `steps`, and the mask (if any) has the init image's size.
     public func validate(steps: Int) throws {
         func fail(_ message: String) -> PipelineError { .invalidRequest(message) }
         guard strength.isFinite, strength > 0, strength <= 1 else {
@@ -70,6 +73,7 @@ public func resolveGenerationSize(width: Int?, height: Int?, initImage: RGBImage
 /// latents, the first step, and for inpainting the mask (and masked-image latents for a
 /// 9-channel UNet, or the image latents and noise for blending with a 4-channel one).
 public struct DenoisingStart {
+    /// The latents the loop starts from, NCHW [B, L, h, w].
     public var latents: [Float]
     /// The first index into the scheduler's timesteps (0 for text-to-image).
     public var beginIndex: Int = 0
@@ -79,6 +83,7 @@ public struct DenoisingStart {
     public var maskedImageLatents: [Float]? = nil
     /// For a 4-channel UNet's inpainting: the clean image latents and the noise drawn for them.
     public var imageLatents: [Float]? = nil
+    /// The noise drawn for `imageLatents` (same layout), used to re-noise them at each step.
     public var noise: [Float]? = nil
 
     /// The UNet's input for one step: `scaled` (the scheduler-scaled latents), doubled for

@@ -64,6 +64,7 @@ public struct MemoryPlan: Sendable {
     /// UNet samples per call for a latent of `latentPixels` (h·w).
     public func unetBatch(latentPixels: Int) -> Int { max(1, unetBatchLatentPixels / max(1, latentPixels)) }
 
+    /// A plan for a resolved `policy` (not `.auto`), with `reason` saying why it was chosen.
     public init(policy: MemoryPolicy, reason: String) {
         precondition(policy != .auto, "resolve auto first")
         self.policy = policy

@@ -8,14 +8,17 @@ public struct MemoryStats: Sendable, Equatable {
     /// (mapped weights, code) pages, bytes: now for `current()`; in phase reports, at the
     /// highest resident set `MemorySampler` saw during the phase.
     public var residentAnonymous: Int
+    /// File-backed resident pages (RssFile), bytes; see `residentAnonymous`.
     public var residentFile: Int
 
+    /// Figures in bytes.
     public init(peakResident: Int, residentAnonymous: Int, residentFile: Int) {
         self.peakResident = peakResident
         self.residentAnonymous = residentAnonymous
         self.residentFile = residentFile
     }
 
+    /// Reads VmHWM, RssAnon and RssFile from /proc/self/status now; zeros where unavailable.
     public static func current() -> MemoryStats {
         var stats = MemoryStats(peakResident: 0, residentAnonymous: 0, residentFile: 0)
         guard let fp = fopen("/proc/self/status", "r") else { return stats }
@@ -43,6 +46,7 @@ public final class PhasePeaks: @unchecked Sendable {
     private let sampler = MemorySampler()
     private var lastHighWater: Int
 
+    /// Starts tracking from the process's current peak.
     public init() {
         lastHighWater = MemoryStats.current().peakResident
         _ = sampler.take()

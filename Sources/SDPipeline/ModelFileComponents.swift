@@ -17,14 +17,17 @@ extension ModelFileReader {
         try wrapped("scheduler") { try SchedulerConfig(diffusersConfig: StableDiffusionPipeline.schedulerValues(config("scheduler"))) }
     }
 
+    /// The stored CLIP text encoder config (`text_encoder`).
     public func textEncoderConfig() throws -> CLIPTextConfig {
         try wrapped("text_encoder") { try CLIPTextConfig(json: config("text_encoder")) }
     }
 
+    /// The stored UNet config (`unet`).
     public func unetConfig() throws -> UNet2DConditionConfig {
         try wrapped("unet") { try UNet2DConditionConfig(json: config("unet")) }
     }
 
+    /// The stored VAE (AutoencoderKL) config (`vae`).
     public func vaeConfig() throws -> AutoencoderKLConfig {
         try wrapped("vae") { try AutoencoderKLConfig(json: config("vae")) }
     }

@@ -15,7 +15,9 @@ public enum PNGReader {
     /// Pixels in a PNG that is read (64 Mpx: 256 MiB as RGBA).
     public static let maxPixels = 1 << 26
 
+    /// A PNG that cannot be read or is refused, with the file's path in its message.
     public struct Error: Swift.Error, CustomStringConvertible, Equatable {
+        /// "path: message".
         public let description: String
         init(_ path: String, _ message: String) { description = "\(path): \(message)" }
     }

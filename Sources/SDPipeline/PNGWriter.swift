@@ -4,11 +4,14 @@ import SDFormat
 
 /// An 8-bit RGB image, rows top to bottom.
 public struct RGBImage: Sendable {
+    /// Width in pixels.
     public let width: Int
+    /// Height in pixels.
     public let height: Int
     /// width × height × 3 bytes.
     public var pixels: [UInt8]
 
+    /// An image from interleaved RGB bytes, row by row; `pixels` must hold width × height × 3.
     public init(width: Int, height: Int, pixels: [UInt8]) {
         precondition(pixels.count == width * height * 3)
         self.width = width
@@ -59,6 +62,7 @@ enum PNGText {
 /// PNG output through libpng, with text chunks (AUTOMATIC1111 keeps the generation
 /// settings in a `parameters` chunk), through `AtomicFile` or a run's `OutputFiles`.
 public enum PNGWriter {
+    /// Writes `image` as a PNG at `path` atomically, with `text` as (keyword, value) text chunks.
     public static func write(_ image: RGBImage, to path: String, text: [(String, String)] = []) throws {
         try AtomicFile.write(path, bytes: try encoded(image, path: path, text: text))
     }

@@ -9,13 +9,20 @@ import SDTokenizer
 /// SDXL's micro-conditioning: the sizes and crop the UNet is told about. Nil sizes default
 /// to the generated image's size, as diffusers does; the crop to (0, 0).
 public struct SizeConditioning: Equatable, Sendable {
+    /// The original image width in pixels; nil: the generated width.
     public var originalWidth: Int?
+    /// The original image height in pixels; nil: the generated height.
     public var originalHeight: Int?
+    /// Left crop offset in pixels (diffusers' `crops_coords_top_left` x).
     public var cropLeft = 0
+    /// Top crop offset in pixels (diffusers' `crops_coords_top_left` y).
     public var cropTop = 0
+    /// The target image width in pixels; nil: the generated width.
     public var targetWidth: Int?
+    /// The target image height in pixels; nil: the generated height.
     public var targetHeight: Int?
 
+    /// Defaults: sizes from the generated image, crop (0, 0).
     public init() {}
 
     /// Whether anything differs from the defaults (other models refuse these settings).

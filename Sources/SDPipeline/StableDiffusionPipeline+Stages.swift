@@ -16,6 +16,7 @@ public struct PromptEmbeddings: Sendable {
     /// SDXL's pooled text embeddings and size ids (`text_time`); nil for SD 1.x/2.x.
     public var added: UNetAddedConditions?
 
+    /// Wraps an already-computed context; see the properties for its layout.
     public init(context: [Float], tokens: Int, guided: Bool, added: UNetAddedConditions? = nil) {
         self.context = context
         self.tokens = tokens
@@ -28,6 +29,7 @@ public struct PromptEmbeddings: Sendable {
 public struct DenoisedLatents: Sendable {
     /// NCHW [images, latent channels, h, w], before the VAE.
     public var latents: [Float]
+    /// The shape of `latents`: [images, latent channels, h, w].
     public var latentShape: [Int]
     /// One per denoising step ("step 1", …); the first includes binding the UNet.
     public var steps: [StableDiffusionPipeline.PhaseReport]

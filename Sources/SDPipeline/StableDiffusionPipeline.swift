@@ -10,11 +10,17 @@ import SDTokenizer
 /// tokenisation, guidance batching, noise draws and scheduler, so the same seed gives
 /// the same image as diffusers on CPU.
 public final class StableDiffusionPipeline {
+    /// The opened model file the weights and configs come from.
     public let file: ModelFileReader
+    /// The model's CLIP tokenizer.
     public let tokenizer: CLIPTokenizer
+    /// The text encoder's config.
     public let textConfig: CLIPTextConfig
+    /// The UNet's config.
     public let unetConfig: UNet2DConditionConfig
+    /// The VAE's config.
     public let vaeConfig: AutoencoderKLConfig
+    /// The model's stored scheduler config.
     public let schedulerConfig: SchedulerConfig
     /// For callers that run the models themselves (`pocketsd bench`). `generate` gives each
     /// phase a pool of its own with the same thread count, so the kernels' scratch buffers
@@ -33,6 +39,8 @@ public final class StableDiffusionPipeline {
         didSet { pool.precision = precision }
     }
 
+    /// Opens the model file at `modelPath` and reads its configs and tokenizer; weights are
+    /// bound later. `threads` sizes the thread pool; `memory` picks the memory plan.
     public init(modelPath: String, threads: Int, memory: MemoryPolicy = .auto) throws {
         file = try ModelFileReader(path: modelPath)
         memoryPlan = MemoryPlan.resolve(memory, modelFileBytes: file.file.byteCount)
@@ -67,29 +75,41 @@ public final class StableDiffusionPipeline {
 
     /// Where the run is, for progress lines and cancellation.
     public struct Progress: Sendable {
+        /// The stage of a run; the raw value is its display name.
         public enum Phase: String, Sendable { case textEncoder = "text encoder", denoising, vaeDecode = "vae decode" }
+        /// The current phase.
         public let phase: Phase
+        /// Denoising steps completed so far.
         public let step: Int
+        /// Denoising steps the run has in all.
         public let totalSteps: Int
         /// During denoising, the latents after this step (NCHW, `latentShape`), for previews;
         /// nil in the other phases.
         public var latents: [Float]? = nil
+        /// The shape of `latents` (empty when it is nil).
         public var latentShape: [Int] = []
     }
 
+    /// Timing and memory of one phase or step of a run.
     public struct PhaseReport: Sendable {
+        /// The phase's name ("text encoder", "step 1", …).
         public let name: String
+        /// Wall-clock duration, seconds.
         public let seconds: Double
+        /// Resident memory for the phase: its peak (see `PhasePeaks`).
         public let memory: MemoryStats
         /// The phase's activation arena (text encoder, denoising, vae decode; nil for the
         /// steps and when `memoryPlan.planActivations` is off).
         public var activations: ActivationReport? = nil
     }
 
+    /// What `generate` returns: the images, the final latents and per-phase reports.
     public struct Result: Sendable {
+        /// The generated images, in batch order.
         public var images: [RGBImage]
         /// Final latents before the VAE: NCHW [images, latent channels, h, w].
         public var latents: [Float]
+        /// The shape of `latents`.
         public var latentShape: [Int]
         /// "text encoder", "denoising", "vae decode"; denoising's peak is its steps' maximum.
         public var phases: [PhaseReport]
@@ -257,6 +277,7 @@ struct PhaseClock {
     func stop() { peaks.stop() }
 }
 
+/// Seconds on the monotonic clock (CLOCK_MONOTONIC), for measuring durations.
 public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -9,6 +9,7 @@
 // Samples are flat Float arrays in the model's layout ([B, C, H, W]); every operation is
 // elementwise, so the shape never matters except for the count of noise draws.
 
+/// A diffusion sampler: the timestep schedule and the update from one sample to the next.
 public protocol Scheduler {
     /// Values fed to the UNet, in order; one model call per entry.
     var timesteps: [Float] { get }
@@ -46,6 +47,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
     case dpmpp2mKarras = "dpm++2m-karras"
     case lcm
 
+    /// AUTOMATIC1111's name for the sampler, as written into PNG metadata.
     public var displayName: String {
         switch self {
         case .pndm: return "PNDM"
@@ -99,6 +101,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
     }
 }
 
+/// Why a scheduler could not be built from a config and step count.
 public enum SchedulerError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidStepCount(steps: Int, numTrainTimesteps: Int)
     case invalidConfigValue(key: String, value: String)
@@ -106,6 +109,7 @@ public enum SchedulerError: Error, Equatable, Sendable, CustomStringConvertible 
     case invalidSchedule(scheduler: String, reason: String)
     case unknownClass(name: String, supported: [String])
 
+    /// A readable explanation of the error.
     public var description: String {
         switch self {
         case let .invalidStepCount(steps, train):

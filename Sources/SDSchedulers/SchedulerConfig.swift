@@ -43,32 +43,59 @@
 // Other keys (e.g. "sigma_min", "use_exponential_sigmas") are not read; see `knownKeys`.
 // Unsupported values are reported by the scheduler initialisers, not here.
 
+/// A model's scheduler settings (diffusers' scheduler_config.json); keys and defaults are listed at the top of this file.
 public struct SchedulerConfig: Equatable, Sendable {
+    /// Diffusion steps the model was trained with (`num_train_timesteps`, default 1000).
     public var numTrainTimesteps: Int
+    /// The first β of the noise schedule (`beta_start`, default 0.0001).
     public var betaStart: Double
+    /// The last β of the noise schedule (`beta_end`, default 0.02).
     public var betaEnd: Double
+    /// How β goes from start to end (`beta_schedule`): "linear", "scaled_linear" or "squaredcos_cap_v2".
     public var betaSchedule: String
+    /// Explicit β values (`trained_betas`); when set they override the start, end and schedule.
     public var trainedBetas: [Double]?
+    /// What the model predicts (`prediction_type`): "epsilon", "v_prediction" or "sample".
     public var predictionType: String
+    /// Added to every timestep (`steps_offset`, default 0).
     public var stepsOffset: Int
+    /// How timesteps are spread (`timestep_spacing`: "leading", "linspace", "trailing"); nil: the class default.
     public var timestepSpacing: String?
+    /// Whether ᾱ past the last step is 1 (`set_alpha_to_one`); nil: the class default (PNDM false, DDIM true).
     public var setAlphaToOne: Bool?
+    /// PNDM: skip the Runge–Kutta warm-up steps (`skip_prk_steps`, default false).
     public var skipPrkSteps: Bool
+    /// DDIM: clip the predicted original sample (`clip_sample`, default true).
     public var clipSample: Bool
+    /// DDIM: the clipping bound for `clipSample` (`clip_sample_range`, default 1).
     public var clipSampleRange: Double
+    /// Dynamic thresholding (`thresholding`, default false; true is unsupported).
     public var thresholding: Bool
+    /// Rescale β to zero terminal SNR (`rescale_betas_zero_snr`, default false).
     public var rescaleBetasZeroSnr: Bool
+    /// Use Karras et al. σ spacing (`use_karras_sigmas`, default false).
     public var useKarrasSigmas: Bool
+    /// The σ after the last step (`final_sigmas_type`): "zero" (default) or "sigma_min".
     public var finalSigmasType: String
+    /// Euler: σ interpolation (`interpolation_type`); only "linear" is supported.
     public var interpolationType: String
+    /// Euler: timestep type (`timestep_type`); only "discrete" is supported.
     public var timestepType: String
+    /// DPM-Solver order (`solver_order`, 1–3, default 2).
     public var solverOrder: Int
+    /// DPM-Solver algorithm (`algorithm_type`); only "dpmsolver++" is supported.
     public var algorithmType: String
+    /// DPM-Solver second-order update (`solver_type`): "midpoint" (default) or "heun".
     public var solverType: String
+    /// DPM-Solver: lower the order for the last steps (`lower_order_final`, default true).
     public var lowerOrderFinal: Bool
+    /// DPM-Solver: take a first-order last step (`euler_at_final`, default false).
     public var eulerAtFinal: Bool
+    /// DPM-Solver: clip λ(t) below this (`lambda_min_clipped`, default −∞).
     public var lambdaMinClipped: Double
+    /// LCM: the step count the timestep grid is drawn from (`original_inference_steps`, default 50).
     public var originalInferenceSteps: Int
+    /// LCM: scales the timestep in the boundary conditions (`timestep_scaling`, default 10).
     public var timestepScaling: Double
     /// The stored `_class_name` (e.g. "EulerDiscreteScheduler"), nil when the file has none.
     public var className: String?

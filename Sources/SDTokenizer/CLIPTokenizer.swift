@@ -13,8 +13,11 @@ public struct CLIPTokenizer: Sendable {
     public let vocabulary: [String]
     /// The merges as "left right" lines, rank order, without a "#version" header.
     public let merges: [String]
+    /// The begin-of-text token id, put first in every sequence.
     public let bosTokenID: Int32
+    /// The end-of-text token id, put after the prompt's tokens.
     public let eosTokenID: Int32
+    /// The id that fills a sequence up to `maxLength`.
     public let padTokenID: Int32
     /// Length of `tokenize`'s output, BOS and EOS included.
     public let maxLength: Int

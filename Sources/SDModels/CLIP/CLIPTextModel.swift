@@ -4,6 +4,7 @@ import SDKernels
 
 /// Immutable after init, so one instance may serve several threads.
 public final class CLIPTextModel: @unchecked Sendable {
+    /// The configuration the model was built from.
     public let config: CLIPTextConfig
     /// Keeps the mapped weights alive: the views below point into it.
     public let weights: WeightSource

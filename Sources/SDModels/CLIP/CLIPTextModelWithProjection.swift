@@ -7,6 +7,7 @@ import SDKernels
 /// transformers.CLIPTextModelWithProjection: a CLIPTextModel plus `text_projection`
 /// (no bias) applied to the pooled (end-of-text) token. Immutable after init.
 public final class CLIPTextModelWithProjection: @unchecked Sendable {
+    /// The underlying CLIP text transformer.
     public let textModel: CLIPTextModel
     let textProjection: Linear  // text_projection: [projection_dim, C], no bias
 

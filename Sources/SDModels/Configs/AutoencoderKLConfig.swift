@@ -2,17 +2,29 @@
 // decoder is built from it so far.
 import SDFormat
 
+/// The VAE's architecture, read from diffusers' AutoencoderKL config.json.
 public struct AutoencoderKLConfig: Sendable, Equatable {
+    /// Image channels the encoder reads.
     public var inChannels: Int             // in_channels (encoder side, unused by the decoder)
+    /// Image channels the decoder writes.
     public var outChannels: Int            // out_channels
+    /// Channels of each level.
     public var blockOutChannels: [Int]     // block_out_channels
+    /// ResNet layers per encoder block (decoder blocks have one more).
     public var layersPerBlock: Int         // layers_per_block
+    /// Latent channels.
     public var latentChannels: Int         // latent_channels
+    /// Groups of every GroupNorm.
     public var normNumGroups: Int          // norm_num_groups
+    /// Latents are multiplied by this after encoding and divided by it before decoding.
     public var scalingFactor: Double       // scaling_factor
+    /// The latent shift factor; nil for none (SD 1.x/2.x).
     public var shiftFactor: Double?        // shift_factor (null for SD 1.x/2.x)
+    /// Whether the decoder starts with the 1×1 post-quant convolution.
     public var usePostQuantConv: Bool      // use_post_quant_conv
+    /// Whether the encoder ends with the 1×1 quant convolution.
     public var useQuantConv: Bool          // use_quant_conv (encoder side)
+    /// Whether the mid block has its attention layer.
     public var midBlockAddAttention: Bool  // mid_block_add_attention
     /// Every norm in the VAE uses 1e-6 (diffusers' Encoder/Decoder hard-code it).
     public var normEps: Double { 1e-6 }
@@ -20,6 +32,7 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
     /// Output pixels per latent pixel: one 2× up-sampler per level but the last.
     public var upsamplingFactor: Int { 1 << (blockOutChannels.count - 1) }
 
+    /// Reads a VAE config.json; throws `ModelError` for unsupported or invalid settings.
     public init(json: JSON) throws {
         let r = try ConfigReader(json, component: "vae")
         if let name = json["_class_name"]?.string, name != "AutoencoderKL" {

@@ -1,15 +1,25 @@
 // Matches the config of diffusers.AutoencoderTiny (diffusers 0.42 defaults: madebyollin/taesd).
 import SDFormat
 
+/// TAESD's architecture, read from diffusers' AutoencoderTiny config.json.
 public struct AutoencoderTinyConfig: Sendable, Equatable {
+    /// Image channels the encoder reads.
     public var inChannels: Int                // in_channels (image channels the encoder reads)
+    /// Image channels the decoder writes.
     public var outChannels: Int               // out_channels (image channels the decoder writes)
+    /// Channels of each encoder level.
     public var encoderBlockOutChannels: [Int] // encoder_block_out_channels
+    /// Channels of each decoder level.
     public var decoderBlockOutChannels: [Int] // decoder_block_out_channels
+    /// Blocks in each encoder level.
     public var numEncoderBlocks: [Int]        // num_encoder_blocks
+    /// Blocks in each decoder level.
     public var numDecoderBlocks: [Int]        // num_decoder_blocks
+    /// Latent channels.
     public var latentChannels: Int            // latent_channels
+    /// Factor of each decoder up-sampling.
     public var upsamplingScalingFactor: Int   // upsampling_scaling_factor
+    /// Latent scaling factor.
     public var scalingFactor: Double          // scaling_factor (1.0: TAESD reads the UNet's latents as they are)
 
     /// The original madebyollin/taesd network, for its `taesd_decoder.safetensors` files,
@@ -21,6 +31,7 @@ public struct AutoencoderTinyConfig: Sendable, Equatable {
         return c
     }
 
+    /// Reads a TAESD config.json; throws `ModelError` for unsupported or invalid settings.
     public init(json: JSON) throws {
         let r = try ConfigReader(json, component: "taesd")
         if let name = json["_class_name"]?.string, name != "AutoencoderTiny" {

@@ -1,22 +1,33 @@
 // Matches transformers.CLIPTextConfig (defaults of transformers 5.x).
 import SDFormat
 
+/// The CLIP text encoder's architecture, read from transformers' CLIPTextConfig.
 public struct CLIPTextConfig: Sendable, Equatable {
+    /// The feed-forward activation (`hidden_act`); the raw value is transformers' name.
     public enum HiddenAct: String, Sendable { case quickGelu = "quick_gelu", gelu }
 
+    /// Tokens in the vocabulary.
     public var vocabSize: Int              // vocab_size
+    /// Width of the transformer (embedding size).
     public var hiddenSize: Int             // hidden_size
+    /// Width of the feed-forward's hidden layer.
     public var intermediateSize: Int       // intermediate_size
+    /// Transformer layers.
     public var numHiddenLayers: Int        // num_hidden_layers
+    /// Attention heads per layer.
     public var numAttentionHeads: Int      // num_attention_heads
+    /// Positions the model has embeddings for (its longest sequence).
     public var maxPositionEmbeddings: Int  // max_position_embeddings
+    /// The feed-forward activation.
     public var hiddenAct: HiddenAct        // hidden_act
+    /// Epsilon of every LayerNorm.
     public var layerNormEps: Double        // layer_norm_eps
     /// Where transformers pools (the first `eos_token_id`, or the largest id when it is 2).
     public var eosTokenID: Int             // eos_token_id
     /// CLIPTextModelWithProjection's text_projection width (SDXL's second encoder).
     public var projectionDim: Int          // projection_dim
 
+    /// Width of one attention head: hidden size / heads.
     public var headDim: Int { hiddenSize / numAttentionHeads }
 
     /// Reads a text encoder's config.json; a full CLIPConfig (`model_type` "clip") is read

@@ -3,11 +3,14 @@
 // TimestepEmbedding(projection_class_embeddings_input_dim, time_embed_dim).
 import SDFormat
 
+/// The UNet's "text_time" added embedding (SDXL): widths of the time-id projection and its input.
 public struct TextTimeEmbeddingConfig: Sendable, Equatable {
     /// SDXL's pipeline passes six time ids: original size, crop top-left, target size (each H, W).
     public static let timeIDCount = 6
 
+    /// Width of the sinusoidal embedding of each time id.
     public var additionTimeEmbedDim: Int      // addition_time_embed_dim
+    /// Width of the added embedding's input: pooled text embedding plus the embedded time ids.
     public var inputDim: Int                  // projection_class_embeddings_input_dim
     /// The pooled text embedding's width: what the input holds besides the time ids.
     public var pooledDim: Int { inputDim - Self.timeIDCount * additionTimeEmbedDim }

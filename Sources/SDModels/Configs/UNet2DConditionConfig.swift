@@ -2,33 +2,57 @@
 // SD 1.x/2.x family. Features outside it are rejected by name ("… is not supported yet").
 import SDFormat
 
+/// The UNet's architecture, read from diffusers' UNet2DConditionModel config.json.
 public struct UNet2DConditionConfig: Sendable, Equatable {
+    /// A down block kind (`down_block_types`); the raw value is diffusers' class name.
     public enum DownBlockType: String, Sendable { case crossAttnDownBlock2D = "CrossAttnDownBlock2D", downBlock2D = "DownBlock2D" }
+    /// An up block kind (`up_block_types`); the raw value is diffusers' class name.
     public enum UpBlockType: String, Sendable { case crossAttnUpBlock2D = "CrossAttnUpBlock2D", upBlock2D = "UpBlock2D" }
+    /// The mid block kind (`mid_block_type`); the raw value is diffusers' class name.
     public enum MidBlockType: String, Sendable { case unetMidBlock2DCrossAttn = "UNetMidBlock2DCrossAttn" }
 
+    /// Latent channels the UNet reads (4 for SD; 9 for inpainting UNets).
     public var inChannels: Int                  // in_channels
+    /// Channels of the UNet's prediction.
     public var outChannels: Int                 // out_channels
+    /// Whether the input is mapped to 2x − 1 first.
     public var centerInputSample: Bool          // center_input_sample
+    /// Whether the timestep embedding puts cosines before sines.
     public var flipSinToCos: Bool               // flip_sin_to_cos
+    /// Frequency shift of the sinusoidal timestep embedding.
     public var freqShift: Double                // freq_shift
+    /// The down blocks, one per level, top to bottom.
     public var downBlockTypes: [DownBlockType]  // down_block_types
+    /// The mid block, nil for none.
     public var midBlockType: MidBlockType?      // mid_block_type (null: no mid block)
+    /// The up blocks, one per level, bottom to top.
     public var upBlockTypes: [UpBlockType]      // up_block_types
+    /// Output channels of each level, top to bottom.
     public var blockOutChannels: [Int]          // block_out_channels
+    /// ResNet layers in each down block (up blocks have one more).
     public var layersPerBlock: [Int]            // layers_per_block, per down block
+    /// Padding of the down-samplers' stride-2 convolutions.
     public var downsamplePadding: Int           // downsample_padding
+    /// Output scale of the mid block's ResNets.
     public var midBlockScaleFactor: Double      // mid_block_scale_factor
+    /// Output scale of the down and up blocks' ResNets.
     public var resnetOutScaleFactor: Double     // resnet_out_scale_factor
+    /// Groups of every GroupNorm.
     public var normNumGroups: Int               // norm_num_groups
+    /// Epsilon of the ResNets' GroupNorms and the output norm.
     public var normEps: Double                  // norm_eps
+    /// Width of the text context the cross-attention reads.
     public var crossAttentionDim: Int           // cross_attention_dim (one context width for all blocks)
+    /// Transformer layers in each down block's attention.
     public var transformerLayersPerBlock: [Int] // transformer_layers_per_block, per down block
     /// Heads per down block: `num_attention_heads`, or else `attention_head_dim`, which
     /// SD 1.x/2.x configs use for the head count (diffusers' historical naming).
     public var attentionHeads: [Int]
+    /// Whether the transformers' in/out projections are linear layers (SD 2.x) or 1×1 convolutions.
     public var useLinearProjection: Bool        // use_linear_projection
+    /// Whether attention scores are upcast to fp32 (diffusers' fp16 option).
     public var upcastAttention: Bool            // upcast_attention (no effect in fp32)
+    /// Width of the timestep embedding.
     public var timeEmbeddingDim: Int            // time_embedding_dim ?? 4 · block_out_channels[0]
     /// SDXL's added conditioning (addition_embed_type "text_time"): nil for SD 1.x/2.x.
     public var textTimeEmbedding: TextTimeEmbeddingConfig?
@@ -39,10 +63,12 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
     /// scale); nil when the config has none.
     public var sampleSize: Int?                 // sample_size (an int; a [h, w] pair is not read)
 
+    /// Resolution levels: one per entry of `blockOutChannels`.
     public var levels: Int { blockOutChannels.count }
     /// The latent is halved this many times on the way down.
     public var downsamplerCount: Int { levels - 1 }
 
+    /// Reads a UNet config.json; throws `ModelError` for unsupported or invalid settings.
     public init(json: JSON) throws {
         let r = try ConfigReader(json, component: "unet")
         if let name = json["_class_name"]?.string, name != "UNet2DConditionModel" {

@@ -101,10 +101,14 @@ public enum ActivationPlanner {
     /// One buffer's size and lifetime: live from event `first` to event `last`, inclusive.
     /// Two buffers may share bytes only when their lifetimes are disjoint.
     public struct Interval: Sendable, Equatable {
+        /// The buffer's size in bytes.
         public var bytes: Int
+        /// The event at which the buffer is allocated.
         public var first: Int
+        /// The last event at which the buffer is live (inclusive).
         public var last: Int
 
+        /// An interval of `bytes` bytes live from event `first` to `last`; needs `first <= last`.
         public init(bytes: Int, first: Int, last: Int) {
             precondition(bytes >= 0 && first <= last, "interval \(first)...\(last) of \(bytes) bytes")
             self.bytes = bytes
@@ -115,6 +119,7 @@ public enum ActivationPlanner {
         func overlaps(_ other: Interval) -> Bool { first <= other.last && other.first <= last }
     }
 
+    /// Where a set of intervals is placed in one arena: offsets, arena size and peak live bytes.
     public struct Layout: Sendable, Equatable {
         /// Byte offset of each interval in the arena (multiples of `alignment`).
         public var offsets: [Int]
@@ -240,6 +245,7 @@ public struct ActivationPlan: Sendable {
     public let sizes: [Int]
     /// Where the i-th allocation lives in the arena.
     public let offsets: [Int]
+    /// The arena's size in bytes.
     public let arenaBytes: Int
     /// The most bytes live at once (aligned): `arenaBytes − peakLiveBytes` is what the
     /// layout loses to fragmentation.
@@ -249,6 +255,7 @@ public struct ActivationPlan: Sendable {
     /// such a leak fall back to plain allocations).
     public let escaped: Int
 
+    /// Lays out `intervals` in one arena; `escaped` counts tensors left alive at the end of the pass.
     public init(intervals: [ActivationPlanner.Interval], escaped: Int = 0) {
         let layout = ActivationPlanner.layout(intervals)
         self.intervals = intervals
@@ -259,6 +266,7 @@ public struct ActivationPlan: Sendable {
         self.escaped = escaped
     }
 
+    /// The number of allocations in the plan.
     public var count: Int { sizes.count }
 }
 
@@ -313,6 +321,7 @@ final class PlanRecorder: ActivationSource {
 /// allocate tensors). Planning sets `Kernels.isPlanning`, which is process-wide: no other
 /// model work may run while a plan is recorded.
 public final class ActivationArena {
+    /// The recorded plan the arena replays.
     public let plan: ActivationPlan
     private let replayer: ArenaReplayer
 
@@ -359,6 +368,7 @@ public final class ActivationArena {
     /// Bytes returned to the system per pass (idle pages; see `init`).
     public var idleBytesPerPass: Int { replayer.idleBytesPerPass }
 
+    /// The arena's figures so far, for `--stats`.
     public var report: ActivationReport {
         ActivationReport(arenaBytes: plan.arenaBytes, peakLiveBytes: plan.peakLiveBytes, allocations: plan.count,
                          passes: passes, fallbacks: fallbacks, divergedPasses: divergedPasses,
@@ -374,12 +384,16 @@ public struct ActivationReport: Sendable, Equatable {
     public var peakLiveBytes: Int
     /// Tensor allocations per pass.
     public var allocations: Int
+    /// Passes run with the arena.
     public var passes: Int
+    /// Allocations that left the plan and took a plain buffer instead.
     public var fallbacks: Int
+    /// Passes whose allocations left the plan.
     public var divergedPasses: Int
     /// Idle arena pages returned to the system per pass (0 when the arena keeps them).
     public var idleBytesPerPass: Int
 
+    /// A report with the given figures (bytes and counts as named).
     public init(arenaBytes: Int, peakLiveBytes: Int, allocations: Int, passes: Int, fallbacks: Int, divergedPasses: Int,
                 idleBytesPerPass: Int = 0) {
         self.arenaBytes = arenaBytes

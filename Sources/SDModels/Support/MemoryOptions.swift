@@ -20,6 +20,8 @@ public struct MemoryOptions {
     /// wide enough that the GEMMs keep their speed.
     public static let defaultChunkFloats = 1 << 20
 
+    /// Options with the given residency, chunk size (floats) and UNet batch limit (samples);
+    /// the defaults keep every page mapped and chunk at `defaultChunkFloats`.
     public init(residency: WeightResidency? = nil, chunkFloats: Int = MemoryOptions.defaultChunkFloats,
                 maxBatch: Int = .max) {
         precondition(chunkFloats >= 1 && maxBatch >= 1)

@@ -3,12 +3,15 @@
 public struct ModelError: Error, CustomStringConvertible, Equatable {
     /// "unet", "vae", "text_encoder".
     public let component: String
+    /// What is wrong.
     public let message: String
 
+    /// An error in `component` ("unet", …) described by `message`.
     public init(_ component: String, _ message: String) {
         self.component = component
         self.message = message
     }
 
+    /// "component: message".
     public var description: String { "\(component): \(message)" }
 }

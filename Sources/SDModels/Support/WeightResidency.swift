@@ -60,12 +60,14 @@ public final class StreamingResidency: WeightResidency, @unchecked Sendable {
     /// The bytes of the tensors under `keyPrefix`, if any.
     public func byteRange(_ keyPrefix: String) -> Range<Int>? { ranges[keyPrefix] }
 
+    /// Called before the module under `keyPrefix` runs: prefetches its bytes and as many again after them.
     public func willUse(_ keyPrefix: String) {
         guard prefetch, let r = ranges[keyPrefix] else { return }
         // This module and as many bytes again after it: usually the next module.
         file.prefetch(r.lowerBound..<min(file.byteCount, r.upperBound + r.count))
     }
 
+    /// Called after the module under `keyPrefix` has run: releases its pages.
     public func didUse(_ keyPrefix: String) {
         if let r = ranges[keyPrefix] { file.release(r) }
     }

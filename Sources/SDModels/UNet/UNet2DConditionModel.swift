@@ -4,6 +4,7 @@ import SDKernels
 
 /// Immutable after init, so one instance may serve several threads.
 public final class UNet2DConditionModel: @unchecked Sendable {
+    /// The configuration the model was built from.
     public let config: UNet2DConditionConfig
     /// Keeps the mapped weights alive: every WeightMatrix below points into it.
     public let weights: WeightSource

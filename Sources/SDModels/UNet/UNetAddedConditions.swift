@@ -6,9 +6,12 @@ import SDKernels
 /// (text_encoder_2's text_embeds) and its six time ids (original H, W; crop top, left;
 /// target H, W).
 public struct UNetAddedConditions: Sendable {
+    /// Pooled text embeddings, [B, pooled].
     public var textEmbeds: [Float]  // [B, pooled]
+    /// Time ids, [B, 6].
     public var timeIDs: [Float]     // [B, 6]
 
+    /// Conditions from pooled embeddings [B, pooled] and time ids [B, 6].
     public init(textEmbeds: [Float], timeIDs: [Float]) {
         self.textEmbeds = textEmbeds
         self.timeIDs = timeIDs

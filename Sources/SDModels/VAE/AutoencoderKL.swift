@@ -5,6 +5,7 @@ import SDKernels
 
 /// Immutable after init, so one instance may serve several threads.
 public final class AutoencoderKL: @unchecked Sendable {
+    /// The configuration the model was built from.
     public let config: AutoencoderKLConfig
     /// Keeps the mapped weights alive: every WeightMatrix below points into it.
     public let weights: WeightSource

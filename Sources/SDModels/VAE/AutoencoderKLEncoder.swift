@@ -8,6 +8,7 @@ import SDKernels
 /// The VAE's image-to-latent half. Immutable after init, so one instance may serve several
 /// threads.
 public final class AutoencoderKLEncoder: @unchecked Sendable {
+    /// The configuration the encoder was built from.
     public let config: AutoencoderKLConfig
     /// Keeps the mapped weights alive: every WeightMatrix below points into it.
     public let weights: WeightSource

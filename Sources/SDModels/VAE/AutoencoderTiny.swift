@@ -7,6 +7,7 @@ import SDKernels
 
 /// Immutable after init, so one instance may serve several threads.
 public final class AutoencoderTiny: @unchecked Sendable {
+    /// The configuration the model was built from.
     public let config: AutoencoderTinyConfig
     /// Keeps the mapped weights alive.
     public let weights: WeightSource
@@ -29,7 +30,9 @@ public final class AutoencoderTiny: @unchecked Sendable {
         encoder = hasEncoder ? try Self.encoderLayers(w["encoder.layers"], config) : nil
     }
 
+    /// Whether the weights include the encoder; without it, encoding returns nil.
     public var hasEncoder: Bool { encoder != nil }
+    /// Output pixels per latent pixel.
     public var upsamplingFactor: Int { config.upsamplingFactor }
 
     /// DecoderTiny's Sequential: conv, ReLU, then per level its blocks, a 2× up-sampling and a

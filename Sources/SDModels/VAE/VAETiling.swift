@@ -39,6 +39,7 @@ public struct VAETiling: Sendable, Equatable {
         self.init(tileSize: tileSize, overlap: max(8, tileSize / 5 / 8 * 8))
     }
 
+    /// Tiles of `tileSize` image pixels sharing `overlap` pixels; needs 0 ≤ overlap < tileSize.
     public init(tileSize: Int, overlap: Int, wholeMiddleMaxPixels: Int = 0) {
         precondition(tileSize >= 1 && overlap >= 0 && overlap < tileSize, "tile \(tileSize) with overlap \(overlap)")
         self.tileSize = tileSize

@@ -15,6 +15,7 @@
 // The x86_64 build of torch (AVX2/AVX512) is the reference; torch's own arm64 build uses
 // libm for the n >= 16 path and differs from it in the last bits.
 
+/// torch's CPU random generator (MT19937), reproducing `torch.randn`'s draws for a seed.
 public struct TorchGenerator: Sendable {
     /// The seed given to `init`, as torch reports it from `initial_seed()`.
     public let seed: UInt64
@@ -35,6 +36,7 @@ public struct TorchGenerator: Sendable {
         if seeds.count > 1 { perImage = seeds.map { TorchGenerator(seed: $0) } }
     }
 
+    /// One generator seeded like `torch.Generator().manual_seed(seed)`.
     public init(seed: UInt64) {
         self.seed = seed
         var words = [UInt32](repeating: 0, count: 624)

@@ -5,8 +5,11 @@
 // with ᾱ_t' = ᾱ_0 (or 1 with set_alpha_to_one) past the end. v-prediction (Salimans & Ho
 // 2022): x̂_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v, ε = sqrt(ᾱ_t) v + sqrt(1 - ᾱ_t) x_t.
 
+/// diffusers' DDIMScheduler (Song et al. 2020), deterministic (η = 0).
 public struct DDIMScheduler: Scheduler, Sendable {
+    /// Timesteps fed to the UNet, in order; one model call per entry.
     public let timesteps: [Float]
+    /// Standard deviation of the initial noise: 1 for this scheduler.
     public let initNoiseSigma: Float = 1
 
     private let alphasCumprod: [Float]
@@ -16,6 +19,8 @@ public struct DDIMScheduler: Scheduler, Sendable {
     private let stepRatio: Int
     private let integerTimesteps: [Int]
 
+    /// Builds the schedule for `steps` inference steps from `config`; throws `SchedulerError` for an
+    /// invalid step count or an unsupported setting.
     public init(config: SchedulerConfig, steps: Int) throws {
         let name = "DDIMScheduler"
         guard steps > 0, steps <= config.numTrainTimesteps else {
@@ -44,12 +49,15 @@ public struct DDIMScheduler: Scheduler, Sendable {
         timesteps = integerTimesteps.map { Float($0) }
     }
 
+    /// The UNet input: the sample unchanged (this scheduler does not scale it).
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { sample }
 
+    /// `original` noised to the level at `stepIndex`: sqrt(ᾱ_t) x + sqrt(1 − ᾱ_t) n.
     public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
         alphaSpaceNoised(original, noise, alphaCumprod: alphasCumprod[integerTimesteps[stepIndex]])
     }
 
+    /// One denoising step: the sample at the next timestep, from the model output at `stepIndex`.
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         let timestep = integerTimesteps[stepIndex]
         let previous = timestep - stepRatio

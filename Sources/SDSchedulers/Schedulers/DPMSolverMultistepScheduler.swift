@@ -11,10 +11,13 @@
 // for fewer than 15 steps the second-to-last is at most order 2. Optional Karras sigmas
 // (Karras et al. 2022, rho 7) with timesteps rounded from sigma. The model input is unscaled.
 
+/// diffusers' DPMSolverMultistepScheduler (DPM-Solver++ multistep; `dpm++2m`, with Karras σ `dpm++2m-karras`).
 public struct DPMSolverMultistepScheduler: Scheduler, Sendable {
+    /// Timesteps fed to the UNet, in order; one model call per entry.
     public let timesteps: [Float]
     /// σ for each timestep, then 0 (final_sigmas_type "zero") or the table's σ_min.
     public let sigmas: [Float]
+    /// Standard deviation of the initial noise: 1 for this scheduler.
     public let initNoiseSigma: Float = 1
 
     private let prediction: PredictionType
@@ -28,6 +31,8 @@ public struct DPMSolverMultistepScheduler: Scheduler, Sendable {
     private var lowerOrderCount = 0
     private var stepsTaken = 0
 
+    /// Builds the schedule for `steps` inference steps from `config`; throws `SchedulerError` for an
+    /// invalid step count or an unsupported setting.
     public init(config: SchedulerConfig, steps: Int) throws {
         let name = "DPMSolverMultistepScheduler"
         guard steps > 0, steps <= config.numTrainTimesteps else {
@@ -95,6 +100,7 @@ public struct DPMSolverMultistepScheduler: Scheduler, Sendable {
         sigmas = schedule.map { Float($0) } + [finalSigmaIsZero ? 0 : table[0]]
     }
 
+    /// The UNet input: the sample unchanged (this scheduler does not scale it).
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { sample }
 
     /// α_t x + σ_t n with α_t = 1/sqrt(σ² + 1), σ_t = σ α_t (diffusers' _sigma_to_alpha_sigma_t).
@@ -113,6 +119,8 @@ public struct DPMSolverMultistepScheduler: Scheduler, Sendable {
         stepsTaken = index
     }
 
+    /// One denoising step: the sample at the next timestep, from the model output at `stepIndex`.
+    /// Keeps history, so steps must be taken in order.
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == stepsTaken, "DPMSolverMultistepScheduler: steps must be taken in order (expected \(stepsTaken), got \(stepIndex))")
         let count = timesteps.count

@@ -5,14 +5,19 @@
 // z is one torch.randn of the sample's size per step (also the last, where σ_up = 0), drawn
 // from the caller's generator, so a seed reproduces diffusers' picture.
 
+/// diffusers' EulerAncestralDiscreteScheduler (Euler a): an Euler step plus fresh noise each step.
 public struct EulerAncestralDiscreteScheduler: Scheduler, Sendable {
+    /// Timesteps fed to the UNet, in order; one model call per entry.
     public let timesteps: [Float]
     /// σ_0 ... σ_{n-1}, 0 (float32).
     public let sigmas: [Float]
+    /// Standard deviation of the initial noise, from the σ schedule (diffusers' `init_noise_sigma`).
     public let initNoiseSigma: Float
 
     private let prediction: PredictionType
 
+    /// Builds the schedule for `steps` inference steps from `config`; throws `SchedulerError` for an
+    /// invalid step count or an unsupported setting.
     public init(config: SchedulerConfig, steps: Int) throws {
         let name = "EulerAncestralDiscreteScheduler"
         guard steps > 0, steps <= config.numTrainTimesteps else {
@@ -26,12 +31,16 @@ public struct EulerAncestralDiscreteScheduler: Scheduler, Sendable {
         initNoiseSigma = schedule.initNoiseSigma(sigmas)
     }
 
+    /// The UNet input: the sample divided by sqrt(σ² + 1) at `stepIndex`.
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { scaledBySigma(sample, sigmas[stepIndex]) }
 
+    /// `original` noised to the level at `stepIndex`: x + σ n.
     public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
         sigmaSpaceNoised(original, noise, sigma: sigmas[stepIndex])
     }
 
+    /// One denoising step: the sample at the next timestep, from the model output at `stepIndex`.
+    /// Draws the step's noise from `generator`.
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         let sigma = sigmas[stepIndex]
         let predictedOriginal = sigmaSpaceOriginalSample(prediction, sigma: sigma, sample: sample, modelOutput: modelOutput)

@@ -10,8 +10,11 @@
 // at indices floor(j · len / steps). timestep_spacing and steps_offset are stored by diffusers
 // but not used by this class. The model input is unscaled, the initial noise σ is 1.
 
+/// diffusers' LCMScheduler for latent consistency models, adding fresh noise between steps.
 public struct LCMScheduler: Scheduler, Sendable {
+    /// Timesteps fed to the UNet, in order; one model call per entry.
     public let timesteps: [Float]
+    /// Standard deviation of the initial noise: 1 for this scheduler.
     public let initNoiseSigma: Float = 1
 
     private let alphasCumprod: [Float]
@@ -20,6 +23,8 @@ public struct LCMScheduler: Scheduler, Sendable {
     private let clipRange: Float?
     private let timestepScaling: Float
 
+    /// Builds the schedule for `steps` inference steps from `config`; throws `SchedulerError` for an
+    /// invalid step count or an unsupported setting.
     public init(config: SchedulerConfig, steps: Int) throws {
         let name = "LCMScheduler"
         let train = config.numTrainTimesteps
@@ -55,6 +60,7 @@ public struct LCMScheduler: Scheduler, Sendable {
         timesteps = integerTimesteps.map { Float($0) }
     }
 
+    /// The UNet input: the sample unchanged (this scheduler does not scale it).
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { sample }
 
     /// (c_skip, c_out) in float32, as diffusers computes them from the int64 timestep tensor.
@@ -65,6 +71,8 @@ public struct LCMScheduler: Scheduler, Sendable {
         return (sigmaDataSquared / denominator, scaled / denominator.squareRoot())
     }
 
+    /// One denoising step: the sample at the next timestep, from the model output at `stepIndex`.
+    /// Draws the step's noise from `generator`.
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         let timestep = integerTimesteps[stepIndex]
         let isLast = stepIndex == integerTimesteps.count - 1
@@ -89,6 +97,7 @@ public struct LCMScheduler: Scheduler, Sendable {
         return elementwise(denoised, noise) { rootAlphaPrev * $0 + rootBetaPrev * $1 }
     }
 
+    /// `original` noised to the level at `stepIndex`: sqrt(ᾱ_t) x + sqrt(1 − ᾱ_t) n.
     public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
         alphaSpaceNoised(original, noise, alphaCumprod: alphasCumprod[integerTimesteps[stepIndex]])
     }

@@ -6,10 +6,13 @@
 // the integrand is a polynomial of degree <= 3, so 3-point Gauss–Legendre is exact.
 // The model sees x / sqrt(σ² + 1).
 
+/// diffusers' LMSDiscreteScheduler: linear multistep in σ space.
 public struct LMSDiscreteScheduler: Scheduler, Sendable {
+    /// Timesteps fed to the UNet, in order; one model call per entry.
     public let timesteps: [Float]
     /// σ_0 ... σ_{n-1}, 0 (float32).
     public let sigmas: [Float]
+    /// Standard deviation of the initial noise, from the σ schedule (diffusers' `init_noise_sigma`).
     public let initNoiseSigma: Float
 
     private let prediction: PredictionType
@@ -17,6 +20,8 @@ public struct LMSDiscreteScheduler: Scheduler, Sendable {
     private var derivatives: [[Float]] = []
     private var stepsTaken = 0
 
+    /// Builds the schedule for `steps` inference steps from `config`; throws `SchedulerError` for an
+    /// invalid step count or an unsupported setting.
     public init(config: SchedulerConfig, steps: Int) throws {
         let name = "LMSDiscreteScheduler"
         guard steps > 0, steps <= config.numTrainTimesteps else {
@@ -33,8 +38,10 @@ public struct LMSDiscreteScheduler: Scheduler, Sendable {
         initNoiseSigma = schedule.initNoiseSigma(sigmas)
     }
 
+    /// The UNet input: the sample divided by sqrt(σ² + 1) at `stepIndex`.
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { scaledBySigma(sample, sigmas[stepIndex]) }
 
+    /// `original` noised to the level at `stepIndex`: x + σ n.
     public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
         sigmaSpaceNoised(original, noise, sigma: sigmas[stepIndex])
     }
@@ -46,6 +53,8 @@ public struct LMSDiscreteScheduler: Scheduler, Sendable {
         stepsTaken = index
     }
 
+    /// One denoising step: the sample at the next timestep, from the model output at `stepIndex`.
+    /// Keeps history, so steps must be taken in order.
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == stepsTaken, "LMSDiscreteScheduler: steps must be taken in order (expected \(stepsTaken), got \(stepIndex))")
         let sigma = sigmas[stepIndex]

@@ -11,8 +11,11 @@
 // Without skip_prk_steps the first 3 transfers are Runge–Kutta (4 calls each, weights
 // 1/6, 1/3, 1/3, 1/6) and PLMS continues from there.
 
+/// diffusers' PNDMScheduler (PLMS, optionally with Runge–Kutta warm-up steps).
 public struct PNDMScheduler: Scheduler, Sendable {
+    /// Timesteps fed to the UNet, in order; one model call per entry.
     public let timesteps: [Float]
+    /// Standard deviation of the initial noise: 1 for this scheduler.
     public let initNoiseSigma: Float = 1
 
     private let alphasCumprod: [Float]
@@ -30,6 +33,8 @@ public struct PNDMScheduler: Scheduler, Sendable {
     private var runningModelOutput: [Float]? = nil
     private var startSample: [Float]? = nil
 
+    /// Builds the schedule for `steps` inference steps from `config`; throws `SchedulerError` for an
+    /// invalid step count or an unsupported setting.
     public init(config: SchedulerConfig, steps: Int) throws {
         let name = "PNDMScheduler"
         guard steps > 0, steps <= config.numTrainTimesteps else {
@@ -87,8 +92,10 @@ public struct PNDMScheduler: Scheduler, Sendable {
         timesteps = integerTimesteps.map { Float($0) }
     }
 
+    /// The UNet input: the sample unchanged (this scheduler does not scale it).
     public func scaleModelInput(_ sample: [Float], stepIndex: Int) -> [Float] { sample }
 
+    /// `original` noised to the level at `stepIndex`: sqrt(ᾱ_t) x + sqrt(1 − ᾱ_t) n.
     public func addNoise(original: [Float], noise: [Float], stepIndex: Int) -> [Float] {
         alphaSpaceNoised(original, noise, alphaCumprod: alphasCumprod[integerTimesteps[stepIndex]])
     }
@@ -101,6 +108,8 @@ public struct PNDMScheduler: Scheduler, Sendable {
         beginIndex = index
     }
 
+    /// One denoising step: the sample at the next timestep, from the model output at `stepIndex`.
+    /// Keeps history, so steps must be taken in order.
     public mutating func step(modelOutput: [Float], stepIndex: Int, sample: [Float], generator: inout TorchGenerator) -> [Float] {
         precondition(stepIndex == beginIndex + counter, "PNDMScheduler: steps must be taken in order (expected \(beginIndex + counter), got \(stepIndex))")
         let timestep = integerTimesteps[stepIndex]
