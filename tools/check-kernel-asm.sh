@@ -45,7 +45,9 @@ fi
 command -v objdump >/dev/null || { echo "check-kernel-asm: objdump not found" >&2; exit 2; }
 
 if [[ $do_build == 1 ]]; then
-    (cd "$package" && swift build -c release --target SDKernels --build-path "$build_path")
+    # The flags of tools/build.sh, so the objects checked are the ones the tests and the demo
+    # run (and nothing is rebuilt after tools/test.sh).
+    (cd "$package" && swift build -c release -Xswiftc -enable-testing --target SDKernels --build-path "$build_path")
     # (SDKernels depends on CKernels, so its object is built too.)
 fi
 
