@@ -21,7 +21,7 @@ target=$1 seconds=$2 json=${3:-}
 [[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -ge 1 ] || usage
 [ -z "$json" ] || [ "$json" = "--json" ] || usage
 
-format="Sources/SDFormat/AtomicFile.swift Sources/SDFormat/Checksum.swift Sources/SDFormat/FormatError.swift
+format="Sources/SDFormat/AtomicFile.swift Sources/SDFormat/Checksum.swift Sources/SDFormat/FormatError.swift Sources/SDFormat/ProcessSignals.swift
         Sources/SDFormat/JSON.swift Sources/SDFormat/MappedFile.swift Sources/SDFormat/ModelFile.swift
         Sources/SDFormat/ModelFileReader.swift Sources/SDFormat/Safetensors.swift Sources/SDFormat/TensorView.swift
         Sources/SDKernels/WeightMatrix.swift"
