@@ -65,6 +65,9 @@ public struct ConversionReport: Sendable {
     public var outputBytes: Int
     /// One entry per `--lora` file, in the order given.
     public var loras: [LoRAReport] = []
+    /// Settings the input did not determine (a single file's scheduler, size, …) and what
+    /// the converter took, each naming the flag that sets it; also stored as `general.assumptions`.
+    public var assumptions: [String] = []
 }
 
 /// Converts a diffusers folder or a single-file checkpoint into one `.pdm` model file,
@@ -123,7 +126,8 @@ public enum Converter {
         progress?(planned.count, planned.count, "")
         try writer.commit()
         return ConversionReport(inputKind: source.kind, tokenizerSource: source.tokenizer.source, components: reports,
-                                unusedKeys: source.unusedKeys, outputBytes: writer.byteCount, loras: lora.reports)
+                                unusedKeys: source.unusedKeys, outputBytes: writer.byteCount, loras: lora.reports,
+                                assumptions: source.assumptions)
     }
 
     /// int8 for the matrices of linear and conv layers; embeddings, norms, biases and
@@ -154,6 +158,7 @@ public enum Converter {
         m += source.tokenizer.metadata
         m += sdxlMetadata(source)
         if !options.loras.isEmpty { m.append(("general.loras", .strings(options.loras.map { $0.label }))) }
+        if !source.assumptions.isEmpty { m.append(("general.assumptions", .strings(source.assumptions))) }
         return m
     }
 
@@ -183,7 +188,11 @@ public enum Converter {
             let elements = n * cols
             let start = row * cols
             try buffer.withUnsafeMutableBufferPointer { f in
-                try loadFloats(src.entry.dtype, base, from: start, count: elements, into: f.baseAddress!, key: src.key, path: src.file.sourceName)
+                if src.transposed {
+                    try loadTransposed(src, base, rows: rows, cols: cols, firstRow: row, rowCount: n, into: f.baseAddress!)
+                } else {
+                    try loadFloats(src.entry.dtype, base, from: start, count: elements, into: f.baseAddress!, key: src.key, path: src.file.sourceName)
+                }
                 try lora.apply(to: "\(plan.component).\(src.key)", firstRow: row, rowCount: n, cols: cols, chunk: f.baseAddress!)
                 for i in 0..<elements {
                     let v = f[i]
@@ -233,6 +242,23 @@ public enum Converter {
             if maxAbs > 0 { report.maxRelativeError = max(report.maxRelativeError, Double(maxError / maxAbs)) }
             report.sumSquares += sumSq
             report.errorSquares += errSq
+        }
+    }
+
+    /// Rows [firstRow, firstRow + rowCount) of a matrix stored transposed: the source is
+    /// [cols, rows], so output column k is a contiguous run of source row k.
+    static func loadTransposed(_ src: SourceModel.Tensor, _ base: UnsafeRawPointer, rows: Int, cols: Int, firstRow: Int,
+                               rowCount: Int, into f: UnsafeMutablePointer<Float>) throws {
+        guard src.entry.shape == [cols, rows] else {
+            throw FormatError(src.file.sourceName, "internal error: \(src.entry.key) has shape \(src.entry.shape), not [\(cols), \(rows)]")
+        }
+        var run = [Float](repeating: 0, count: rowCount)
+        try run.withUnsafeMutableBufferPointer { r in
+            for k in 0..<cols {
+                try loadFloats(src.entry.dtype, base, from: k * rows + firstRow, count: rowCount, into: r.baseAddress!,
+                               key: src.entry.key, path: src.file.sourceName)
+                for i in 0..<rowCount { f[i * cols + k] = r[i] }
+            }
         }
     }
 

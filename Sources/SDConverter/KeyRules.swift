@@ -66,6 +66,9 @@ func unetKeyRules(layersPerBlock lpb: Int) -> [KeyRule] {
     return [
         KeyRule("time_embed.0") { _ in "time_embedding.linear_1" },
         KeyRule("time_embed.2") { _ in "time_embedding.linear_2" },
+        // SDXL's added embedding of pooled text and size ids (diffusers' text_time add_embedding).
+        KeyRule("label_emb.0.0") { _ in "add_embedding.linear_1" },
+        KeyRule("label_emb.0.2") { _ in "add_embedding.linear_2" },
         KeyRule("input_blocks.0.0") { _ in "conv_in" },
         KeyRule("input_blocks.#.0.op") { c in "down_blocks.\((c[0] - 1) / stride).downsamplers.0.conv" },
         KeyRule("input_blocks.#.0") { c in "down_blocks.\((c[0] - 1) / stride).resnets.\((c[0] - 1) % stride)" },

@@ -28,6 +28,11 @@ enum ModelCheck {
                 default: break
                 }
             } catch let error as FormatError {
+                let missing = "missing tensor "
+                if let name = c.sourceKey, error.message.hasPrefix(missing),
+                   let original = name(String(error.message.dropFirst(missing.count))) {
+                    throw FormatError(error.path, "\(c.name): \(error.message) (\(original) in the checkpoint)")
+                }
                 throw error
             } catch {
                 throw FormatError(where_, "\(c.name): \(error)")

@@ -23,8 +23,10 @@ enum OpenCLIPCheckpoint {
         ("mlp.c_proj.", "mlp.fc2."), ("attn.out_proj.", "self_attn.out_proj."),
     ]
 
-    /// The text encoder's tensors under diffusers keys (key within `prefix` → entry).
-    static func textTensors(_ source: [String: SafetensorsFile.Entry], path: String) throws -> [String: SafetensorsFile.Entry] {
+    /// The text encoder's tensors under diffusers keys (key within `prefix` → entry): SD 2.x's
+    /// tower at `prefix`, or SDXL's second encoder at `conditioner.embedders.1.model.`.
+    static func textTensors(_ source: [String: SafetensorsFile.Entry], path: String,
+                            prefix: String = OpenCLIPCheckpoint.prefix) throws -> [String: SafetensorsFile.Entry] {
         var out: [String: SafetensorsFile.Entry] = [:]
         for (key, entry) in source {
             if let name = renames[key] {

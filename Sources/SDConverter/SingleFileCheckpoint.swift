@@ -1,9 +1,9 @@
 import SDFormat
 
-/// Reads a single-file checkpoint in the original CompVis/LDM layout (SD 1.x), renames
-/// its keys to diffusers' and infers the component configs from tensor shapes, or takes
-/// them from a diffusers folder given with `configFolder` (as diffusers'
-/// `from_single_file(config=…)` does).
+/// Reads a single-file checkpoint in the original CompVis/LDM layout (SD 1.x and 2.x; SDXL's
+/// layout goes to `SDXLCheckpoint`), renames its keys to diffusers' and infers the component
+/// configs from tensor shapes, or takes them from a diffusers folder given with
+/// `configFolder` (as diffusers' `from_single_file(config=…)` does).
 enum SingleFileCheckpoint {
     static let unetPrefix = "model.diffusion_model."
     static let vaePrefix = "first_stage_model."
@@ -14,32 +14,28 @@ enum SingleFileCheckpoint {
         let file = try SafetensorsFile(path: path)
         let keys = file.tensorKeys
         if keys.contains(where: { $0.hasPrefix("conditioner.embedders.") }) {
-            throw FormatError(path, "SDXL checkpoints are not supported yet")
+            return try SDXLCheckpoint.read(file, path: path, configFolder: configFolder, predictionType: predictionType)
         }
         let openCLIP = keys.contains(where: { $0.hasPrefix(OpenCLIPCheckpoint.prefix) })
         guard keys.contains(where: { $0.hasPrefix(unetPrefix) }) else {
             throw FormatError(path, "not a Stable Diffusion checkpoint (no model.diffusion_model.* tensors)")
         }
-        func sub(_ prefix: String) -> [String: SafetensorsFile.Entry] {
-            var d: [String: SafetensorsFile.Entry] = [:]
-            for e in file.entries where e.key.hasPrefix(prefix) { d[String(e.key.dropFirst(prefix.count))] = e }
-            return d
-        }
-        let unetSource = sub(unetPrefix)
-        let vaeSource = sub(vaePrefix)
-        var textSource = sub(textPrefixes[0])
+        let unetSource = subset(file, unetPrefix)
+        let vaeSource = subset(file, vaePrefix)
+        var textSource = subset(file, textPrefixes[0])
         var textPrefix = textPrefixes[0]
         if openCLIP {
             textPrefix = OpenCLIPCheckpoint.prefix
-            textSource = try OpenCLIPCheckpoint.textTensors(sub(textPrefix), path: path)
+            textSource = try OpenCLIPCheckpoint.textTensors(subset(file, textPrefix), path: path, prefix: textPrefix)
         } else if textSource.isEmpty {
             textPrefix = textPrefixes[1]
-            textSource = sub(textPrefix)
+            textSource = subset(file, textPrefix)
         }
         guard !vaeSource.isEmpty else { throw FormatError(path, "checkpoint has no VAE (first_stage_model.*)") }
         guard !textSource.isEmpty else { throw FormatError(path, "checkpoint has no text encoder (cond_stage_model.transformer.* or cond_stage_model.model.*)") }
 
         var configs: [String: JSON] = [:]
+        var assumptions: [String] = []
         // SD 2.x: SD 2.1's DDIM scheduler, v-prediction unless told otherwise (diffusers' rule:
         // shapes cannot tell), and the OpenCLIP tokenizer's padding with "!".
         let sd2Prediction = predictionType ?? "v_prediction"
@@ -62,31 +58,19 @@ enum SingleFileCheckpoint {
                 // 768-px v-prediction models (2.0-v, 2.1), 512-px epsilon ones (2.x base).
                 configs["unet"] = configs["unet"]!.setting("sample_size", .number(sd2Prediction == "v_prediction" ? 96 : 64))
                     .setting("upcast_attention", .bool(sd2Prediction == "v_prediction"))
+                if predictionType == nil {
+                    assumptions.append("prediction type v_prediction and default size 768x768 (SD 2.1's), as diffusers assumes "
+                                       + "for SD 2.x single files; for the 512-px 2.x base models convert with --prediction-type epsilon")
+                }
             }
         }
         guard let lpb = configs["unet"]!["layers_per_block"]?.int, lpb >= 1,
               let levels = configs["vae"]!["block_out_channels"]?.array?.count, levels >= 1 else {
             throw FormatError(configFolder ?? path, "config lacks layers_per_block or block_out_channels")
         }
-        let unetRules = unetKeyRules(layersPerBlock: lpb)
-        let vaeRules = vaeKeyRules(levels: levels)
 
         var used = Set<String>()
         var components: [SourceModel.Component] = []
-        func add(_ name: String, _ prefix: String, _ source: [String: SafetensorsFile.Entry], _ rename: (String) -> String?) {
-            var tensors: [SourceModel.Tensor] = []
-            for (key, entry) in source.sorted(by: { $0.key < $1.key }) {
-                guard let newKey = rename(key) else { continue }
-                var shape = entry.shape
-                // LDM's VAE attention uses 1×1 convolutions where diffusers uses linear layers.
-                if name == "vae", newKey.contains("mid_block.attentions."), shape.count == 4, shape[2] == 1, shape[3] == 1 {
-                    shape = [shape[0], shape[1]]
-                }
-                used.insert(prefix + key)
-                tensors.append(SourceModel.Tensor(key: newKey, file: file, entry: entry, shape: shape))
-            }
-            components.append(SourceModel.Component(name: name, config: configs[name]!, tensors: tensors))
-        }
         if openCLIP {
             // Keys are already diffusers'; mark the OpenCLIP sources used by their entry key.
             var tensors: [SourceModel.Tensor] = []
@@ -94,23 +78,95 @@ enum SingleFileCheckpoint {
                 used.insert(entry.key)
                 tensors.append(SourceModel.Tensor(key: key, file: file, entry: entry, shape: entry.shape))
             }
-            components.append(SourceModel.Component(name: "text_encoder", config: configs["text_encoder"]!, tensors: tensors))
+            components.append(SourceModel.Component(name: "text_encoder", config: configs["text_encoder"]!, tensors: tensors,
+                                                    sourceKey: { k in CheckpointKeyNames.openCLIP(k).map { textPrefix + $0 } }))
         } else {
-            add("text_encoder", textPrefix, textSource) { key in
-                key.hasSuffix("position_ids") ? nil : (key.hasPrefix("text_model.") ? key : "text_model." + key)
+            components.append(component("text_encoder", config: configs["text_encoder"]!, file: file, prefix: textPrefix,
+                                        source: textSource, used: &used, rename: textRename))
+        }
+        components.append(component("unet", config: configs["unet"]!, file: file, prefix: unetPrefix, source: unetSource,
+                                    used: &used, rename: unetRename(layersPerBlock: lpb)))
+        components.append(component("vae", config: configs["vae"]!, file: file, prefix: vaePrefix, source: vaeSource,
+                                    used: &used, rename: vaeRename(levels: levels)))
+        let unused = keys.filter { !used.contains($0) }.sorted()
+        var model = SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
+                                unusedKeys: unused, kind: "single-file checkpoint")
+        model.assumptions = assumptions
+        return model
+    }
+
+    /// The file's tensors under `prefix`, keyed by the rest of their name.
+    static func subset(_ file: SafetensorsFile, _ prefix: String) -> [String: SafetensorsFile.Entry] {
+        var d: [String: SafetensorsFile.Entry] = [:]
+        for e in file.entries where e.key.hasPrefix(prefix) { d[String(e.key.dropFirst(prefix.count))] = e }
+        return d
+    }
+
+    /// One component from `source` (keys within `prefix`), renamed to diffusers' keys; a nil
+    /// name drops the tensor (listed unused). Marks what it takes in `used` (full file keys).
+    static func component(_ name: String, config: JSON, file: SafetensorsFile, prefix: String,
+                          source: [String: SafetensorsFile.Entry], used: inout Set<String>,
+                          rename: (String) -> String?) -> SourceModel.Component {
+        var c = renamed(name, config: config, file: file, prefix: prefix, source: source, used: &used, rename: rename)
+        c.sourceKey = sourceKey(name, config: config, prefix: prefix)
+        return c
+    }
+
+    /// The inverse renames of `component`: a diffusers key's full name in the checkpoint.
+    static func sourceKey(_ name: String, config: JSON, prefix: String) -> ((String) -> String?)? {
+        switch name {
+        case "unet":
+            guard let lpb = config["layers_per_block"]?.int, let up = config["up_block_types"]?.array else { return nil }
+            let attention = up.map { $0.string?.hasPrefix("CrossAttn") ?? false }
+            return { key in CheckpointKeyNames.unet(key, layersPerBlock: lpb, upAttention: attention).map { prefix + $0 } }
+        case "vae":
+            guard let levels = config["block_out_channels"]?.array?.count else { return nil }
+            return { key in prefix + CheckpointKeyNames.vae(key, levels: levels) }
+        default:
+            // CLIP in transformers' layout: the prefix may already end in "text_model.".
+            return { key in
+                prefix.hasSuffix("text_model.") && key.hasPrefix("text_model.") ? prefix + key.dropFirst("text_model.".count) : prefix + key
             }
         }
-        add("unet", unetPrefix, unetSource) { key in
-            guard let k = unetRules.apply(key) else { return nil }
+    }
+
+    static func renamed(_ name: String, config: JSON, file: SafetensorsFile, prefix: String,
+                        source: [String: SafetensorsFile.Entry], used: inout Set<String>,
+                        rename: (String) -> String?) -> SourceModel.Component {
+        var tensors: [SourceModel.Tensor] = []
+        for (key, entry) in source.sorted(by: { $0.key < $1.key }) {
+            guard let newKey = rename(key) else { continue }
+            var shape = entry.shape
+            // LDM's VAE attention uses 1×1 convolutions where diffusers uses linear layers.
+            if name == "vae", newKey.contains("mid_block.attentions."), shape.count == 4, shape[2] == 1, shape[3] == 1 {
+                shape = [shape[0], shape[1]]
+            }
+            used.insert(prefix + key)
+            tensors.append(SourceModel.Tensor(key: newKey, file: file, entry: entry, shape: shape))
+        }
+        return SourceModel.Component(name: name, config: config, tensors: tensors)
+    }
+
+    /// CLIP in transformers' layout: keys already diffusers', `text_model.` restored when the
+    /// prefix took it; position_ids (an index buffer) dropped.
+    static func textRename(_ key: String) -> String? {
+        key.hasSuffix("position_ids") ? nil : (key.hasPrefix("text_model.") ? key : "text_model." + key)
+    }
+
+    static func unetRename(layersPerBlock lpb: Int) -> (String) -> String? {
+        let rules = unetKeyRules(layersPerBlock: lpb)
+        return { key in
+            guard let k = rules.apply(key) else { return nil }
             return renameInside(k, block: "resnets", unetResnetRenames)
         }
-        add("vae", vaePrefix, vaeSource) { key in
-            let k = vaeRules.apply(key) ?? key
+    }
+
+    static func vaeRename(levels: Int) -> (String) -> String? {
+        let rules = vaeKeyRules(levels: levels)
+        return { key in
+            let k = rules.apply(key) ?? key
             return renameInside(renameInside(k, block: "resnets", vaeResnetRenames), block: "attentions", vaeAttentionRenames)
         }
-        let unused = keys.filter { !used.contains($0) }.sorted()
-        return SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
-                           unusedKeys: unused, kind: "single-file checkpoint")
     }
 }
 

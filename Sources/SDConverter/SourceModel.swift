@@ -9,14 +9,21 @@ struct SourceModel {
         let file: SafetensorsFile
         let entry: SafetensorsFile.Entry
         /// The shape to store; differs from the source only by dropped unit axes (LDM's
-        /// 1×1-conv attention weights become diffusers' linear weights).
+        /// 1×1-conv attention weights become diffusers' linear weights) or, when
+        /// `transposed`, by the swapped axes.
         let shape: [Int]
+        /// The source is the transpose of the stored matrix (OpenCLIP's `text_projection`,
+        /// applied as x · P where diffusers' linear weight is Pᵀ); rank 2 only.
+        var transposed = false
     }
 
     struct Component {
         let name: String
         let config: JSON
         var tensors: [Tensor]
+        /// For a single file: the checkpoint's name of a diffusers key, so that a missing
+        /// tensor is named as the file would hold it.
+        var sourceKey: ((String) -> String?)? = nil
     }
 
     var components: [Component]
@@ -30,6 +37,9 @@ struct SourceModel {
     var tokenizer2: TokenizerData? = nil
     /// Pipeline settings from model_index.json (e.g. force_zeros_for_empty_prompt).
     var pipelineMetadata: [(String, MetadataValue)] = []
+    /// Settings the input did not determine and the converter chose, each naming the flag
+    /// that sets them (single files without --config); in the report and the model file.
+    var assumptions: [String] = []
 }
 
 /// The components a text-to-image pipeline needs, in execution order.

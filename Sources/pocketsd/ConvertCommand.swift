@@ -7,7 +7,7 @@ struct ConvertCommand: ParsableCommand {
         commandName: "convert",
         abstract: "Convert a diffusers folder or a single-file .safetensors checkpoint into a .pdm model file.")
 
-    @Argument(help: "A diffusers folder (with model_index.json) or a single-file SD 1.x or 2.x .safetensors checkpoint (CompVis layout; SD 2.x with its OpenCLIP text encoder).")
+    @Argument(help: "A diffusers folder (with model_index.json) or a single-file SD 1.x, 2.x or SDXL .safetensors checkpoint (original layouts: CompVis for SD 1.x/2.x, Stability's for SDXL and SDXL-Turbo).")
     var input: String
 
     @Option(name: .shortAndLong, help: "The model file to write (.pdm).")
@@ -16,7 +16,7 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "Weight storage: fp32, fp16 or int8 (per-output-channel int8 for linear and conv weights).")
     var weights: String = "int8"
 
-    @Option(help: "For a single-file checkpoint: a diffusers folder whose configs (and tokenizer) to use instead of inferring them.")
+    @Option(help: "For a single-file checkpoint: a diffusers folder whose configs (and tokenizers, scheduler) to use instead of inferring them (e.g. SDXL-Turbo's, whose scheduler and size a file does not hold).")
     var config: String?
 
     @Option(help: "The model's prediction type, stored in its scheduler config: epsilon or v_prediction (default: the folder's scheduler config; v_prediction for single-file SD 2.x checkpoints, as diffusers; use epsilon for the 512-px 2.x base models).")
@@ -70,6 +70,7 @@ struct ConvertCommand: ParsableCommand {
                              ("rms_relative_error", .number(c.rmsRelativeError))])
                 })),
                 ("unused_keys", .array(report.unusedKeys.map { .string($0) })),
+                ("assumptions", .array(report.assumptions.map { .string($0) })),
                 ("loras", .array(report.loras.map { l in
                     .object([("path", .string(l.path)), ("scale", .number(Double(l.scale))),
                              ("merged_tensors", .number(Double(l.mergedTensors))),
@@ -95,6 +96,7 @@ struct ConvertCommand: ParsableCommand {
                 print("  keys matching nothing (\(l.unmatchedKeys.count)): \(shown)\(l.unmatchedKeys.count > 20 ? ", …" : "")")
             }
         }
+        for a in report.assumptions { print("assumed: \(a)") }
         if !report.unusedKeys.isEmpty {
             let shown = report.unusedKeys.prefix(20).joined(separator: ", ")
             print("unused keys (\(report.unusedKeys.count)): \(shown)\(report.unusedKeys.count > 20 ? ", …" : "")")

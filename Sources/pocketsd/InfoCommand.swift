@@ -42,6 +42,7 @@ struct InfoCommand: ParsableCommand {
                 ("weights", .string(file.string("general.weights") ?? "")),
                 ("converter", .string(file.string("general.converter") ?? "")),
                 ("components", .array(components)), ("scheduler", scheduler),
+                ("assumptions", .array((file.strings("general.assumptions") ?? []).map { .string($0) })),
                 ("loras", .array(loraEntries(file).map { .object([("name", .string($0.name)), ("scale", .number(Double($0.scale)))]) })),
                 ("tokenizer", .object([("vocab_size", .number(Double(vocabSize))),
                                        ("merges", .number(Double(file.strings("tokenizer.merges")?.count ?? 0))),
@@ -64,6 +65,8 @@ struct InfoCommand: ParsableCommand {
         print("scheduler: \(scheduler["_class_name"]?.string ?? "?"), tokenizer: \(vocabSize) tokens")
         let loras = loraEntries(file)
         if !loras.isEmpty { print("loras merged: " + loras.map { "\($0.name) (scale \($0.scale))" }.joined(separator: ", ")) }
+        // What the converter chose where the input said nothing (single files), with the flag to change it.
+        for a in file.strings("general.assumptions") ?? [] { print("assumed at conversion: \(a)") }
     }
 
     /// The LoRAs merged at conversion, stored as `name:scale` in `general.loras`.

@@ -41,4 +41,32 @@ final class SDXLCLITests: XCTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: output))
         }
     }
+
+    /// A single-file SDXL checkpoint: without --config the tiny model's heads cannot be
+    /// known (one line naming --config, exit 1, nothing written); with the folder's configs
+    /// it converts and generates the very latents the folder's model does.
+    func testSingleFileCheckpoint() throws {
+        let single = CLITests.fixtures + "/tiny-sdxl-single.safetensors"
+        let out = Self.scratch + "/single.pdm"
+        let refused = try CLITests.run(["convert", single, "-o", out])
+        XCTAssertEqual(refused.status, 1, refused.stderr)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, "one line: \(refused.stderr)")
+        XCTAssertTrue(refused.stderr.contains("--config"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+
+        let r = try CLITests.run(["convert", single, "-o", out, "--weights", "fp16", "--config", CLITests.fixtures + "/tiny-sdxl"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("single-file SDXL checkpoint"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("assumed:"), "--config leaves nothing to assume: \(r.stdout)")
+        let info = try CLITests.run(["info", "-m", out])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        XCTAssertTrue(info.stdout.contains("family sdxl"), info.stdout)
+        for (model, output) in [(Self.model, Self.scratch + "/from-folder.png"), (out, Self.scratch + "/from-single.png")] {
+            let g = try CLITests.run(["generate", "-m", model, "-p", "a cat", "--width", "32", "--height", "48", "--seed", "3",
+                                      "--steps", "2", "-o", output, "--save-latents", output + ".npy"])
+            XCTAssertEqual(g.status, 0, g.stderr)
+        }
+        let a = try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/from-folder.png.npy"))
+        XCTAssertEqual(a, try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/from-single.png.npy")))
+    }
 }
