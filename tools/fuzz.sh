@@ -32,6 +32,8 @@ case "$target" in
           sources="$format $(find Sources/SDModels/Configs Sources/SDSchedulers -name '*.swift' | sort)
                    Sources/SDModels/Support/ModelError.swift Sources/SDPipeline/SchedulerConfigValues.swift" ;;
   tokenizer) main=FuzzTokenizer; sources="$(find Sources/SDTokenizer -name '*.swift' | sort)" ;;
+  lora) main=FuzzLoRA
+        sources="$format Sources/SDConverter/LoRA.swift Sources/SDConverter/SourceFloats.swift Tests/Fuzz/FuzzSupport.swift" ;;
   # libpng itself is the system's (not instrumented): coverage counts the Swift side only.
   png) main=FuzzPNG; sources="$format Sources/SDFormat/OutputFiles.swift Sources/SDFormat/ModelFileWriter.swift Sources/SDPipeline/PNGReader.swift
                               Sources/SDPipeline/PNGWriter.swift Tests/Fuzz/FuzzSupport.swift" ;;
