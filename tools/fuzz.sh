@@ -34,6 +34,12 @@ case "$target" in
   tokenizer) main=FuzzTokenizer; sources="$(find Sources/SDTokenizer -name '*.swift' | sort)" ;;
   lora) main=FuzzLoRA
         sources="$format Sources/SDConverter/LoRA.swift Sources/SDConverter/SourceFloats.swift Tests/Fuzz/FuzzSupport.swift" ;;
+  # The body decoding only (JobParameters.swift, Img2ImgBody.swift), without Hummingbird/NIO.
+  http) main=FuzzHTTP
+        sources="$format Sources/SDFormat/OutputFiles.swift Sources/SDFormat/ModelFileWriter.swift
+                 $(find Sources/SDSchedulers -name '*.swift' | sort) Sources/SDPipeline/PNGReader.swift
+                 Sources/SDPipeline/PNGWriter.swift Sources/SDPipeline/ImageInput.swift Sources/SDPipeline/GenerationRequest.swift Sources/SDPipeline/SizeConditioning.swift
+                 Sources/SDServer/JobParameters.swift Sources/SDServer/Img2ImgBody.swift Tests/Fuzz/FuzzSupport.swift" ;;
   # libpng itself is the system's (not instrumented): coverage counts the Swift side only.
   png) main=FuzzPNG; sources="$format Sources/SDFormat/OutputFiles.swift Sources/SDFormat/ModelFileWriter.swift Sources/SDPipeline/PNGReader.swift
                               Sources/SDPipeline/PNGWriter.swift Tests/Fuzz/FuzzSupport.swift" ;;
