@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs one libFuzzer target (Tests/Fuzz/Fuzz*.swift) with AddressSanitizer.
-#   tools/fuzz.sh TARGET SECONDS [--json]     TARGET: safetensors, pdm, config, tokenizer
+#   tools/fuzz.sh TARGET SECONDS [--json]     TARGET: safetensors, pdm, config, tokenizer, png, lora, http
 #   tools/fuzz.sh --list
 # Each target is compiled with `swiftc -sanitize=fuzzer,address` as one module made of the
 # parser sources it exercises (their `import` lines of sibling modules dropped), so a
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets="safetensors pdm config tokenizer"
+targets="safetensors pdm config tokenizer png lora http"
 usage() { echo "usage: tools/fuzz.sh TARGET SECONDS [--json]  (targets: $targets)" >&2; exit 2; }
 [ "${1:-}" = "--list" ] && { echo "$targets"; exit 0; }
 [ $# -ge 2 ] || usage
@@ -32,6 +32,17 @@ case "$target" in
           sources="$format $(find Sources/SDModels/Configs Sources/SDSchedulers -name '*.swift' | sort)
                    Sources/SDModels/Support/ModelError.swift Sources/SDPipeline/SchedulerConfigValues.swift" ;;
   tokenizer) main=FuzzTokenizer; sources="$(find Sources/SDTokenizer -name '*.swift' | sort)" ;;
+  lora) main=FuzzLoRA
+        sources="$format Sources/SDConverter/LoRA.swift Sources/SDConverter/SourceFloats.swift Tests/Fuzz/FuzzSupport.swift" ;;
+  # The body decoding only (JobParameters.swift, Img2ImgBody.swift), without Hummingbird/NIO.
+  http) main=FuzzHTTP
+        sources="$format Sources/SDFormat/OutputFiles.swift Sources/SDFormat/ModelFileWriter.swift
+                 $(find Sources/SDSchedulers -name '*.swift' | sort) Sources/SDPipeline/PNGReader.swift
+                 Sources/SDPipeline/PNGWriter.swift Sources/SDPipeline/ImageInput.swift Sources/SDPipeline/GenerationRequest.swift Sources/SDPipeline/SizeConditioning.swift
+                 Sources/SDServer/JobParameters.swift Sources/SDServer/Img2ImgBody.swift Tests/Fuzz/FuzzSupport.swift" ;;
+  # libpng itself is the system's (not instrumented): coverage counts the Swift side only.
+  png) main=FuzzPNG; sources="$format Sources/SDFormat/OutputFiles.swift Sources/SDFormat/ModelFileWriter.swift Sources/SDPipeline/PNGReader.swift
+                              Sources/SDPipeline/PNGWriter.swift Tests/Fuzz/FuzzSupport.swift" ;;
   *) usage ;;
 esac
 
@@ -41,13 +52,14 @@ mkdir -p "$build/src" "$root/corpus/$target" "$root/artifacts/$target"
 # One module: the sibling-module imports name code that is compiled in alongside.
 rm -f "$build"/src/*.swift
 for f in $sources Tests/Fuzz/$main.swift; do
-  sed -E '/^import (SDFormat|SDKernels|SDSchedulers|SDTokenizer|SDModels)$/d' "$f" > "$build/src/$(echo "$f" | tr / _)"
+  sed -E '/^import (SDFormat|SDKernels|SDSchedulers|SDTokenizer|SDModels|SDPipeline|SDConverter)$/d' "$f" > "$build/src/$(echo "$f" | tr / _)"
 done
 binary=$build/fuzz-$target
 if [ ! -x "$binary" ] || [ -n "$(find $sources Tests/Fuzz/*.swift -newer "$binary" 2>/dev/null | head -1)" ]; then
   echo "building $target…" >&2
   # ld.gold warns about ASan's local symbols on every link: noise, not a problem.
-  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -module-name Fuzz$target \
+  # -I Sources: the CPNG module map (libpng), for the targets that read PNGs.
+  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -module-name Fuzz$target -I Sources/CPNG \
     $( [ "$(uname -m)" = x86_64 ] && echo "-target-cpu haswell" ) \
     "$build"/src/*.swift -o "$binary" 2> >(grep -v "Cannot export local symbol" >&2)
 fi

@@ -191,7 +191,7 @@ public enum Converter {
                 if src.transposed {
                     try loadTransposed(src, base, rows: rows, cols: cols, firstRow: row, rowCount: n, into: f.baseAddress!)
                 } else {
-                    try loadFloats(src.entry.dtype, base, from: start, count: elements, into: f.baseAddress!, key: src.key, path: src.file.sourceName)
+                    try SourceFloats.load(src.entry.dtype, base, from: start, count: elements, into: f.baseAddress!, key: src.key, path: src.file.sourceName)
                 }
                 try lora.apply(to: "\(plan.component).\(src.key)", firstRow: row, rowCount: n, cols: cols, chunk: f.baseAddress!)
                 for i in 0..<elements {
@@ -255,34 +255,10 @@ public enum Converter {
         var run = [Float](repeating: 0, count: rowCount)
         try run.withUnsafeMutableBufferPointer { r in
             for k in 0..<cols {
-                try loadFloats(src.entry.dtype, base, from: k * rows + firstRow, count: rowCount, into: r.baseAddress!,
-                               key: src.entry.key, path: src.file.sourceName)
+                try SourceFloats.load(src.entry.dtype, base, from: k * rows + firstRow, count: rowCount, into: r.baseAddress!,
+                                      key: src.entry.key, path: src.file.sourceName)
                 for i in 0..<rowCount { f[i * cols + k] = r[i] }
             }
-        }
-    }
-
-    /// Source elements [from, from + count) as Float.
-    static func loadFloats(_ dtype: TensorDType, _ base: UnsafeRawPointer, from: Int, count: Int,
-                           into f: UnsafeMutablePointer<Float>, key: String, path: String) throws {
-        switch dtype {
-        case .f32:
-            // Source offsets need not be aligned: copy or load unaligned.
-            UnsafeMutableRawPointer(f).copyMemory(from: base + from * 4, byteCount: count * 4)
-        case .f16:
-            let h = base + from * 2
-            for i in 0..<count { f[i] = Float(h.loadUnaligned(fromByteOffset: i * 2, as: Float16.self)) }
-        case .bf16:
-            let b = base + from * 2
-            for i in 0..<count { f[i] = Float(bitPattern: UInt32(b.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
-        case .f64:
-            let d = base + from * 8
-            for i in 0..<count { f[i] = Float(d.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) }
-        default:
-            throw FormatError(path, "tensor \(key) has dtype \(dtype.rawValue); weights must be F32, F16 or BF16")
-        }
-        for i in 0..<count where !f[i].isFinite {
-            throw FormatError(path, "tensor \(key) contains NaN or infinity")
         }
     }
 }

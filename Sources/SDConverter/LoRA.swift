@@ -65,22 +65,24 @@ struct LoRAPlan {
 
     init() {}
 
-    init(specs: [LoRASpec], model: SourceModel) throws {
+    /// The plan for a model given by its tensors' keys and shapes, all the matching needs
+    /// (`init(specs:model:)`, in SourceModel.swift, passes a source model's; the fuzz target
+    /// a fixed small key set, so this file compiles without the converter).
+    init(specs: [LoRASpec], tensors: [(component: String, key: String, shape: [Int])]) throws {
         guard !specs.isEmpty else { return }
         // Every name a LoRA may give a base weight, for each (component, key) of the model.
         var targets: [String: (component: String, key: String, shape: [Int])] = [:]
-        for c in model.components where c.name == "unet" || c.name == "text_encoder" {
-            for t in c.tensors where t.key.hasSuffix(".weight") && t.shape.count >= 2 {
-                let module = String(t.key.dropLast(".weight".count))
-                let kohyaPrefix = c.name == "unet" ? "lora_unet_" : "lora_te_"
-                var names = [kohyaPrefix + module.replacingDots(), c.name + "." + module]
-                // transformers ≥ 5.6 names the text encoder's modules without "text_model.".
-                if c.name == "text_encoder", module.hasPrefix("text_model.") {
-                    let short = String(module.dropFirst("text_model.".count))
-                    names += ["text_encoder." + short, kohyaPrefix + short.replacingDots()]
-                }
-                for n in names { targets[n] = (c.name, t.key, t.shape) }
+        for t in tensors where (t.component == "unet" || t.component == "text_encoder")
+            && t.key.hasSuffix(".weight") && t.shape.count >= 2 {
+            let module = String(t.key.dropLast(".weight".count))
+            let kohyaPrefix = t.component == "unet" ? "lora_unet_" : "lora_te_"
+            var names = [kohyaPrefix + module.replacingDots(), t.component + "." + module]
+            // transformers ≥ 5.6 names the text encoder's modules without "text_model.".
+            if t.component == "text_encoder", module.hasPrefix("text_model.") {
+                let short = String(module.dropFirst("text_model.".count))
+                names += ["text_encoder." + short, kohyaPrefix + short.replacingDots()]
             }
+            for n in names { targets[n] = (t.component, t.key, t.shape) }
         }
         for spec in specs {
             let file = try SafetensorsFile(path: spec.path)
@@ -123,7 +125,7 @@ struct LoRAPlan {
                 if let a = alphas.removeValue(forKey: rawModule) {
                     guard a.dtype.isFloat, a.shape.reduce(1, *) == 1 else { throw FormatError(spec.path, "\(a.key) is not one number") }
                     var v: Float = 0
-                    try Converter.loadFloats(a.dtype, file.file.base + a.range.lowerBound, from: 0, count: 1, into: &v, key: a.key, path: spec.path)
+                    try SourceFloats.load(a.dtype, file.file.base + a.range.lowerBound, from: 0, count: 1, into: &v, key: a.key, path: spec.path)
                     alpha = v
                 } else if let a = metadataAlpha(target.component, target.key) {
                     alpha = a
@@ -183,11 +185,11 @@ struct LoRAPlan {
             var up = [Float](repeating: 0, count: rowCount * u.rank)
             var down = [Float](repeating: 0, count: u.rank * cols)
             try up.withUnsafeMutableBufferPointer { p in
-                try Converter.loadFloats(u.up.dtype, u.file.file.base + u.up.range.lowerBound, from: firstRow * u.rank,
+                try SourceFloats.load(u.up.dtype, u.file.file.base + u.up.range.lowerBound, from: firstRow * u.rank,
                                          count: rowCount * u.rank, into: p.baseAddress!, key: u.up.key, path: u.file.sourceName)
             }
             try down.withUnsafeMutableBufferPointer { p in
-                try Converter.loadFloats(u.down.dtype, u.file.file.base + u.down.range.lowerBound, from: 0,
+                try SourceFloats.load(u.down.dtype, u.file.file.base + u.down.range.lowerBound, from: 0,
                                          count: u.rank * cols, into: p.baseAddress!, key: u.down.key, path: u.file.sourceName)
             }
             down.withUnsafeBufferPointer { d in

@@ -44,3 +44,12 @@ struct SourceModel {
 
 /// The components a text-to-image pipeline needs, in execution order.
 let pipelineComponents = ["text_encoder", "unet", "vae"]
+
+extension LoRAPlan {
+    /// The LoRA updates of `specs` for the UNet and text encoder of `model`.
+    init(specs: [LoRASpec], model: SourceModel) throws {
+        try self.init(specs: specs, tensors: model.components.flatMap { c in
+            c.tensors.map { (component: c.name, key: $0.key, shape: $0.shape) }
+        })
+    }
+}

@@ -128,3 +128,13 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+
+/// Which autoencoder turns the final latents into pixels (`generate --vae`). Declared with
+/// the request, not with the TAESD code, so that the request compiles without the models
+/// (the `http` fuzz target builds the server's body decoding from these files alone).
+public enum ImageDecoder: String, CaseIterable, Sendable {
+    /// The model's AutoencoderKL: the reference image.
+    case full
+    /// TAESD (diffusers' AutoencoderTiny), stored by `convert --taesd`: ~100× cheaper, softer.
+    case taesd
+}

@@ -12,8 +12,13 @@ public enum PNGReader {
     /// Either side of a PNG that is read: checked from the header before any pixel buffer
     /// is allocated (16384² RGBA is 1 GiB; SD 1.x works at 512²–1024²).
     public static let maxSide = 16384
-    /// Pixels in a PNG that is read (64 Mpx: 256 MiB as RGBA).
-    public static let maxPixels = 1 << 26
+    /// Pixels in a PNG that is read: 16 Mpx (4096², 4× what the server's 2048 px side allows),
+    /// so decoding never holds more than 176 MiB (16-bit samples, then RGB). It was 64 Mpx,
+    /// up to 960 MiB, until the fuzzer made a 300-byte file ask for a 286 MB buffer.
+    public static let maxPixels = 1 << 24
+    /// deflate's largest compression ratio (258-byte matches in 2 bits): compressed pixel
+    /// data can be no smaller than its size divided by this.
+    static let maxDeflateRatio = 1032
 
     /// A PNG that cannot be read or is refused, with the file's path in its message.
     public struct Error: Swift.Error, CustomStringConvertible, Equatable {
@@ -43,9 +48,17 @@ public enum PNGReader {
         guard width >= 1, height >= 1, width <= maxSide, height <= maxSide, width * height <= maxPixels else {
             throw Error(name, "PNG of \(width)×\(height) pixels is too large (at most \(maxSide) per side and \(maxPixels) pixels)")
         }
+        // A header may promise far more pixels than the file holds: refuse it before the
+        // buffers are allocated, from the bits per pixel of IHDR (bit depth at byte 24, colour
+        // type at 25; libpng has checked that IHDR comes first and is valid).
+        let channels = [0: 1, 2: 3, 3: 1, 4: 2, 6: 4][Int(bytes[25])] ?? 4
+        let leastDataBytes = width * height * channels * Int(bytes[24]) / 8 / maxDeflateRatio
+        guard bytes.count >= leastDataBytes else {
+            throw Error(name, "damaged or truncated PNG (\(bytes.count) bytes cannot hold \(width)×\(height) pixels)")
+        }
         // RGBA, then the alpha channel dropped: libpng composites onto a background only for
         // formats without alpha, and PIL's convert("RGB") does not composite.
-        var rgba = [UInt8](repeating: 0, count: width * height * 4)
+        var rgb = [UInt8](repeating: 0, count: width * height * 3)
         let sixteenBit = image.format & png_uint_32(PNG_FORMAT_FLAG_LINEAR) != 0
         let finished: Int32
         if sixteenBit {
@@ -62,22 +75,22 @@ public enum PNGReader {
                 for c in 0..<3 {
                     let premultiplied = UInt32(wide[4 * p + c])
                     let value = alpha == 0 ? 0 : min(65535, (premultiplied * 65535 + alpha / 2) / alpha)
-                    rgba[4 * p + c] = UInt8(value >> 8)
+                    rgb[3 * p + c] = UInt8(value >> 8)
                 }
             }
         } else {
             image.format = png_uint_32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA)
+            var rgba = [UInt8](repeating: 0, count: width * height * 4)
             finished = bytes.withUnsafeBytes { _ in
                 rgba.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
             }
+            for i in 0..<(width * height) {
+                rgb[3 * i] = rgba[4 * i]
+                rgb[3 * i + 1] = rgba[4 * i + 1]
+                rgb[3 * i + 2] = rgba[4 * i + 2]
+            }
         }
         guard finished != 0 else { throw Error(name, "damaged or truncated PNG (\(message(of: &image)))") }
-        var rgb = [UInt8](repeating: 0, count: width * height * 3)
-        for i in 0..<(width * height) {
-            rgb[3 * i] = rgba[4 * i]
-            rgb[3 * i + 1] = rgba[4 * i + 1]
-            rgb[3 * i + 2] = rgba[4 * i + 2]
-        }
         return RGBImage(width: width, height: height, pixels: rgb)
     }
 

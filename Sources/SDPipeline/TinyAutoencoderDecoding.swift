@@ -2,14 +2,6 @@ import SDFormat
 import SDKernels
 import SDModels
 
-/// Which autoencoder turns the final latents into pixels (`generate --vae`).
-public enum ImageDecoder: String, CaseIterable, Sendable {
-    /// The model's AutoencoderKL: the reference image.
-    case full
-    /// TAESD (diffusers' AutoencoderTiny), stored by `convert --taesd`: ~100× cheaper, softer.
-    case taesd
-}
-
 extension StableDiffusionPipeline {
     /// The model file's TAESD component name.
     static let tinyAutoencoderComponent = "taesd"

@@ -108,6 +108,41 @@ final class ImageToImageTests: XCTestCase {
         }
     }
 
+    /// Found by the png fuzz target (`Tests/Fuzz/corpus/png/regression-huge-16bit-header.png`):
+    /// a 310-byte 16-bit grey PNG whose header claims 10765 × 3328 pixels made the reader
+    /// allocate 286 MB before libpng found the pixel data missing.
+    func testPNGReaderRefusesHeadersThatPromiseMorePixelsThanTheFileHolds() throws {
+        let path = PipelineGoldenTests.fixtures + "/../Fuzz/corpus/png/regression-huge-16bit-header.png"
+        XCTAssertThrowsError(try PNGReader.read(path: path)) { error in
+            XCTAssertTrue("\(error)".contains("cannot hold 10765×3328 pixels"), "\(error)")
+        }
+        // Valid IHDRs (CRC fixed, so libpng accepts them and the reader's own checks decide):
+        // 20 Mpx is over the 16 Mpx limit whatever the file holds; 1024 × 1024 RGB needs at
+        // least 3 MiB / 1032 bytes of compressed data, far more than rgb8.png's 428.
+        let good = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.golden + "/png/rgb8.png")))
+        for (width, height, fragment) in [(5000, 4000, "too large"), (1024, 1024, "cannot hold 1024×1024 pixels")] {
+            var bytes = good
+            for (offset, value) in [(16, UInt32(width)), (20, UInt32(height))] {
+                for k in 0..<4 { bytes[offset + k] = UInt8(truncatingIfNeeded: value >> (24 - 8 * UInt32(k))) }
+            }
+            let crc = Self.crc32(bytes[12..<29])  // IHDR's type and 13 data bytes
+            for k in 0..<4 { bytes[29 + k] = UInt8(truncatingIfNeeded: crc >> (24 - 8 * UInt32(k))) }
+            XCTAssertThrowsError(try PNGReader.decode(bytes, name: "header.png")) { error in
+                XCTAssertTrue("\(error)".contains(fragment), "\(width)×\(height): \(error)")
+            }
+        }
+    }
+
+    /// PNG's CRC-32 (polynomial 0xEDB88320, reflected).
+    static func crc32(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for b in bytes {
+            crc ^= UInt32(b)
+            for _ in 0..<8 { crc = crc & 1 != 0 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+        }
+        return crc ^ 0xFFFF_FFFF
+    }
+
     func testVAEEncoderMatchesDiffusers() throws {
         let pipeline = try StableDiffusionPipeline(modelPath: PipelineGoldenTests.modelFile("tiny-sd-a", .fp32), threads: 2)
         let cases = try XCTUnwrap(Self.json("encode/index.json")["cases"]?.array)
