@@ -29,6 +29,8 @@ trap 'rm -rf "$tmp"' EXIT
 lib=$tmp/PocketDiffusion
 git clone -q --no-checkout "$root" "$lib"
 git -C "$lib" checkout -q --detach "$sha"
+# Only this tag: a real release tag in the history would otherwise be what `from:` picks.
+git -C "$lib" tag -l | xargs -r git -C "$lib" tag -d > /dev/null
 git -C "$lib" tag 0.1.0
 
 app=$tmp/consumer
