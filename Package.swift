@@ -1,24 +1,18 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Kernels need FMA and F16C at compile time, or `addingProduct` and Float16
-// conversions become per-lane library calls (fmaf, __extendhfsf2). Haswell is the
-// oldest x86_64 with both; arm64 has them in the base ISA.
-#if arch(x86_64)
-let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
-#else
-let kernelFlags: [SwiftSetting] = []
-#endif
-// The numeric targets are optimised in debug builds too (unoptimised SIMD code runs
-// ~100× slower); tools/test.sh still tests in release, since generic kernels are only
-// fully specialised with whole-module optimisation. Both builds keep Swift's checks
-// (`-O`, not `-Ounchecked`): hot loops that must not pay for them use unsafe pointers
-// and wrapping arithmetic explicitly, each place commented.
-let optimized: [SwiftSetting] = kernelFlags + [
-    .unsafeFlags(["-wmo"], .when(configuration: .release)),
-    .unsafeFlags(["-O"], .when(configuration: .debug)),
-]
-
+// No unsafeFlags anywhere: SwiftPM refuses a versioned dependency (`from: "0.1.0"`) whose
+// targets carry any, even behind a package trait (tested with SwiftPM 6.3: README,
+// "Depending on PocketDiffusion"). The Swift SIMD kernels still want FMA and F16C at
+// compile time on x86_64, or `addingProduct` and Float16 conversions become per-lane
+// library calls (fmaf, __extendhfsf2); the project's scripts pass them on the command line
+// instead (tools/swift-flags.sh: `-Xswiftc -target-cpu -Xswiftc haswell`), and a consumer
+// adds the same two flags. The C block products (CKernels) need no flag: each carries its
+// `target` attribute and is chosen at run time (docs/KERNELS.md). Two more flags went for
+// the same reason: `-O` for the numeric targets in debug builds (build in release: the
+// scripts do, and tools/sanitize.sh optimises its debug builds with -Xswiftc -O) and
+// `-O3` for CKernels (SwiftPM's release -O2 gives the same code: tools/check-kernel-asm.sh
+// checks its FMAs and register tiles).
 let package = Package(
     name: "PocketDiffusion",
     platforms: [.macOS(.v13)],
@@ -42,17 +36,16 @@ let package = Package(
     ],
     targets: [
         // C intrinsics Swift cannot reach (bf16 dot products), chosen at run time.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
-        .target(name: "SDKernels", dependencies: ["CKernels"], swiftSettings: optimized),
-        .target(name: "SDFormat", dependencies: ["SDKernels"], swiftSettings: kernelFlags),
+        .target(name: "CKernels"),
+        .target(name: "SDKernels", dependencies: ["CKernels"]),
+        .target(name: "SDFormat", dependencies: ["SDKernels"]),
         .target(name: "SDTokenizer"),
         .target(name: "SDSchedulers"),
-        .target(name: "SDModels", dependencies: ["SDKernels", "SDFormat"], swiftSettings: optimized),
+        .target(name: "SDModels", dependencies: ["SDKernels", "SDFormat"]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
-        .target(name: "SDConverter", dependencies: ["SDFormat", "SDModels", "SDTokenizer"], swiftSettings: kernelFlags),
+        .target(name: "SDConverter", dependencies: ["SDFormat", "SDModels", "SDTokenizer"]),
         .target(name: "SDPipeline",
-                dependencies: ["SDKernels", "SDFormat", "SDModels", "SDSchedulers", "SDTokenizer", "CPNG"],
-                swiftSettings: kernelFlags),
+                dependencies: ["SDKernels", "SDFormat", "SDModels", "SDSchedulers", "SDTokenizer", "CPNG"]),
         .target(name: "PocketDiffusion",
                 dependencies: ["SDConverter", "SDFormat", "SDKernels", "SDModels", "SDPipeline", "SDSchedulers", "SDTokenizer"]),
         .executableTarget(name: "CustomPipeline", dependencies: ["PocketDiffusion"], path: "Examples/CustomPipeline"),
@@ -66,7 +59,7 @@ let package = Package(
         .executableTarget(name: "pocketsd",
                           dependencies: ["SDPipeline", "SDConverter", "SDServer",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        .testTarget(name: "SDKernelsTests", dependencies: ["SDKernels"], swiftSettings: kernelFlags),
+        .testTarget(name: "SDKernelsTests", dependencies: ["SDKernels"]),
         .testTarget(name: "SDFormatTests", dependencies: ["SDFormat", "SDConverter"]),
         .testTarget(name: "SDTokenizerTests", dependencies: ["SDTokenizer"]),
         .testTarget(name: "SDSchedulersTests", dependencies: ["SDSchedulers"]),

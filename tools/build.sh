@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
-flags=(-c release -Xswiftc -enable-testing)
+. tools/swift-flags.sh
 if [ "${1:-}" = "--tests" ]; then
-  swift build "${flags[@]}" --build-tests
+  swift build "${swift_release_flags[@]}" --build-tests
 else
-  swift build "${flags[@]}" --product pocketsd
+  swift build "${swift_release_flags[@]}" --product pocketsd
 fi

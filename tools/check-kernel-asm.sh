@@ -47,7 +47,8 @@ command -v objdump >/dev/null || { echo "check-kernel-asm: objdump not found" >&
 if [[ $do_build == 1 ]]; then
     # The flags of tools/build.sh, so the objects checked are the ones the tests and the demo
     # run (and nothing is rebuilt after tools/test.sh).
-    (cd "$package" && swift build -c release -Xswiftc -enable-testing --target SDKernels --build-path "$build_path")
+    (cd "$package" && . tools/swift-flags.sh &&
+        swift build "${swift_release_flags[@]}" --target SDKernels --build-path "$build_path")
     # (SDKernels depends on CKernels, so its object is built too.)
 fi
 

@@ -14,7 +14,8 @@ if [ $# -ge 1 ]; then prefix="$1"; elif [ "$(id -u)" = 0 ]; then prefix=/usr/loc
 if [ $static = 1 ]; then
   tools/install-deps.sh
   # A scratch folder of its own: the static runtime changes how everything links.
-  swift build -c release --product pocketsd --static-swift-stdlib --scratch-path .build-static
+  . tools/swift-flags.sh
+  swift build -c release "${swift_cpu_flags[@]}" --product pocketsd --static-swift-stdlib --scratch-path .build-static
   bin=.build-static/release/pocketsd
 else
   tools/build.sh

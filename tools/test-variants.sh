@@ -6,6 +6,7 @@
 # --not-auto skips the widest variant, which `auto` (the plain test run) already tested.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/swift-flags.sh
 json=0 not_auto=0
 for a in "$@"; do
   case "$a" in
@@ -30,7 +31,7 @@ status=0
 for v in "${variants[@]}"; do
   echo "== kernels $v: SDKernelsTests, PipelineGoldenTests ==" >&2
   log=$(mktemp)
-  if POCKETSD_KERNELS=$v swift test -c release -Xswiftc -enable-testing --skip-build --disable-swift-testing \
+  if POCKETSD_KERNELS=$v swift test "${swift_release_flags[@]}" --skip-build --disable-swift-testing \
        --filter 'SDKernelsTests|PipelineGoldenTests' >"$log" 2>&1; then r=passed; else r=failed; status=1; fi
   summary=$(grep -E "Executed [0-9]+ tests?" "$log" | tail -1 | sed -E 's/^[[:space:]]+//')
   [ $json = 1 ] || echo "kernels $v: $r ($summary)"

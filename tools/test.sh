@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/build.sh --tests
-swift test -c release -Xswiftc -enable-testing --skip-build --disable-swift-testing "$@"
+. tools/swift-flags.sh
+swift test "${swift_release_flags[@]}" --skip-build --disable-swift-testing "$@"

@@ -1,7 +1,7 @@
 // The denoising loop of diffusers' "build your own pipeline" tutorial, written out with
 // PocketDiffusion's components and the K-LMS scheduler:
 //
-//     swift run -c release CustomPipeline MODEL.pdm "a photograph of an astronaut riding a horse" \
+//     swift run -c release [-Xswiftc -target-cpu -Xswiftc haswell] CustomPipeline MODEL.pdm "a photograph of an astronaut riding a horse" \
 //         [--size 512] [--steps 25] [--guidance 7.5] [--seed 0] [-o custom.png] [--latents custom.npy]
 //
 // For the same settings its latents equal `pocketsd generate --scheduler lms

@@ -1,7 +1,7 @@
 // img2img with the built-in pipeline, as a library user writes it: an init image, a
 // prompt, and how far to move away from the image (diffusers' StableDiffusionImg2ImgPipeline).
 //
-//     swift run -c release ImageToImage MODEL.pdm INIT.png "a watercolor painting" \
+//     swift run -c release [-Xswiftc -target-cpu -Xswiftc haswell] ImageToImage MODEL.pdm INIT.png "a watercolor painting" \
 //         [--strength 0.75] [--steps 30] [--guidance 7.5] [--seed 0] [-o out.png] [--latents out.npy]
 //
 // Its latents equal `pocketsd generate --init-image INIT.png --strength S` for the same

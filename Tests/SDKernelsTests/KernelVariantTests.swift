@@ -172,7 +172,7 @@ final class KernelVariantTests: XCTestCase {
             }
         }
         #if arch(x86_64)
-        // Every x86_64 this project builds for (-target-cpu haswell) has AVX2 + FMA.
+        // Every x86_64 this project's scripts build for (-target-cpu haswell) has AVX2 + FMA.
         XCTAssertTrue(KernelVariant.avx2.isSupported, "cpuid/xgetbv: \(KernelVariant.featureNames)")
         XCTAssertNotEqual(KernelVariant.best, .portable)
         #endif
