@@ -17,7 +17,9 @@ else
   if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
     echo "test-arm64: installing gcc-aarch64-linux-gnu and qemu-user-static" >&2
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get install -y gcc-aarch64-linux-gnu qemu-user-static >&2
+    # A fresh machine may have no package lists yet.
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user-static >&2
   fi
   aarch64-linux-gnu-gcc -O2 -static -march=armv8.2-a+dotprod -I Sources/CKernels/include "${sources[@]}" \
     -o "$out/i8_sdot_test"
