@@ -10,17 +10,19 @@ import Glibc
 import PocketDiffusion
 
 var args = Array(CommandLine.arguments.dropFirst())
-func option(_ name: String, _ fallback: String) -> String {
+/// Removes `name VALUE` from `args` and returns VALUE, or `fallback` when absent. (`args` is
+/// passed in: a top-level variable belongs to the main actor in Swift 6.)
+func option(_ name: String, _ fallback: String, from args: inout [String]) -> String {
     guard let i = args.firstIndex(of: name), i + 1 < args.count else { return fallback }
     defer { args.removeSubrange(i...(i + 1)) }
     return args[i + 1]
 }
-let size = Int(option("--size", "512")) ?? 512
-let steps = Int(option("--steps", "25")) ?? 25
-let guidance = Float(option("--guidance", "7.5")) ?? 7.5
-let seed = UInt64(option("--seed", "0")) ?? 0
-let output = option("-o", "custom.png")
-let latentsPath = option("--latents", "")
+let size = Int(option("--size", "512", from: &args)) ?? 512
+let steps = Int(option("--steps", "25", from: &args)) ?? 25
+let guidance = Float(option("--guidance", "7.5", from: &args)) ?? 7.5
+let seed = UInt64(option("--seed", "0", from: &args)) ?? 0
+let output = option("-o", "custom.png", from: &args)
+let latentsPath = option("--latents", "", from: &args)
 guard let modelPath = args.first else {
     print("usage: CustomPipeline MODEL.pdm [PROMPT] [--size N] [--steps N] [--guidance G] [--seed S] [-o OUT.png]")
     exit(2)

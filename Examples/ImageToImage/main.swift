@@ -10,17 +10,19 @@ import Glibc
 import PocketDiffusion
 
 var args = Array(CommandLine.arguments.dropFirst())
-func option(_ name: String, _ fallback: String) -> String {
+/// Removes `name VALUE` from `args` and returns VALUE, or `fallback` when absent. (`args` is
+/// passed in: a top-level variable belongs to the main actor in Swift 6.)
+func option(_ name: String, _ fallback: String, from args: inout [String]) -> String {
     guard let i = args.firstIndex(of: name), i + 1 < args.count else { return fallback }
     defer { args.removeSubrange(i...(i + 1)) }
     return args[i + 1]
 }
-let strength = Double(option("--strength", "0.75")) ?? 0.75
-let steps = Int(option("--steps", "30")) ?? 30
-let guidance = Float(option("--guidance", "7.5")) ?? 7.5
-let seed = UInt64(option("--seed", "0")) ?? 0
-let output = option("-o", "img2img.png")
-let latentsPath = option("--latents", "")
+let strength = Double(option("--strength", "0.75", from: &args)) ?? 0.75
+let steps = Int(option("--steps", "30", from: &args)) ?? 30
+let guidance = Float(option("--guidance", "7.5", from: &args)) ?? 7.5
+let seed = UInt64(option("--seed", "0", from: &args)) ?? 0
+let output = option("-o", "img2img.png", from: &args)
+let latentsPath = option("--latents", "", from: &args)
 guard args.count >= 3 else {
     print("usage: ImageToImage MODEL.pdm INIT.png PROMPT [--strength S] [--steps N] [--guidance G] [--seed S] [-o OUT.png]")
     exit(2)
