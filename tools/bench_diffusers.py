@@ -5,8 +5,9 @@ diffusers folder, for comparison with `pocketsd bench` on the same machine (docs
     /work/venv/bin/python tools/bench_diffusers.py [FOLDER] [--threads T] [--width 512 --height 512]
         [--unet-runs 2] [--vae-runs 1] [--json]
 
-FOLDER        a diffusers Stable Diffusion folder, default models/sd15-random
-              (tools/make_sd15_random.py); loaded from disk only, never from a hub id
+FOLDER        a diffusers Stable Diffusion or SDXL folder, default models/sd15-random
+              (tools/make_sd15_random.py, tools/make_sdxl_random.py); loaded from disk only,
+              never from a hub id
 --threads T   torch.set_num_threads(T); default: all cores (as pocketsd)
 --unet-runs   guided UNet steps (batch 2) to time; the first one is reported as such
 --json        print one JSON object instead of the markdown table
@@ -14,8 +15,11 @@ FOLDER        a diffusers Stable Diffusion folder, default models/sd15-random
 Phases, each under torch.inference_mode():
   load           the three components with torch_dtype=float32 (fp16 files are upcast),
                  all resident at once as StableDiffusionPipeline holds them
-  text encoder   batch 2 (negative + prompt, 77 tokens), median of 3 after one warm-up
-  UNet step      batch 2 at the latent size (64x64 for 512x512) plus the guidance combine
+  text encoder   batch 2 (negative + prompt, 77 tokens), median of 3 after one warm-up; for
+                 SDXL both encoders (penultimate hidden states concatenated, the second's
+                 projected pooled output), as StableDiffusionXLPipeline.encode_prompt
+  UNet step      batch 2 at the latent size (64x64 for 512x512) plus the guidance combine;
+                 for SDXL with the text_time conditions (pooled embeddings, size ids)
   VAE decode     one latent to a width x height image
 Each phase's peak RSS is VmHWM from /proc/self/status after resetting it with
 /proc/self/clear_refs (the same method as pocketsd); the whole-process peak is the largest of
@@ -90,7 +94,7 @@ def main():
 
     import diffusers
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.set_num_threads(args.threads)
     load_avg = os.getloadavg()
@@ -99,22 +103,51 @@ def main():
     reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     sub = lambda name: os.path.join(args.folder, name)  # noqa: E731
+
+    def variant(component):
+        # Folders written with fp16 variant names only (model.fp16.safetensors) need the variant.
+        names = os.listdir(sub(component))
+        has_plain = any(n.endswith((".safetensors", ".bin")) and ".fp16" not in n for n in names)
+        return None if has_plain or not any(".fp16" in n for n in names) else "fp16"
+
+    def load(cls, component):
+        return cls.from_pretrained(sub(component), torch_dtype=torch.float32, variant=variant(component)).eval()
+
+    with open(sub("model_index.json")) as f:
+        sdxl = "XL" in json.load(f).get("_class_name", "")
     tokenizer = CLIPTokenizer.from_pretrained(sub("tokenizer"))
-    text_encoder = CLIPTextModel.from_pretrained(sub("text_encoder"), torch_dtype=torch.float32).eval()
-    unet = UNet2DConditionModel.from_pretrained(sub("unet"), torch_dtype=torch.float32).eval()
-    vae = AutoencoderKL.from_pretrained(sub("vae"), torch_dtype=torch.float32).eval()
+    text_encoder = load(CLIPTextModel, "text_encoder")
+    if sdxl:
+        tokenizer_2 = CLIPTokenizer.from_pretrained(sub("tokenizer_2"))
+        text_encoder_2 = load(CLIPTextModelWithProjection, "text_encoder_2")
+    unet = load(UNet2DConditionModel, "unet")
+    vae = load(AutoencoderKL, "vae")
     phases.append(phase("load (fp16 files -> fp32)", "1", ([time.perf_counter() - t0], [time.process_time() - c0])))
 
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     h, w = args.height // factor, args.width // factor
     with torch.inference_mode():
-        ids = tokenizer(["", "a photograph of an astronaut riding a horse"], padding="max_length",
-                        max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        prompts = ["", "a photograph of an astronaut riding a horse"]
+
+        def token_ids(tok):
+            return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                       return_tensors="pt").input_ids
+
+        ids = token_ids(tokenizer)
+        ids_2 = token_ids(tokenizer_2) if sdxl else None
         reset_peak()
         holder = {}
 
         def encode():
-            holder["context"] = text_encoder(ids)[0]
+            if sdxl:
+                # encode_prompt's rule: each encoder's penultimate hidden states, concatenated
+                # per token; the pooled projection from the second.
+                first = text_encoder(ids, output_hidden_states=True)
+                second = text_encoder_2(ids_2, output_hidden_states=True)
+                holder["context"] = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+                holder["pooled"] = second.text_embeds
+            else:
+                holder["context"] = text_encoder(ids)[0]
 
         phases.append(phase("text encoder (batch 2)", "3 after warm-up", timed(encode, 3, warmup=True)))
         context = holder["context"]
@@ -122,9 +155,15 @@ def main():
         generator = torch.Generator().manual_seed(0)
         latents = torch.randn((1, unet.config.in_channels, h, w), generator=generator)
         timestep = torch.tensor(981)
+        added = None
+        if sdxl:
+            # add_time_ids: original size, crop top-left, target size (diffusers' defaults).
+            size_ids = torch.tensor([[args.height, args.width, 0, 0, args.height, args.width]] * 2, dtype=torch.float32)
+            added = {"text_embeds": holder["pooled"], "time_ids": size_ids}
 
         def unet_step():
-            noise = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=context).sample
+            noise = unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=context,
+                         added_cond_kwargs=added).sample
             uncond, cond = noise.chunk(2)
             holder["noise"] = uncond + 7.5 * (cond - uncond)
 
@@ -144,7 +183,7 @@ def main():
         assert torch.isfinite(holder["image"]).all()
 
     result = {
-        "tool": "diffusers", "diffusers": diffusers.__version__, "torch": torch.__version__, "folder": args.folder, "dtype": "float32",
+        "tool": "diffusers", "sdxl": sdxl, "diffusers": diffusers.__version__, "torch": torch.__version__, "folder": args.folder, "dtype": "float32",
         "threads": torch.get_num_threads(), "width": args.width, "height": args.height,
         "load_average": list(load_avg), "load_average_end": list(os.getloadavg()), "phases": phases,
         # ru_maxrss follows the same high-water mark that reset_peak() lowers, so take the

@@ -65,8 +65,6 @@ struct BenchCommand: ParsableCommand {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
         if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
-        // Its phases feed the UNet one encoder's context and no added conditions.
-        if pipeline.isSDXL { throw FormatError(model, "bench does not measure SDXL models yet; use generate --stats") }
         pipeline.usePrecision(try PrecisionChoice.parse(precision))
         let openSeconds = now() - openStart
         let file = pipeline.file, pool = pipeline.pool
@@ -155,7 +153,10 @@ struct BenchCommand: ParsableCommand {
         -> [(String, String, () -> KernelBenchmark.Result)] {
         let pool = p.pool, n = repeats, unet = p.unetConfig
         let ch = unet.blockOutChannels, last = ch.count - 1
-        let heads = unet.attentionHeads[0], tokens = h * w, contextTokens = p.tokenizer.maxLength
+        // Attention runs from the first level with cross-attention blocks (SDXL's first has none).
+        let attentionLevel = unet.downBlockTypes.firstIndex(of: .crossAttnDownBlock2D) ?? 0
+        let heads = unet.attentionHeads[attentionLevel], contextTokens = p.tokenizer.maxLength
+        let tokens = h * w, attentionTokens = max(1, h >> attentionLevel) * max(1, w >> attentionLevel)
         let lowTokens = max(1, h >> last) * max(1, w >> last)
         var cases: [(String, String, () -> KernelBenchmark.Result)] = [
             ("linear", "\(ch[0])×\(ch[0]), P=\(tokens)",
@@ -183,12 +184,14 @@ struct BenchCommand: ParsableCommand {
         cases.append(("VAE conv3x3", "\(vaeNarrow)→\(vaeNarrow), \(wh)×\(hh)", {
             KernelBenchmark.conv3x3(inChannels: vaeNarrow, outChannels: vaeNarrow, height: hh, width: wh, type: type, pool: pool, repeats: n)
         }))
-        let d = ch[0] / heads
-        cases.append(("attention self", "\(heads)×\(d), T=\(tokens)", {
-            KernelBenchmark.attention(heads: heads, headDim: d, queryTokens: tokens, keyTokens: tokens, pool: pool, repeats: n)
+        let d = ch[attentionLevel] / heads
+        cases.append(("attention self", "\(heads)×\(d), T=\(attentionTokens)", {
+            KernelBenchmark.attention(heads: heads, headDim: d, queryTokens: attentionTokens, keyTokens: attentionTokens,
+                                      pool: pool, repeats: n)
         }))
-        cases.append(("attention cross", "\(heads)×\(d), Tq=\(tokens), Tk=\(contextTokens)", {
-            KernelBenchmark.attention(heads: heads, headDim: d, queryTokens: tokens, keyTokens: contextTokens, pool: pool, repeats: n)
+        cases.append(("attention cross", "\(heads)×\(d), Tq=\(attentionTokens), Tk=\(contextTokens)", {
+            KernelBenchmark.attention(heads: heads, headDim: d, queryTokens: attentionTokens, keyTokens: contextTokens,
+                                      pool: pool, repeats: n)
         }))
         return cases
     }
@@ -212,20 +215,35 @@ struct BenchCommand: ParsableCommand {
 
         Terminal.progress("text encoder…")
         _ = peaks.take()
-        let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
-        let ids = p.tokenizer.tokenize("") + p.tokenizer.tokenize("a photograph of an astronaut riding a horse")
-        // Each phase runs in its planned activation arena, as `generate` does.
-        let textArena = try ActivationArena(plan: ActivationArena.plan { _ = try text.encode(ids: ids, batch: 2, pool: pool) })
-        defer { textArena.close() }
-        var context = try textArena.run { try text.encode(ids: ids, batch: 2, pool: pool) }
+        let prompt = "a photograph of an astronaut riding a horse"
+        // The UNet's context [negative "", prompt], and for SDXL its added conditions.
+        let encode: () throws -> (context: [Float], added: UNetAddedConditions?)
+        var textArena: ActivationArena?
+        defer { textArena?.close() }
+        if p.isSDXL {
+            // Both encoders, the pooled projection and the size ids, as `generate` runs them
+            // (each run binds the encoders and drops their pages after, as `generate` does).
+            var request = GenerationRequest(prompts: [prompt], negativePrompts: [""])
+            (request.width, request.height) = (width, height)
+            encode = { let e = try p.encodePrompt(request); return (e.context, e.added) }
+        } else {
+            let text = try CLIPTextModel(config: p.textConfig, weights: p.file.component("text_encoder"))
+            let ids = p.tokenizer.tokenize("") + p.tokenizer.tokenize(prompt)
+            // Each phase runs in its planned activation arena, as `generate` does.
+            let arena = try ActivationArena(plan: ActivationArena.plan { _ = try text.encode(ids: ids, batch: 2, pool: pool) })
+            textArena = arena
+            encode = { (try arena.run { try text.encode(ids: ids, batch: 2, pool: pool) }, nil) }
+        }
+        var (context, added) = try encode()
         var textTimes: [Double] = [], textCPU: [Double] = []
         for _ in 0..<3 {
             let t0 = now(), c0 = Self.cpuSeconds()
-            context = try textArena.run { try text.encode(ids: ids, batch: 2, pool: pool) }
+            (context, added) = try encode()
             textTimes.append(now() - t0)
             textCPU.append(Self.cpuSeconds() - c0)
         }
-        rows.append(PhaseRow(name: "text encoder (batch 2)", runs: "3 after warm-up", seconds: textTimes, cpuSeconds: textCPU,
+        let encoders = p.isSDXL ? "text encoders 1+2 (batch 2)" : "text encoder (batch 2)"
+        rows.append(PhaseRow(name: encoders, runs: "3 after warm-up", seconds: textTimes, cpuSeconds: textCPU,
                              peakResident: peaks.take().peakResident))
         release("text_encoder")
 
@@ -236,7 +254,7 @@ struct BenchCommand: ParsableCommand {
         var unetTimes: [Double] = [], unetCPU: [Double] = []
         func predict() -> [Float] {
             unet.predictNoise(sample: latents + latents, batch: 2, height: h, width: w, timestep: 981,
-                              context: context, contextTokens: p.tokenizer.maxLength, pool: pool)
+                              context: context, contextTokens: p.tokenizer.maxLength, added: added, pool: pool)
         }
         let unetArena = ActivationArena(plan: ActivationArena.plan { _ = predict() },
                                         idlePageEvents: p.memoryPlan.unetIdlePageEvents)

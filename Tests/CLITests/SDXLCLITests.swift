@@ -69,4 +69,17 @@ final class SDXLCLITests: XCTestCase {
         let a = try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/from-folder.png.npy"))
         XCTAssertEqual(a, try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/from-single.png.npy")))
     }
+
+    /// `bench` measures SDXL with both text encoders and the UNet's added conditions (it
+    /// refused SDXL files before).
+    func testBenchMeasuresSDXL() throws {
+        let r = try CLITests.run(["bench", "-m", Self.model, "--width", "64", "--height", "64", "--steps", "1",
+                                  "--skip-kernels", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let phases = (json["phases"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        XCTAssertEqual(phases.first, "text encoders 1+2 (batch 2)")
+        XCTAssertTrue(phases.contains("UNet step, guided (batch 2)"), "\(phases)")
+        XCTAssertTrue(phases.contains { $0.hasPrefix("VAE decode") }, "\(phases)")
+    }
 }
