@@ -184,6 +184,16 @@ struct BenchCommand: ParsableCommand {
         cases.append(("VAE conv3x3", "\(vaeNarrow)→\(vaeNarrow), \(wh)×\(hh)", {
             KernelBenchmark.conv3x3(inChannels: vaeNarrow, outChannels: vaeNarrow, height: hh, width: wh, type: type, pool: pool, repeats: n)
         }))
+        // TAESD's decoder, when the file carries one: its last level's convolutions at the
+        // full image size (most of its work) and the level before at half.
+        if p.hasTinyAutoencoder, let taesd = try? p.tinyAutoencoder() {
+            let c = taesd.config.decoderBlockOutChannels.last!
+            for (hl, wl) in [(height, width), (hh, wh)] {
+                cases.append(("TAESD conv3x3", "\(c)→\(c), \(wl)×\(hl)", {
+                    KernelBenchmark.conv3x3(inChannels: c, outChannels: c, height: hl, width: wl, type: type, pool: pool, repeats: n)
+                }))
+            }
+        }
         let d = ch[attentionLevel] / heads
         cases.append(("attention self", "\(heads)×\(d), T=\(attentionTokens)", {
             KernelBenchmark.attention(heads: heads, headDim: d, queryTokens: attentionTokens, keyTokens: attentionTokens,

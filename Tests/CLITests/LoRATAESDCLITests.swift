@@ -34,6 +34,15 @@ final class LoRATAESDCLITests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: output))
         XCTAssertTrue(FileManager.default.fileExists(atPath: preview))
+
+        // bench's kernel table adds TAESD's convolutions (the fixture's 16 channels) at the image size and half.
+        let bench = try CLITests.run(["bench", "-m", model, "--width", "64", "--height", "64", "--repeats", "1",
+                                      "--skip-phases", "--json"])
+        XCTAssertEqual(bench.status, 0, bench.stderr)
+        let kernels = (try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any])?["kernels"]
+            as? [[String: Any]] ?? []
+        let taesd = kernels.filter { $0["name"] as? String == "TAESD conv3x3" }.compactMap { $0["shape"] as? String }
+        XCTAssertEqual(taesd, ["16→16, 64×64", "16→16, 32×32"])
     }
 
     func testBadInput() throws {
