@@ -51,7 +51,7 @@ UNET_TARGETS = (r".*(resnets\.\d+\.(conv1|time_emb_proj|conv_shortcut)|mid_block
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 SCALES = [0.6, 1.25]
-REQUEST = dict(prompt="a lighthouse on a cliff at dusk", negative_prompt="blurry", num_inference_steps=4,
+REQUEST = dict(prompt=["a lighthouse on a cliff at dusk"], negative_prompt=["blurry"], num_inference_steps=4,
                guidance_scale=5.0, width=64, height=64, seed=11)
 # Both files hold the same float16 deltas; diffusers reaches them by different renames and
 # alpha factors, so the fused fp32 weights may differ by rounding only.
