@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -36,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from make_goldens import Writer  # noqa: E402
+from make_lora_goldens import write_pipeline_golden  # noqa: E402
 from make_tiny_sdxl import load  # noqa: E402
 from make_tiny_sdxl_single import unet_single_file_key, with_text_model  # noqa: E402
 
@@ -155,13 +155,7 @@ def main():
         name = f"{scale}"
         save_file({k: last_row(v) for k, v in changed.items()}, os.path.join(args.out, f"fused-{name}.safetensors"))
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-        r = REQUEST
-        call = dict(prompt=r["prompt"], negative_prompt=r["negative_prompt"], num_inference_steps=r["num_inference_steps"],
-                    guidance_scale=r["guidance_scale"], width=r["width"], height=r["height"])
-        latents = pipe(**call, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="latent").images
-        image = pipe(**call, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="np").images
-        w.npy(f"pipeline-{name}/latents.npy", latents.numpy(), np.float32)
-        w.npy(f"pipeline-{name}/image.npy", (image * 255).round().astype(np.uint8), np.uint8)
+        latents = write_pipeline_golden(w, pipe, REQUEST, f"pipeline-{name}")
         cases.append(dict(name=name, scale=scale, fused=f"fused-{name}.safetensors", changed_tensors=len(changed),
                           pipeline=f"pipeline-{name}"))
         print(f"  scale {scale}: {len(changed)} tensors changed ({modules}), kohya = peft, latents {tuple(latents.shape)}")
