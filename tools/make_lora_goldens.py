@@ -107,6 +107,17 @@ def model_keyed(state, component):
     return {f"{component}.{k}": v for k, v in state.items()}
 
 
+def write_pipeline_golden(w, pipe, r, folder):
+    """The fused pipeline's final latents and 8-bit image for request `r` in `folder`; returns the latents."""
+    call = dict(prompt=r["prompt"], negative_prompt=r["negative_prompt"], num_inference_steps=r["num_inference_steps"],
+                guidance_scale=r["guidance_scale"], width=r["width"], height=r["height"])
+    latents = pipe(**call, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="latent").images
+    image = pipe(**call, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="np").images
+    w.npy(f"{folder}/latents.npy", latents.numpy(), np.float32)
+    w.npy(f"{folder}/image.npy", (image * 255).round().astype(np.uint8), np.uint8)
+    return latents
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(REPO, "Tests/Fixtures/lora"))
@@ -141,13 +152,7 @@ def main():
             changed = {k: sampled_rows(v) for k, v in after.items() if k in before and not torch.equal(v, before[k])}
             name = f"{fmt}-{scale}"
             save_file(changed, os.path.join(args.out, f"fused-{name}.safetensors"))
-            r = REQUEST
-            call = dict(prompt=r["prompt"], negative_prompt=r["negative_prompt"], num_inference_steps=r["num_inference_steps"],
-                        guidance_scale=r["guidance_scale"], width=r["width"], height=r["height"])
-            latents = pipe(**call, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="latent").images
-            image = pipe(**call, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="np").images
-            w.npy(f"pipeline-{name}/latents.npy", latents.numpy(), np.float32)
-            w.npy(f"pipeline-{name}/image.npy", (image * 255).round().astype(np.uint8), np.uint8)
+            latents = write_pipeline_golden(w, pipe, REQUEST, f"pipeline-{name}")
             cases.append(dict(name=name, format=fmt, scale=scale, lora=f"{fmt}.safetensors",
                               fused=f"fused-{name}.safetensors", changed_tensors=len(changed),
                               pipeline=f"pipeline-{name}"))

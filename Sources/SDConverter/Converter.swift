@@ -19,7 +19,7 @@ public struct ConversionOptions: Sendable {
     public var predictionType: String?
     /// The values `predictionType` accepts.
     public static let predictionTypes = ["epsilon", "v_prediction"]
-    /// LoRA files merged into the text encoder and UNet weights before rounding, in order.
+    /// LoRA files merged into the text encoders' and UNet's weights before rounding, in order.
     public var loras: [LoRASpec] = []
     /// A TAESD (diffusers AutoencoderTiny folder or original taesd_decoder.safetensors) to store
     /// as the "taesd" component.

@@ -54,6 +54,9 @@ struct LoRAUpdate {
 /// The LoRA updates of a conversion, keyed `component.key` like the model file, read from the
 /// mapped LoRA files one tensor at a time when the base tensor is written.
 struct LoRAPlan {
+    /// A base tensor as the matching sees it.
+    typealias ModelTensor = (component: String, key: String, shape: [Int])
+
     var updates: [String: [LoRAUpdate]] = [:]
     var reports: [LoRAReport] = []
     var isEmpty: Bool { updates.isEmpty }
@@ -67,23 +70,11 @@ struct LoRAPlan {
 
     /// The plan for a model given by its tensors' keys and shapes, all the matching needs
     /// (`init(specs:model:)`, in SourceModel.swift, passes a source model's; the fuzz target
-    /// a fixed small key set, so this file compiles without the converter).
-    init(specs: [LoRASpec], tensors: [(component: String, key: String, shape: [Int])]) throws {
+    /// a fixed small key set, so this file compiles without the converter). `originalUNetKey`
+    /// gives a UNet key's name in Stability's original layout (CheckpointKeyNames.unet).
+    init(specs: [LoRASpec], tensors: [ModelTensor], originalUNetKey: (String) -> String? = { _ in nil }) throws {
         guard !specs.isEmpty else { return }
-        // Every name a LoRA may give a base weight, for each (component, key) of the model.
-        var targets: [String: (component: String, key: String, shape: [Int])] = [:]
-        for t in tensors where (t.component == "unet" || t.component == "text_encoder")
-            && t.key.hasSuffix(".weight") && t.shape.count >= 2 {
-            let module = String(t.key.dropLast(".weight".count))
-            let kohyaPrefix = t.component == "unet" ? "lora_unet_" : "lora_te_"
-            var names = [kohyaPrefix + module.replacingDots(), t.component + "." + module]
-            // transformers ≥ 5.6 names the text encoder's modules without "text_model.".
-            if t.component == "text_encoder", module.hasPrefix("text_model.") {
-                let short = String(module.dropFirst("text_model.".count))
-                names += ["text_encoder." + short, kohyaPrefix + short.replacingDots()]
-            }
-            for n in names { targets[n] = (t.component, t.key, t.shape) }
-        }
+        let targets = Self.targetNames(tensors, originalUNetKey: originalUNetKey)
         for spec in specs {
             let file = try SafetensorsFile(path: spec.path)
             let metadataAlpha = Self.peftAlphas(file)
@@ -144,6 +135,36 @@ struct LoRAPlan {
             }
             reports.append(LoRAReport(path: spec.path, scale: spec.scale, mergedTensors: merged, unmatchedKeys: unmatched.sorted()))
         }
+    }
+
+    /// Every name a LoRA may give a base weight, for each (component, key) of the model:
+    /// diffusers' (`unet.`, `text_encoder.`, `text_encoder_2.` + module) and kohya's (`_` for `.`).
+    /// kohya writes `lora_unet_` and `lora_te_` for SD 1.x; for SDXL `lora_te1_` and `lora_te2_`,
+    /// and UNet names in the original layout, as it trains SDXL on Stability's own UNet
+    /// (`lora_unet_input_blocks_4_1_…`; diffusers-style names are read too). Those are offered
+    /// for SDXL models only, so that an SDXL LoRA on SD 1.x fails as a whole instead of merging
+    /// its first text encoder (the same CLIP) and leaving the rest.
+    static func targetNames(_ tensors: [ModelTensor], originalUNetKey: (String) -> String?) -> [String: ModelTensor] {
+        let isSDXL = tensors.contains { $0.component == "text_encoder_2" }
+        let kohyaPrefixes = isSDXL ? ["unet": ["lora_unet_"], "text_encoder": ["lora_te1_", "lora_te_"], "text_encoder_2": ["lora_te2_"]]
+                                   : ["unet": ["lora_unet_"], "text_encoder": ["lora_te_"]]
+        var targets: [String: ModelTensor] = [:]
+        for t in tensors where t.key.hasSuffix(".weight") && t.shape.count >= 2 {
+            guard let prefixes = kohyaPrefixes[t.component] else { continue }
+            let module = String(t.key.dropLast(".weight".count))
+            var modules = [module]
+            // transformers ≥ 5.6 names the text encoders' modules without "text_model.".
+            if t.component.hasPrefix("text_encoder"), module.hasPrefix("text_model.") {
+                modules.append(String(module.dropFirst("text_model.".count)))
+            }
+            var kohyaModules = modules
+            if isSDXL, t.component == "unet", let original = originalUNetKey(t.key), original.hasSuffix(".weight") {
+                kohyaModules.append(String(original.dropLast(".weight".count)))
+            }
+            let names = modules.map { t.component + "." + $0 } + prefixes.flatMap { p in kohyaModules.map { p + $0.replacingDots() } }
+            for n in names { targets[n] = t }
+        }
+        return targets
     }
 
     static func split(_ key: String, _ suffixes: [String]) -> (String, String)? {

@@ -46,10 +46,13 @@ struct SourceModel {
 let pipelineComponents = ["text_encoder", "unet", "vae"]
 
 extension LoRAPlan {
-    /// The LoRA updates of `specs` for the UNet and text encoder of `model`.
+    /// The LoRA updates of `specs` for the UNet and text encoders of `model`.
     init(specs: [LoRASpec], model: SourceModel) throws {
+        // The single-file converter's inverse renames name the UNet's keys as kohya's SDXL LoRAs do.
+        let unet = model.components.first { $0.name == "unet" }
+        let originalUNetKey = unet.flatMap { SingleFileCheckpoint.sourceKey("unet", config: $0.config, prefix: "") }
         try self.init(specs: specs, tensors: model.components.flatMap { c in
             c.tensors.map { (component: c.name, key: $0.key, shape: $0.shape) }
-        })
+        }, originalUNetKey: originalUNetKey ?? { _ in nil })
     }
 }

@@ -45,6 +45,26 @@ final class LoRATAESDCLITests: XCTestCase {
         XCTAssertEqual(taesd, ["16→16, 64×64", "16→16, 32×32"])
     }
 
+    /// SDXL: kohya (original-layout UNet names, lora_te1_/lora_te2_) and PEFT LoRAs merged into
+    /// the UNet and both text encoders; an SD 1.x LoRA is refused in one line.
+    func testSDXLConvertWithLoRAs() throws {
+        let model = Self.scratch + "/xl.pdm"
+        let convert = try CLITests.run(["convert", Self.fixtures + "/tiny-sdxl", "-o", model, "--weights", "fp16",
+                                        "--lora", Self.fixtures + "/lora-sdxl/kohya.safetensors:0.5",
+                                        "--lora", Self.fixtures + "/lora-sdxl/peft.safetensors", "--json"])
+        XCTAssertEqual(convert.status, 0, convert.stderr)
+        XCTAssertTrue(convert.stdout.contains("\"merged_tensors\":180"), convert.stdout)
+        XCTAssertTrue(convert.stdout.contains("\"unmatched_keys\":[]"), convert.stdout)
+        let info = try CLITests.run(["info", "-m", model])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        XCTAssertTrue(info.stdout.contains("loras merged: kohya.safetensors (scale 0.5), peft.safetensors (scale 1.0)"), info.stdout)
+
+        let out = Self.scratch + "/xl-sd1-lora.pdm"
+        try CLITests.assertFails(["convert", Self.fixtures + "/tiny-sdxl", "-o", out, "--lora", Self.fixtures + "/lora/kohya.safetensors"],
+                                 status: 1, "another architecture")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     func testBadInput() throws {
         let plain = Self.scratch + "/a.pdm"
         XCTAssertEqual(try CLITests.run(["convert", Self.fixtures + "/tiny-sd-a", "-o", plain, "--weights", "fp16"]).status, 0)

@@ -4,19 +4,23 @@ import SDFormat
 import XCTest
 
 /// `convert --lora`: fused weights against diffusers' `load_lora_weights` + `fuse_lora`
-/// (goldens by tools/make_lora_goldens.py on tiny-sd-b), and the LoRA error paths.
+/// (goldens by tools/make_lora_goldens.py on tiny-sd-b, tools/make_sdxl_lora_goldens.py on
+/// tiny-sdxl), and the LoRA error paths.
 final class LoRATests: XCTestCase {
     let base = TestFiles.fixture("tiny-sd-b")
     let loraDir = TestFiles.fixture("lora")
+    let sdxl = TestFiles.fixture("tiny-sdxl")
+    let sdxlLoRADir = TestFiles.fixture("lora-sdxl")
 
     /// fp32 products summed in a different order than torch's (B·A, then W + s·ΔW): relative
     /// to the tensor's largest weight, a few float32 ulps (measured: at most 2.3e-7).
     static let fusedTolerance: Float = 1e-6
 
-    func convert(_ loras: [LoRASpec], input: String? = nil, out: String? = nil) throws -> (ModelFileReader, ConversionReport) {
+    func convert(_ loras: [LoRASpec], input: String? = nil, config: String? = nil, out: String? = nil) throws -> (ModelFileReader, ConversionReport) {
         let path = out ?? TestFiles.scratch(self) + "/model.pdm"
         var options = ConversionOptions(weights: .fp32)
         options.loras = loras
+        options.configFolder = config
         let report = try Converter.convert(input: input ?? base, output: path, options: options)
         return (try ModelFileReader(path: path), report)
     }
@@ -43,15 +47,17 @@ final class LoRATests: XCTestCase {
         }
     }
 
-    /// Largest |ours − diffusers| / max|w| over the golden's sampled rows of every changed tensor.
-    func worstError(_ file: ModelFileReader, _ golden: SafetensorsFile) throws -> Float {
+    /// Largest |ours − diffusers| / max|w| over the golden's sampled rows of every changed tensor
+    /// (`sampledRows` of a tensor with that many rows: 0, n/2 and n−1 for SD 1.x, n−1 for SDXL).
+    func worstError(_ file: ModelFileReader, _ golden: SafetensorsFile,
+                    sampledRows: (Int) -> [Int] = { Array(Set([0, $0 / 2, $0 - 1])).sorted() }) throws -> Float {
         var worst: Float = 0
         for e in golden.entries {
             let t = try XCTUnwrap(file.tensor(e.key), e.key).floats()
             let rows = try XCTUnwrap(file.entry(e.key)).shape[0]
             let cols = t.count / rows
             let expected = golden.tensor(e.key)!.floats()
-            let sampled = Array(Set([0, rows / 2, rows - 1])).sorted()
+            let sampled = sampledRows(rows)
             XCTAssertEqual(expected.count, sampled.count * cols, e.key)
             let maxAbs = t.map(abs).max() ?? 1
             for (i, r) in sampled.enumerated() {
@@ -154,5 +160,73 @@ final class LoRATests: XCTestCase {
                 XCTAssertEqual(w[o * 36 + k], w0[o * 36 + k] + 2 * 0.5 * up[o] * down[k], accuracy: 1e-6)
             }
         }
+    }
+
+    // MARK: SDXL
+
+    /// Both formats (PEFT, and kohya's with original-layout UNet names and lora_te1_/lora_te2_)
+    /// fuse to diffusers' weights in the UNet and both text encoders, at both scales.
+    func testSDXLFusedTensorsMatchDiffusersInBothFormatsAtTwoScales() throws {
+        let cases = try XCTUnwrap(JSON(parsing: String(contentsOfFile: sdxlLoRADir + "/cases.json", encoding: .utf8))["cases"]?.array)
+        XCTAssertEqual(cases.count, 2)
+        for c in cases {
+            let scale = Float(c["scale"]!.double!)
+            let golden = try SafetensorsFile(path: sdxlLoRADir + "/" + c["fused"]!.string!)
+            XCTAssertEqual(golden.entries.count, c["changed_tensors"]!.int!)
+            for component in ["unet.", "text_encoder.", "text_encoder_2."] {
+                XCTAssertTrue(golden.entries.contains { $0.key.hasPrefix(component) }, component)
+            }
+            for format in ["peft", "kohya"] {
+                let name = "\(format) at \(scale)"
+                let (file, report) = try convert([LoRASpec(path: sdxlLoRADir + "/\(format).safetensors", scale: scale)], input: sdxl)
+                XCTAssertEqual(report.loras.first?.mergedTensors, golden.entries.count, name)
+                XCTAssertEqual(report.loras.first?.unmatchedKeys, [], name)
+                let worst = try worstError(file, golden, sampledRows: { [$0 - 1] })
+                print("SDXL \(name): fused tensors differ from diffusers by at most \(worst) of max|w|")
+                XCTAssertLessThanOrEqual(worst, Self.fusedTolerance, name)
+            }
+        }
+    }
+
+    /// The targets are the converted (diffusers) keys, so a single-file SDXL checkpoint (same
+    /// weights as tiny-sdxl) takes the LoRA as the folder does.
+    func testSDXLSingleFileCheckpointTakesTheSameLoRA() throws {
+        let (file, report) = try convert([LoRASpec(path: sdxlLoRADir + "/kohya.safetensors", scale: 1.25)],
+                                         input: TestFiles.fixture("tiny-sdxl-single.safetensors"), config: sdxl)
+        let golden = try SafetensorsFile(path: sdxlLoRADir + "/fused-1.25.safetensors")
+        XCTAssertEqual(report.loras.first?.mergedTensors, golden.entries.count)
+        XCTAssertLessThanOrEqual(try worstError(file, golden, sampledRows: { [$0 - 1] }), Self.fusedTolerance)
+    }
+
+    /// kohya SDXL keys may also name UNet modules as diffusers does; both names of one module
+    /// (down_blocks.1.attentions.0 is input_blocks.4.1) land on the same weight and add up.
+    func testSDXLKohyaReadsBothUNetNamings() throws {
+        let dir = TestFiles.scratch(self)
+        let header = #"{"lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight":{"dtype":"F32","shape":[1,32],"data_offsets":[0,128]},"lora_unet_down_blocks_1_attentions_0_proj_in.lora_up.weight":{"dtype":"F32","shape":[32,1],"data_offsets":[128,256]},"lora_unet_input_blocks_4_1_proj_in.lora_down.weight":{"dtype":"F32","shape":[1,32],"data_offsets":[256,384]},"lora_unet_input_blocks_4_1_proj_in.lora_up.weight":{"dtype":"F32","shape":[32,1],"data_offsets":[384,512]},"lora_unet_input_blocks_99_1_proj_in.lora_down.weight":{"dtype":"F32","shape":[1,32],"data_offsets":[512,640]},"lora_unet_input_blocks_99_1_proj_in.lora_up.weight":{"dtype":"F32","shape":[32,1],"data_offsets":[640,768]}}"#
+        let d1 = (0..<32).map { Float($0) / 32 }, u1 = (0..<32).map { Float($0 % 3) - 1 }
+        let d2 = [Float](repeating: 0.25, count: 32), u2 = (0..<32).map { Float($0) / 32 }
+        TestFiles.write(safetensorsBytes(header: header, data: floatBytes(d1 + u1 + d2 + u2 + d1 + u1)), to: dir + "/both.safetensors")
+        let (plain, _) = try convert([], input: sdxl)
+        let (file, report) = try convert([LoRASpec(path: dir + "/both.safetensors")], input: sdxl)
+        XCTAssertEqual(report.loras.first?.mergedTensors, 2)
+        XCTAssertEqual(report.loras.first?.unmatchedKeys, ["lora_unet_input_blocks_99_1_proj_in.lora_down.weight",
+                                                           "lora_unet_input_blocks_99_1_proj_in.lora_up.weight"])
+        let key = "unet.down_blocks.1.attentions.0.proj_in.weight"
+        let w0 = try XCTUnwrap(plain.tensor(key)).floats(), w = try XCTUnwrap(file.tensor(key)).floats()
+        // No alpha: alpha = rank = 1, so W += up · down for each pair.
+        for o in 0..<32 {
+            for k in 0..<32 {
+                XCTAssertEqual(w[o * 32 + k], w0[o * 32 + k] + u1[o] * d1[k] + u2[o] * d2[k], accuracy: 1e-6)
+            }
+        }
+    }
+
+    /// An SD 1.x LoRA on SDXL, and an SDXL LoRA on SD 1.x, fail whole: one line, nothing written.
+    func testLoRAsAcrossSD1AndSDXLAreRejected() {
+        assertRejected(loraDir + "/kohya.safetensors", input: sdxl, "another architecture")
+        assertRejected(loraDir + "/peft.safetensors", input: sdxl, "another architecture")
+        // kohya's SDXL names (lora_te1_/lora_te2_, original-layout UNet) are not offered for SD 1.x.
+        assertRejected(sdxlLoRADir + "/kohya.safetensors", "no LoRA weight matches")
+        assertRejected(sdxlLoRADir + "/peft.safetensors", "another architecture")
     }
 }

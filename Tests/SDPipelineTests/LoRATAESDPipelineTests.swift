@@ -6,8 +6,9 @@ import SDPipeline
 import SDSchedulers
 import XCTest
 
-/// Whole pipelines against diffusers: tiny-sd-b with a LoRA fused at conversion (goldens by
-/// tools/make_lora_goldens.py) and with TAESD as the image decoder (tools/make_taesd_goldens.py).
+/// Whole pipelines against diffusers: tiny-sd-b and tiny-sdxl with a LoRA fused at conversion
+/// (goldens by tools/make_lora_goldens.py, tools/make_sdxl_lora_goldens.py) and tiny-sd-b with
+/// TAESD as the image decoder (tools/make_taesd_goldens.py).
 final class LoRATAESDPipelineTests: XCTestCase {
     static let fixtures = PipelineGoldenTests.fixtures
 
@@ -43,19 +44,37 @@ final class LoRATAESDPipelineTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst, PipelineGoldenTests.fp32ImageLevels, "\(name): image differs by \(worst) levels")
     }
 
+    /// `base` converted (fp32) with the LoRA `lora` at `scale` generates `golden`'s result.
+    func assertLoRAPipeline(_ base: String, lora: String, scale: Float, request: GenerationRequest, golden: String, _ name: String) throws {
+        var options = ConversionOptions(weights: .fp32)
+        options.loras = [LoRASpec(path: lora, scale: scale)]
+        let path = scratch() + "/\(name).pdm"
+        _ = try Converter.convert(input: Self.fixtures + "/" + base, output: path, options: options)
+        let pipeline = try StableDiffusionPipeline(modelPath: path, threads: 2)
+        try assertMatches(try pipeline.generate(request), golden, name)
+    }
+
     func testLoRAPipelinesMatchDiffusers() throws {
         let dir = Self.fixtures + "/lora"
         let root = try JSON(parsing: String(contentsOfFile: dir + "/cases.json", encoding: .utf8))
         let req = request(root["request"]!)
-        let scratch = scratch()
         for c in try XCTUnwrap(root["cases"]?.array) {
-            let name = c["name"]!.string!
-            var options = ConversionOptions(weights: .fp32)
-            options.loras = [LoRASpec(path: dir + "/" + c["lora"]!.string!, scale: Float(c["scale"]!.double!))]
-            let path = scratch + "/\(name).pdm"
-            _ = try Converter.convert(input: Self.fixtures + "/tiny-sd-b", output: path, options: options)
-            let pipeline = try StableDiffusionPipeline(modelPath: path, threads: 2)
-            try assertMatches(try pipeline.generate(req), dir + "/" + c["pipeline"]!.string!, name)
+            try assertLoRAPipeline("tiny-sd-b", lora: dir + "/" + c["lora"]!.string!, scale: Float(c["scale"]!.double!),
+                                   request: req, golden: dir + "/" + c["pipeline"]!.string!, c["name"]!.string!)
+        }
+    }
+
+    /// Both formats fuse to the same weights (LoRATests), so each scale's golden is checked with
+    /// one: PEFT at the first, kohya at the second.
+    func testSDXLLoRAPipelinesMatchDiffusers() throws {
+        let dir = Self.fixtures + "/lora-sdxl"
+        let root = try JSON(parsing: String(contentsOfFile: dir + "/cases.json", encoding: .utf8))
+        let req = request(root["request"]!)
+        let cases = try XCTUnwrap(root["cases"]?.array)
+        XCTAssertEqual(cases.count, 2)
+        for (c, format) in zip(cases, ["peft", "kohya"]) {
+            try assertLoRAPipeline("tiny-sdxl", lora: dir + "/\(format).safetensors", scale: Float(c["scale"]!.double!),
+                                   request: req, golden: dir + "/" + c["pipeline"]!.string!, "sdxl-\(format)-\(c["name"]!.string!)")
         }
     }
 
