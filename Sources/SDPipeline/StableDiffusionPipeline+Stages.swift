@@ -246,8 +246,10 @@ extension StableDiffusionPipeline {
         // Latents / scaling_factor through the VAE, then to 8 bits.
         try report(Progress(phase: .vaeDecode, step: request.steps, totalSteps: request.steps))
         if request.decoder == .taesd {
-            let images = try decodeImagesWithTinyAutoencoder(latents: latents, shape: shape)
-            return (images, clock.lap("vae decode"))
+            let (images, activations) = try decodeImagesWithTinyAutoencoder(latents: latents, shape: shape)
+            var phase = clock.lap("vae decode")
+            phase.activations = activations
+            return (images, phase)
         }
         let count = shape[0], h = shape[2], w = shape[3]
         let vae = try AutoencoderKL(config: vaeConfig, weights: file.component("vae"), memory: memoryOptions("vae"))

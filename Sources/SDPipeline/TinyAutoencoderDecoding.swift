@@ -48,14 +48,22 @@ extension StableDiffusionPipeline {
         return LatentPreview.image(latents: latents, shape: shape, index: index)
     }
 
-    /// The final images through TAESD (`--vae taesd`), one at a time.
-    func decodeImagesWithTinyAutoencoder(latents: [Float], shape: [Int]) throws -> [RGBImage] {
+    /// The final images through TAESD (`--vae taesd`), one at a time, and the decode's arena.
+    func decodeImagesWithTinyAutoencoder(latents: [Float], shape: [Int]) throws -> ([RGBImage], ActivationReport?) {
         let taesd = try tinyAutoencoder()
         release(Self.tinyAutoencoderComponent)
         let taesdPool = ThreadPool(threads: pool.threads)
         defer { release(Self.tinyAutoencoderComponent) }
-        return (0..<shape[0]).compactMap {
-            decodeWithTinyAutoencoder(taesd, latents: latents, shape: shape, index: $0, pool: taesdPool)
+        // Every image, band by band, makes the same tensors: one plan, one arena (as the VAE),
+        // so the bands reuse the same pages instead of mapping and faulting in fresh ones.
+        let arena = activationArena {
+            _ = taesd.decode(latents: [Float](repeating: 0, count: shape[1...].reduce(1, *)), batch: 1,
+                             height: shape[2], width: shape[3], pool: taesdPool)
         }
+        defer { arena?.close() }
+        let images = (0..<shape[0]).compactMap { n in
+            run(in: arena) { decodeWithTinyAutoencoder(taesd, latents: latents, shape: shape, index: n, pool: taesdPool) }
+        }
+        return (images, arena?.report)
     }
 }

@@ -101,6 +101,10 @@ final class LoRATAESDPipelineTests: XCTestCase {
         }
         XCTAssertEqual(previews, req.steps)
         try assertMatches(result, dir + "/pipeline", "tiny-sd-b --vae taesd")
+        // Every image's TAESD decode replayed the phase's activation plan.
+        let arena = try XCTUnwrap(result.phases.first { $0.name == "vae decode" }?.activations)
+        XCTAssertEqual(arena.passes, result.images.count)
+        XCTAssertEqual(arena.fallbacks, 0)
         // The last preview is the final image.
         XCTAssertEqual(pipeline.previewImage(latents: result.latents, shape: result.latentShape)?.pixels, result.images[0].pixels)
     }

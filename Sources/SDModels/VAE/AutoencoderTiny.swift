@@ -13,6 +13,7 @@ public final class AutoencoderTiny: @unchecked Sendable {
     public let weights: WeightSource
 
     let decoder: [TinyLayer]   // decoder.layers.{i}
+    let decoderStages: [TinyDecoderStage]  // the same, split at each up-sampling
     let encoder: [TinyLayer]?  // encoder.layers.{i}, when the file has them
     let scope: ResidencyScope
 
@@ -26,6 +27,7 @@ public final class AutoencoderTiny: @unchecked Sendable {
         let w = Weights(source: weights, prefix: prefix, memory: memory)
         scope = w.scope
         decoder = try Self.decoderLayers(w["decoder.layers"], config)
+        decoderStages = TinyDecoderStage.split(decoder)
         let hasEncoder = weights.tensorKeys.contains { $0.hasPrefix(prefix + "encoder.") }
         encoder = hasEncoder ? try Self.encoderLayers(w["encoder.layers"], config) : nil
     }
@@ -69,7 +71,16 @@ public final class AutoencoderTiny: @unchecked Sendable {
 
     /// latents: NCHW [B, latent_channels, h, w], already divided by scaling_factor (1 for TAESD,
     /// which reads the UNet's latents as they are); returns the image NCHW [B, out_channels, f·h, f·w] in about [-1, 1].
-    public func decode(latents: [Float], batch: Int, height h: Int, width w: Int, pool: ThreadPool) -> [Float] {
+    /// Each resolution of the decoder runs in bands of rows whose largest activation stays
+    /// within `maxBandBytes` (AutoencoderTinyBands.swift); the result is the whole decode's
+    /// up to float rounding, and `Int.max` decodes whole.
+    public func decode(latents: [Float], batch: Int, height h: Int, width w: Int,
+                       maxBandBytes: Int = AutoencoderTiny.standardBandBytes, pool: ThreadPool) -> [Float] {
+        decode(latents: latents, batch: batch, height: h, width: w, bands: .budget(bytes: maxBandBytes), pool: pool)
+    }
+
+    func decode(latents: [Float], batch: Int, height h: Int, width w: Int, bands: TinyDecodeBands,
+                pool: ThreadPool) -> [Float] {
         precondition(batch >= 1 && h >= 1 && w >= 1)
         precondition(latents.count == batch * config.latentChannels * h * w, "latents must be [B, latent_channels, h, w]")
         defer { scope.finished() }
@@ -80,7 +91,7 @@ public final class AutoencoderTiny: @unchecked Sendable {
         if !Kernels.isPlanning {
             for i in 0..<x.count { x.data[i] = tanhf(x.data[i] / 3) * 3 }
         }
-        let y = Self.run(decoder, x, pool: pool)
+        let y = decoderStages.reduce(x) { Self.run($1, $0, bands: bands, pool: pool) }
         // [0, 1] → [-1, 1], diffusers' convention.
         if !Kernels.isPlanning { for i in 0..<y.count { y.data[i] = y.data[i] * 2 - 1 } }
         return y.toBatchMajor()
@@ -100,20 +111,20 @@ public final class AutoencoderTiny: @unchecked Sendable {
     }
 
     static func run(_ layers: [TinyLayer], _ input: Tensor, pool: ThreadPool) -> Tensor {
-        var h = input
-        for layer in layers {
-            switch layer {
-            case .conv(let conv): h = conv(h, pool: pool)
-            case .relu: relu(h)
-            case .block(let block): h = block(h, pool: pool)
-            case .upsample:
-                let up = Tensor(channels: h.channels, batch: h.batch, height: 2 * h.height, width: 2 * h.width)
-                Kernels.upsampleNearest2x(h.pointer, planes: h.channels * h.batch, height: h.height, width: h.width,
-                                          output: up.data, pool: pool)
-                h = up
-            }
+        layers.reduce(input) { apply($1, $0, pool: pool) }
+    }
+
+    static func apply(_ layer: TinyLayer, _ x: Tensor, pool: ThreadPool) -> Tensor {
+        switch layer {
+        case .conv(let conv): return conv(x, pool: pool)
+        case .relu: relu(x); return x
+        case .block(let block): return block(x, pool: pool)
+        case .upsample:
+            let up = Tensor(channels: x.channels, batch: x.batch, height: 2 * x.height, width: 2 * x.width)
+            Kernels.upsampleNearest2x(x.pointer, planes: x.channels * x.batch, height: x.height, width: x.width,
+                                      output: up.data, pool: pool)
+            return up
         }
-        return h
     }
 }
 
