@@ -72,8 +72,8 @@ public final class AutoencoderTiny: @unchecked Sendable {
     /// latents: NCHW [B, latent_channels, h, w], already divided by scaling_factor (1 for TAESD,
     /// which reads the UNet's latents as they are); returns the image NCHW [B, out_channels, f·h, f·w] in about [-1, 1].
     /// Each resolution of the decoder runs in bands of rows whose largest activation stays
-    /// within `maxBandBytes` (AutoencoderTinyBands.swift); the result is the whole decode's
-    /// up to float rounding, and `Int.max` decodes whole.
+    /// within `maxBandBytes` (AutoencoderTinyBands.swift); the result is the whole decode's bit
+    /// for bit (crops start on even rows, so the Winograd tiles line up), and `Int.max` decodes whole.
     public func decode(latents: [Float], batch: Int, height h: Int, width w: Int,
                        maxBandBytes: Int = AutoencoderTiny.standardBandBytes, pool: ThreadPool) -> [Float] {
         decode(latents: latents, batch: batch, height: h, width: w, bands: .budget(bytes: maxBandBytes), pool: pool)
