@@ -17,8 +17,12 @@ enum Winograd43 {
     /// Output channels per U/M block (as in F(2, 3): U is then 36·48·Cin floats).
     static let rowBlock = Winograd.rowBlock
     /// Bound on V's size in floats (36·Cin·tb): 4 MiB, half of F(2, 3)'s, which keeps the f32
-    /// `stream` peak where it was.
+    /// `stream` peak where it was; `ScratchPolicy.roomy` allows 16 MiB. U is transformed
+    /// once per tile block: at 320 channels and 64×64 (256 tiles) the 4 MiB blocks hold 80
+    /// tiles, so each part transforms its U four times (6 % of an SD-Turbo 512² run's CPU
+    /// time in `perf`), the 16 MiB blocks once (2.7 %).
     static let maxTransformedInput = 1 << 20
+    static let roomyTransformedInput = 1 << 22
 
     typealias Tiles = Winograd.Tiles
 
@@ -48,7 +52,8 @@ enum Winograd43 {
             let (rows, tiles) = Gemm.partition(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads,
                                                part: part, parts: parts)
             if rows.isEmpty || tiles.isEmpty { return }
-            let fit = Winograd.tileBlock(wordsPerTile: 36 * cin, panelWidth: w, budget: maxTransformedInput)
+            let budget = pool.scratchPolicy == .roomy ? roomyTransformedInput : maxTransformedInput
+            let fit = Winograd.tileBlock(wordsPerTile: 36 * cin, panelWidth: w, budget: budget)
             let tbMax = min(fit, (tiles.count + w - 1) / w * w)
             let mcMax = min(rowBlock, rows.count)
             let cinPadded = (cin + v - 1) / v * v

@@ -1,4 +1,5 @@
 import Glibc
+import SDKernels
 import SDModels
 
 /// `--memory`: what happens to weight pages after use (DESIGN §5, docs/MEMORY.md).
@@ -60,6 +61,10 @@ public struct MemoryPlan: Sendable {
     /// The VAE keeps its arena whole: its tiles reuse every page within ≈ 150 events, and
     /// its activation peak is its memory peak.
     public var unetIdlePageEvents: Int? = 96
+    /// The UNet's and VAE's kernel scratch: `roomy` under `keep` (larger Winograd blocks,
+    /// fewer repeated weight transforms: up to 24 MiB more for SD 1.5 at 512²), `compact`
+    /// under `stream`, whose figures it would otherwise raise. Same images either way.
+    public var kernelScratch: ScratchPolicy
 
     /// UNet samples per call for a latent of `latentPixels` (h·w).
     public func unetBatch(latentPixels: Int) -> Int { max(1, unetBatchLatentPixels / max(1, latentPixels)) }
@@ -70,6 +75,7 @@ public struct MemoryPlan: Sendable {
         self.policy = policy
         self.reason = reason
         vaeTiling = policy == .keep ? .large : .standard
+        kernelScratch = policy == .keep ? .roomy : .compact
     }
 
     /// Resolves `auto` against this machine.

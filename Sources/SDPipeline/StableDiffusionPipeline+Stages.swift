@@ -163,7 +163,7 @@ extension StableDiffusionPipeline {
             let unet = try UNet2DConditionModel(config: unetConfig, weights: file.component("unet"),
                                                 memory: memoryOptions("unet", maxBatch: memoryPlan.unetBatch(latentPixels: h * w)))
             release("unet")
-            let unetPool = ThreadPool(threads: pool.threads, precision: precision)
+            let unetPool = ThreadPool(threads: pool.threads, precision: precision, scratch: memoryPlan.kernelScratch)
             let unetBatch = guiding ? 2 * count : count
             let condition = timestepCondition(for: request)
             // The UNet splits the batch itself (memoryPlan.unetBatch(latentPixels:) per call).
@@ -256,7 +256,7 @@ extension StableDiffusionPipeline {
         release("vae")
         let scale = Float(vaeConfig.scalingFactor)
         let scaled = latents.map { $0 / scale }
-        let vaePool = ThreadPool(threads: pool.threads, precision: precision)
+        let vaePool = ThreadPool(threads: pool.threads, precision: precision, scratch: memoryPlan.kernelScratch)
         var images: [RGBImage] = []
         let plane = shape[1] * h * w
         let tiling = memoryPlan.vaeTiling

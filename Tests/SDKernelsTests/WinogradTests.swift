@@ -85,6 +85,36 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// `ScratchPolicy.roomy` only makes F(4, 3)'s tile blocks larger: the same bits as
+    /// `compact`, on a shape where the compact budget takes several tile blocks per part
+    /// (300 channels: 80 tiles per 4 MiB block, 256 tiles) and the roomy one a single one.
+    func testRoomyScratchGivesTheSameBits() {
+        var random = SeededRandom(seed: 5500)
+        let cin = 300, cout = 20, h = 64, w = 64
+        let weights = TestWeights(rows: cout, cols: cin * 9, type: .q8, random: &random)
+        let x = random.array(cin * h * w), b = random.array(cout)
+        let geometry = Conv.Geometry(channels: cin, batch: 1, height: h, width: w, kernel: 3, stride: 1, padding: 1)
+        XCTAssertGreaterThan(256, Winograd.tileBlock(wordsPerTile: 36 * cin, panelWidth: 16,
+                                                     budget: Winograd43.maxTransformedInput))
+        XCTAssertEqual(256, Winograd.tileBlock(wordsPerTile: 36 * cin, panelWidth: 16,
+                                               budget: Winograd43.roomyTransformedInput))
+        func run(_ policy: ScratchPolicy, threads: Int) -> [Float] {
+            let pool = ThreadPool(threads: threads, scratch: policy)
+            return outputBuffer(cout * h * w) { y in
+                x.ptr { xp in b.ptr { bp in
+                    Winograd43.conv3x3(weights.matrix, geometry: geometry, input: xp, bias: bp, residual: nil,
+                                       output: y, pool: pool)
+                } }
+            }
+        }
+        for threads in [1, 2] {
+            let compact = run(.compact, threads: threads), roomy = run(.roomy, threads: threads)
+            XCTAssertEqual(compact.count, roomy.count)
+            XCTAssertTrue(zip(compact, roomy).allSatisfy { $0.bitPattern == $1.bitPattern },
+                          "roomy scratch changed F(4,3) results at \(threads) threads")
+        }
+    }
+
     func testResidualMayAliasOutput() {
         check(cases[5], type: .f32, bias: true, residual: true, aliasResidual: true, pool: testPools[1], seed: 5100)
         check(cases[3], type: .q8, bias: false, residual: true, aliasResidual: true, pool: testPools[2], seed: 5101)
