@@ -72,11 +72,11 @@ struct ServeCommand: ParsableCommand {
         let done = DispatchSemaphore(value: 0)
         final class Failure: @unchecked Sendable { var error: Error? }
         let failure = Failure()
-        let host = self.host
+        let host = self.host, modelName = configuration.modelName
         Task {
             do {
                 try await server.run { port in
-                    print("serving \(configuration.modelName) on http://\(host):\(port)/ (Ctrl-C stops)")
+                    print("serving \(modelName) on http://\(host):\(port)/ (Ctrl-C stops)")
                     fflush(stdout)
                 }
             } catch {
