@@ -16,7 +16,7 @@ extension PocketServer {
         addImg2ImgRoute(to: router)
         router.get("/sdapi/v1/progress") { [self] request, _ in
             let skipImage = request.uri.queryParameters.get("skip_current_image") == "true"
-            return jsonResponse(automatic1111Progress(queue.progress, includeImage: !skipImage))
+            return jsonResponse(automatic1111Progress(queue.progress(rendering: !skipImage), includeImage: !skipImage))
         }
         router.post("/sdapi/v1/interrupt") { [self] _, _ in
             queue.interrupt()

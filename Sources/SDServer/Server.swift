@@ -48,9 +48,12 @@ public final class PocketServer: Sendable {
     /// img2img requests in flight: the running job and the queue's places, no more.
     let imageUploads: UploadGate
 
-    public init(configuration: ServerConfiguration, generate: @escaping GenerationQueue.Generate) {
+    /// `renderPreview`: the progress picture of a running job (see `GenerationQueue.init`);
+    /// `pocketsd serve` passes the pipeline's TAESD preview when the model file has TAESD.
+    public init(configuration: ServerConfiguration, generate: @escaping GenerationQueue.Generate,
+                renderPreview: GenerationQueue.RenderPreview? = nil) {
         self.configuration = configuration
-        self.queue = GenerationQueue(limit: configuration.queueLimit, generate: generate)
+        self.queue = GenerationQueue(limit: configuration.queueLimit, generate: generate, renderPreview: renderPreview)
         self.imageUploads = UploadGate(limit: configuration.queueLimit + 1)
     }
 

@@ -66,9 +66,12 @@ struct ServeCommand: ParsableCommand {
         configuration.outputDirectory = outputDir
         configuration.modelName = GenerateCommand.modelName(model)
         configuration.modelPath = model
-        let server = PocketServer(configuration: configuration) { request, progress in
+        // Live previews through TAESD when the file carries it, as `generate --preview`.
+        let renderPreview: GenerationQueue.RenderPreview? = pipeline.hasTinyAutoencoder
+            ? { latents, shape in pipeline.previewImage(latents: latents, shape: shape) } : nil
+        let server = PocketServer(configuration: configuration, generate: { request, progress in
             try pipeline.generate(request, progress: progress).images
-        }
+        }, renderPreview: renderPreview)
         let done = DispatchSemaphore(value: 0)
         final class Failure: @unchecked Sendable { var error: Error? }
         let failure = Failure()

@@ -22,14 +22,15 @@ final class RunningServer {
     private let task: Task<Void, Error>
     var client: HTTPTestClient { HTTPTestClient(port: port) }
 
-    init(_ configure: (inout ServerConfiguration) -> Void = { _ in }, gate: Gate = Gate()) throws {
+    init(_ configure: (inout ServerConfiguration) -> Void = { _ in }, gate: Gate = Gate(),
+         renderPreview: GenerationQueue.RenderPreview? = nil) throws {
         var configuration = ServerConfiguration()
         configuration.port = 0
         configuration.modelName = "tiny"
         configuration.modelPath = ServerTests.model
         configure(&configuration)
         let pipeline = try ServerTests.pipeline()
-        let server = PocketServer(configuration: configuration) { request, progress in
+        let server = PocketServer(configuration: configuration, generate: { request, progress in
             try pipeline.generate(request) { p in
                 while gate.isClosed && p.phase == .denoising {
                     if !progress(p) { return false }
@@ -37,7 +38,7 @@ final class RunningServer {
                 }
                 return progress(p)
             }.images
-        }
+        }, renderPreview: renderPreview)
         let ready = DispatchSemaphore(value: 0)
         let box = PortBox()
         task = Task { try await server.run(handleSignals: false) { port in box.port = port; ready.signal() } }
@@ -333,6 +334,54 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
         XCTAssertEqual(first?.status, 409, first?.text ?? "no reply")
         XCTAssertEqual(second?.status, 200, second?.text ?? "no reply")
+    }
+
+    /// With a preview renderer (`pocketsd serve` passes TAESD's when the file has it), a
+    /// client asking for the picture first gets the latent-size one, then the rendered one
+    /// from a later step; polls with `skip_current_image` render nothing.
+    func testRenderedProgressPicture() throws {
+        final class Count: @unchecked Sendable {
+            private let lock = NSLock()
+            private var n = 0
+            var value: Int { lock.locked { n } }
+            func add() { lock.locked { n += 1 } }
+        }
+        let renders = Count()
+        let gate = Gate()
+        gate.close()
+        let s = try RunningServer(gate: gate) { latents, shape in
+            renders.add()
+            XCTAssertEqual(latents.count, shape.reduce(1, *))
+            return RGBImage(width: 24, height: 16, pixels: [UInt8](repeating: 200, count: 24 * 16 * 3))
+        }
+        defer { s.stop() }
+        let client = s.client
+        let group = DispatchGroup()
+        var reply: HTTPTestClient.Reply?
+        let body: [String: Any] = ["prompt": "x", "steps": 3, "width": 64, "height": 64, "seed": 1]
+        DispatchQueue.global().async(group: group) { reply = client.post("/sdapi/v1/txt2img", json: body) }
+        /// Width and height from a PNG's IHDR.
+        func size(_ p: [String: Any]) -> (Int, Int)? {
+            guard let png = decodeBase64(p["current_image"]), png.count > 24 else { return nil }
+            func be32(_ i: Int) -> Int { png[i..<(i + 4)].reduce(0) { $0 << 8 | Int($1) } }
+            return (be32(16), be32(20))
+        }
+        let first = waitForProgress(s, "a latent-size picture") { size($0) != nil }
+        XCTAssertEqual(first.flatMap(size).map { [$0.0, $0.1] }, [32, 32], "LatentPreview's latent-size picture first (the tiny VAE scales by 2)")
+        _ = waitForProgress(s, "the rendered picture") { size($0).map { [$0.0, $0.1] } == [24, 16] }
+        usleep(500_000)  // The poll that saw it asked for one more; let that one be made.
+        let rendered = renders.value
+        XCTAssertGreaterThanOrEqual(rendered, 1)
+        for _ in 0..<5 {
+            XCTAssertEqual(client.get("/sdapi/v1/progress?skip_current_image=true")?.status, 200)
+            usleep(50_000)
+        }
+        XCTAssertEqual(renders.value, rendered, "polls without a picture rendered one")
+        gate.open()
+        XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(reply?.status, 200, reply?.text ?? "no reply")
+        XCTAssertTrue(try XCTUnwrap(client.get("/sdapi/v1/progress")?.object)["current_image"] is NSNull,
+                      "no picture once the job is done")
     }
 
     /// A client that disconnects cancels its job at the next step; the server keeps serving.
