@@ -29,7 +29,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Random seed (torch.manual_seed compatible); random when omitted.")
     var seed: UInt64?
 
-    @Option(help: "Image width in pixels, a multiple of 8 (default: the init image's width rounded down to 8, else the model's own size, sample_size × 8: 512, or 768 for 768-v models).")
+    @Option(help: "Image width in pixels, a multiple of 8 (default: the init image's width rounded down to 8, else the model's own size, sample_size × 8: 512, 768 for 768-v models, 1024 for SDXL base).")
     var width: Int?
 
     @Option(help: "Image height in pixels, a multiple of 8 (default: the init image's height rounded down to 8, else the model's own size).")
