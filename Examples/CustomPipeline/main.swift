@@ -5,7 +5,8 @@
 //         [--size 512] [--steps 25] [--guidance 7.5] [--seed 0] [-o custom.png] [--latents custom.npy]
 //
 // For the same settings its latents equal `pocketsd generate --scheduler lms
-// --seed-mode batch` bit for bit: the built-in pipeline runs the same stages.
+// --seed-mode batch --precision f32` bit for bit: the built-in pipeline runs the same
+// stages (its pool is f32; `auto` means bf16 for int8 files on AVX-512 BF16 CPUs).
 import Glibc
 import PocketDiffusion
 

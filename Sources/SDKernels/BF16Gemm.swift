@@ -23,7 +23,8 @@ extension Kernels {
 /// the C kernel (Sources/CKernels, vdpbf16ps) does twice the multiply-adds per cycle of the
 /// f32 FMA kernel; `portableBlock` is its Swift twin: the same packed layouts and result,
 /// the reference in the tests, and the fallback elsewhere (slower than f32 there, so
-/// `Kernels.Precision.automatic` only picks bf16 where the native kernel runs).
+/// `--precision auto`, `PrecisionChoice` in SDPipeline, only picks bf16 where the native
+/// kernel runs).
 ///
 /// Packed layouts (one UInt32 = a bf16 pair, k even in the low half, k odd in the high):
 ///   A: rows of pairs, `lda` apart, readable up to a whole number of `tileRows` (zero rows)
