@@ -154,6 +154,22 @@ public struct SchedulerConfig: Equatable, Sendable {
     /// Whether the stored config set `key` (a JSON key); false for keys set only in code.
     public func has(_ key: String) -> Bool { storedKeys.contains(key) }
 
+    /// The config as diffusers' StableDiffusionPipeline uses it (SD 1.x/2.x text-to-image,
+    /// img2img and inpainting; SDXL's pipelines do not do this). Its constructor rewrites an
+    /// "outdated" scheduler config: `steps_offset` other than 1 becomes 1 and `clip_sample`
+    /// true becomes false. It edits the values but not diffusers' record of which keys were
+    /// defaults, so for the model's own scheduler (`modelScheduler`) both always apply (every
+    /// class has steps_offset; DDIM's absent clip_sample defaults to true and is rewritten),
+    /// while a scheduler built from that config with a named class
+    /// (`Class.from_config(pipe.scheduler.config)`) gets them only for keys the file had:
+    /// absent keys fall back to that class's defaults (steps_offset 0, DDIM's clip_sample true).
+    public func adjustedAsStableDiffusionPipeline(modelScheduler: Bool) -> SchedulerConfig {
+        var config = self
+        if modelScheduler || has("steps_offset") { config.stepsOffset = 1 }
+        if modelScheduler || has("clip_sample") { config.clipSample = false }
+        return config
+    }
+
     /// What diffusers uses for a key that the stored config does not have.
     public static let diffusersDefaults = SchedulerConfig(numTrainTimesteps: 1000)
 

@@ -279,4 +279,33 @@ final class SchedulerConfigTests: XCTestCase {
         // t = 999 on SD's schedule: almost all noise.
         XCTAssertEqual(noised[0], 0.5, accuracy: 0.07)
     }
+
+    /// diffusers' StableDiffusionPipeline rewrites steps_offset to 1 and clip_sample true to
+    /// false in the scheduler config it is built with; a class built from that config with
+    /// from_config keeps the rewrite only for keys the file had (diffusers 0.42, checked with
+    /// PNDM, DDIM, Euler and LCM files: own scheduler, then DDIM/Euler/LCM.from_config).
+    func testStableDiffusionPipelineRewritesOutdatedValues() throws {
+        var file = sd15File
+        file["steps_offset"] = .int(0)
+        file["clip_sample"] = .bool(true)
+        let outdated = try SchedulerConfig(diffusersConfig: file)
+        for modelScheduler in [true, false] {
+            let adjusted = outdated.adjustedAsStableDiffusionPipeline(modelScheduler: modelScheduler)
+            XCTAssertEqual(adjusted.stepsOffset, 1)
+            XCTAssertEqual(adjusted.clipSample, false)
+        }
+        // Keys absent from the file: the model's own class gets 1 and false (DDIM's default
+        // clip_sample true is rewritten); a named class falls back to its defaults.
+        let bare = try SchedulerConfig(diffusersConfig: ["_class_name": .string("DDIMScheduler")])
+        let own = bare.adjustedAsStableDiffusionPipeline(modelScheduler: true)
+        XCTAssertEqual(own.stepsOffset, 1)
+        XCTAssertEqual(own.clipSample, false)
+        let named = bare.adjustedAsStableDiffusionPipeline(modelScheduler: false)
+        XCTAssertEqual(named.stepsOffset, 0)
+        XCTAssertEqual(named.clipSample, true)
+        // Already current: nothing changes.
+        let current = try SchedulerConfig(diffusersConfig: sd15File)
+        XCTAssertEqual(current.adjustedAsStableDiffusionPipeline(modelScheduler: true), current)
+        XCTAssertEqual(current.adjustedAsStableDiffusionPipeline(modelScheduler: false), current)
+    }
 }
