@@ -57,7 +57,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 TOKENIZER_FILES = os.path.join(REPO, "Tests", "Fixtures", "tiny-sd-a", "tokenizer")
-DEFAULT_BIN = os.path.join(REPO, ".build", "release", "pocketsd")
+DEFAULT_BIN = os.path.join(REPO, ".build", "release", "pocketsd")  # tools/build.sh
 
 PROMPTS = [
     "A photo of an astronaut, riding a horse on Mars!",
@@ -206,7 +206,103 @@ def draw_scheduler(rng, family, prediction):
     return cfg
 
 
-def draw_case(seed, index):
+# Rarely used settings: pocketsd must either match diffusers or refuse them with a one-line
+# error. (target, key, value, condition on the case) -- applied to one case in --exotic.
+EXOTIC = [
+    ("scheduler", "use_exponential_sigmas", True, lambda c: c["kind"] in ("euler", "lms", "dpm++2m") and not c["karras"]),
+    ("scheduler", "use_beta_sigmas", True, lambda c: c["kind"] in ("euler", "lms", "dpm++2m") and not c["karras"]),
+    ("scheduler", "use_lu_lambdas", True, lambda c: c["kind"] == "dpm++2m" and not c["karras"]),
+    ("scheduler", "sigma_min", 0.1, lambda c: c["kind"] == "euler" and c["karras"]),
+    ("scheduler", "sigma_max", 8.0, lambda c: c["kind"] == "euler" and c["karras"]),
+    ("scheduler", "beta_schedule", "squaredcos_cap_v2", lambda c: True),
+    ("scheduler", "prediction_type", "sample", lambda c: c["kind"] in ("ddim", "euler", "dpm++2m", "lcm", "euler-a", "lms")),
+    ("scheduler", "trained_betas", "linspace", lambda c: True),
+    ("scheduler", "thresholding", True, lambda c: c["kind"] in ("ddim", "dpm++2m")),
+    ("scheduler", "timestep_type", "continuous", lambda c: c["kind"] == "euler"),
+    ("scheduler", "interpolation_type", "log_linear", lambda c: c["kind"] == "euler"),
+    ("scheduler", "algorithm_type", "sde-dpmsolver++", lambda c: c["kind"] == "dpm++2m"),
+    ("scheduler", "algorithm_type", "dpmsolver", lambda c: c["kind"] == "dpm++2m"),
+    ("scheduler", "rescale_betas_zero_snr", True, lambda c: c["kind"] in ("ddim", "euler", "euler-a", "dpm++2m", "lcm")),
+    ("scheduler", "clip_sample_range", 0.5, lambda c: c["kind"] == "ddim"),
+    ("scheduler", "lambda_min_clipped", -5.1, lambda c: c["kind"] == "dpm++2m"),
+    ("scheduler", "timestep_scaling", 5.0, lambda c: c["kind"] == "lcm"),
+    ("scheduler", "num_train_timesteps", 500, lambda c: True),
+    ("unet", "flip_sin_to_cos", False, lambda c: True),
+    ("unet", "freq_shift", 1, lambda c: True),
+    ("unet", "center_input_sample", True, lambda c: True),
+    ("unet", "downsample_padding", 0, lambda c: True),
+    ("unet", "norm_eps", 1e-6, lambda c: True),
+    ("unet", "time_embedding_dim", 48, lambda c: True),
+    ("unet", "mid_block_type", None, lambda c: True),
+    ("unet", "mid_block_scale_factor", 0.5, lambda c: True),
+    ("unet", "layers_per_block", "list", lambda c: True),
+    ("unet", "only_cross_attention", True, lambda c: True),
+    ("unet", "resnet_time_scale_shift", "scale_shift", lambda c: True),
+    ("unet", "class_embed_type", "timestep", lambda c: True),
+    ("unet", "time_embedding_act_fn", "silu", lambda c: True),
+    ("unet", "conv_in_kernel", 5, lambda c: True),
+    ("unet", "act_fn", "mish", lambda c: True),
+    ("unet", "attention_type", "gated", lambda c: False),
+    ("unet", "cross_attention_norm", "layer_norm", lambda c: True),
+    ("vae", "use_quant_conv", False, lambda c: True),
+    ("vae", "use_post_quant_conv", False, lambda c: True),
+    ("vae", "mid_block_add_attention", False, lambda c: True),
+    ("vae", "scaling_factor", 0.5, lambda c: True),
+    ("vae", "shift_factor", 0.1, lambda c: True),
+    ("vae", "latents_mean", [0.1, -0.2, 0.3, 0.0], lambda c: True),
+    ("vae", "latent_channels", 8, lambda c: False),
+    ("text", "layer_norm_eps", 1e-6, lambda c: True),
+    ("text", "hidden_act", "gelu_new", lambda c: True),
+    ("text", "eos_token_id", 2, lambda c: True),
+    ("text", "num_hidden_layers", 5, lambda c: True),
+]
+
+
+def apply_exotic(c, rng):
+    kind = c["override"] or CLASS_KIND[c["scheduler"]["_class_name"]]
+    info = dict(kind=kind, karras=bool(c["scheduler"].get("use_karras_sigmas")) or kind == "dpm++2m-karras")
+    options = [e for e in EXOTIC if e[3](info)]
+    target, key, value, _ = rng.choice(options)
+    if target == "scheduler":
+        sched = c["scheduler"]
+        if key == "trained_betas":
+            sched["trained_betas"] = [float(x) for x in np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2]
+        elif key == "beta_schedule" and value == "squaredcos_cap_v2":
+            sched.update(beta_schedule=value)
+        elif key == "rescale_betas_zero_snr":
+            sched.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+        elif key == "use_lu_lambdas":
+            sched.update(use_lu_lambdas=True)
+        elif key in ("sigma_min", "sigma_max"):
+            sched.update(sigma_min=0.1, sigma_max=8.0)
+        elif key == "num_train_timesteps":
+            sched["num_train_timesteps"] = value
+        else:
+            sched[key] = value
+        if c["override"] and key == "prediction_type":
+            pass
+    elif target == "unet":
+        u = c["unet"]
+        if key == "layers_per_block":
+            u[key] = tuple(rng.choice([1, 2]) for _ in u["block_out_channels"])
+        elif key == "only_cross_attention":
+            u[key] = tuple(False for _ in u["block_out_channels"])
+        elif key == "class_embed_type":
+            u[key] = value
+        else:
+            u[key] = value
+    elif target == "vae":
+        if key == "latents_mean":
+            c["vae"]["latents_mean"] = value
+            c["vae"]["latents_std"] = [0.9, 1.1, 1.0, 0.8]
+        else:
+            c["vae"][key] = value
+    else:
+        c["text"][key] = value
+    c["exotic"] = f"{target}.{key}={'list' if isinstance(value, list) else value}"
+
+
+def draw_case(seed, index, exotic_rate=0.0):
     rng = random.Random(f"{seed}-{index}")
     family = rng.choice(["sd1", "sd1", "sd2", "sd2", "turbo", "lcm", "sdxl", "sdxl"])
     c = dict(id=index, family=family)
@@ -287,6 +383,13 @@ def draw_case(seed, index):
         if rng.random() < 0.3:
             c["sizes"]["target_size"] = (rng.choice([48, 80]), rng.choice([64, 32]))  # (h, w)
     c["taesd"] = family in ("sd1", "sd2", "turbo", "lcm") and rng.random() < 0.15
+    # An SD 1.x-like model as one CompVis/LDM single-file checkpoint (tools/diffusers_to_ldm.py),
+    # converted with --config FOLDER (shapes alone cannot tell the head counts).
+    # (Its own generator, so the draws above and below stay those of earlier sweeps.)
+    c["single_file"] = family in ("sd1", "turbo") and not pad_bang and random.Random(f"{seed}-{index}-single").random() < 0.2
+    c["exotic"] = None
+    if rng.random() < exotic_rate:
+        apply_exotic(c, rng)
     return c
 
 
@@ -333,6 +436,10 @@ def summary(c):
         parts.append("no-force-zeros")
     if c["taesd"]:
         parts.append("taesd")
+    if c.get("single_file"):
+        parts.append("single-file")
+    if c.get("exotic"):
+        parts.append("EXOTIC:" + c["exotic"])
     parts.append(f"seed={c['seed']}")
     return " ".join(parts)
 
@@ -499,6 +606,14 @@ def classify_error(rc, err):
 def pocketsd(c, binary, work, folder):
     model = os.path.join(work, "m.pdm")
     cmd = [binary, "convert", folder, "-o", model, "--weights", "fp32"]
+    if c.get("single_file"):
+        sys.path.insert(0, HERE)
+        import diffusers_to_ldm
+        from safetensors.torch import save_file
+
+        single = os.path.join(work, "single.safetensors")
+        save_file(diffusers_to_ldm.convert(folder, with_extras=False), single)
+        cmd = [binary, "convert", single, "--config", folder, "-o", model, "--weights", "fp32"]
     if c["taesd"]:
         cmd += ["--taesd", os.path.join(work, "taesd")]
     rc, out, err = run(cmd)
@@ -572,8 +687,15 @@ def run_case(c, binary, keep=None, verbose=False):
         if lat.shape != lat_ref.shape:
             res["reason"] = f"latents shape {lat.shape} vs diffusers {lat_ref.shape}"
             return res
-        den = float(np.sqrt((lat_ref.astype(np.float64) ** 2).mean())) or 1.0
-        res["rel"] = float(np.sqrt(((lat.astype(np.float64) - lat_ref) ** 2).mean())) / den
+        finite, finite_ref = np.isfinite(lat), np.isfinite(lat_ref)
+        if not (finite == finite_ref).all():
+            res["reason"] = f"non-finite latents: pocketsd {(~finite).sum()}, diffusers {(~finite_ref).sum()}"
+            return res
+        if not finite.all():
+            res["note"] = f"{(~finite).sum()} non-finite latents in both"
+        a, b = lat[finite].astype(np.float64), lat_ref[finite].astype(np.float64)
+        den = float(np.sqrt((b ** 2).mean())) if b.size else 0.0
+        res["rel"] = float(np.sqrt(((a - b) ** 2).mean())) / (den or 1.0) if b.size else 0.0
         worst = 0
         if len(pngs) != len(img_ref):
             res["reason"] = f"{len(pngs)} images, diffusers made {len(img_ref)}"
@@ -612,12 +734,133 @@ def run_case(c, binary, keep=None, verbose=False):
     return res
 
 
+# ----------------------------------------------------------------------------------------------
+# Error paths: broken or unsupported folders must give a one-line error and a nonzero exit.
+
+def _edit_json(path, **changes):
+    with open(path) as f:
+        obj = json.load(f)
+    for k, v in changes.items():
+        if v is _DELETE:
+            obj.pop(k, None)
+        else:
+            obj[k] = v
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+_DELETE = object()
+
+
+def _truncate(path, keep):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:keep] if keep >= 0 else data[:len(data) + keep])
+
+
+def _swap_tensor(path, key_part, shape):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path)
+    key = next(k for k in sorted(state) if key_part in k)
+    state[key] = torch.zeros(shape)
+    save_file(state, path)
+
+
+ERROR_MUTATIONS = [
+    ("no model_index.json", lambda d: os.remove(os.path.join(d, "model_index.json"))),
+    ("unsupported pipeline class", lambda d: _edit_json(os.path.join(d, "model_index.json"), _class_name="KandinskyPipeline")),
+    ("unet folder missing", lambda d: shutil.rmtree(os.path.join(d, "unet"))),
+    ("unet config.json missing", lambda d: os.remove(os.path.join(d, "unet", "config.json"))),
+    ("unet config not JSON", lambda d: open(os.path.join(d, "unet", "config.json"), "w").write("{not json")),
+    ("unet weights missing", lambda d: os.remove(os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"))),
+    ("unet weights truncated", lambda d: _truncate(os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"), -1000)),
+    ("unet weights header only", lambda d: _truncate(os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"), 7)),
+    ("vae weights empty", lambda d: _truncate(os.path.join(d, "vae", "diffusion_pytorch_model.safetensors"), 0)),
+    ("unet block_out_channels disagree with weights", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), block_out_channels=[16, 64])),
+    ("unet layers_per_block disagrees with weights", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), layers_per_block=3)),
+    ("unet cross_attention_dim vs text encoder", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), cross_attention_dim=48)),
+    ("unet in_channels 9 (inpainting) with 4-channel weights", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), in_channels=9)),
+    ("unet weight of the wrong shape", lambda d: _swap_tensor(os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"), "conv_in.weight", (32, 4, 5, 5))),
+    ("vae latent_channels 8", lambda d: _edit_json(os.path.join(d, "vae", "config.json"), latent_channels=8)),
+    ("unet class AutoencoderKL", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), _class_name="UNet2DModel")),
+    ("unet block type UNetMidBlock2D in down_block_types", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), down_block_types=["AttnDownBlock2D", "DownBlock2D"])),
+    ("unet attention heads not dividing channels", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), attention_head_dim=5)),
+    ("unet addition_embed_type text_time without text_encoder_2", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=64)),
+    ("text encoder hidden_act relu", lambda d: _edit_json(os.path.join(d, "text_encoder", "config.json"), hidden_act="relu")),
+    ("text encoder heads not dividing width", lambda d: _edit_json(os.path.join(d, "text_encoder", "config.json"), num_attention_heads=5)),
+    ("text encoder max_position_embeddings 64", lambda d: _edit_json(os.path.join(d, "text_encoder", "config.json"), max_position_embeddings=64)),
+    ("text encoder fewer layers than weights", lambda d: _edit_json(os.path.join(d, "text_encoder", "config.json"), num_hidden_layers=1)),
+    ("text encoder more layers than weights", lambda d: _edit_json(os.path.join(d, "text_encoder", "config.json"), num_hidden_layers=6)),
+    ("tokenizer vocab missing", lambda d: os.remove(os.path.join(d, "tokenizer", "vocab.json"))),
+    ("tokenizer merges empty", lambda d: open(os.path.join(d, "tokenizer", "merges.txt"), "w").write("")),
+    ("scheduler class unknown", lambda d: _edit_json(os.path.join(d, "scheduler", "scheduler_config.json"), _class_name="UniPCMultistepScheduler")),
+    ("scheduler beta_schedule unknown", lambda d: _edit_json(os.path.join(d, "scheduler", "scheduler_config.json"), beta_schedule="sigmoid")),
+    ("scheduler prediction_type unknown", lambda d: _edit_json(os.path.join(d, "scheduler", "scheduler_config.json"), prediction_type="flow")),
+    ("scheduler num_train_timesteps 0", lambda d: _edit_json(os.path.join(d, "scheduler", "scheduler_config.json"), num_train_timesteps=0)),
+    ("scheduler steps_offset string", lambda d: _edit_json(os.path.join(d, "scheduler", "scheduler_config.json"), steps_offset="1")),
+    ("scheduler trained_betas too short", lambda d: _edit_json(os.path.join(d, "scheduler", "scheduler_config.json"), trained_betas=[0.1, 0.2])),
+    ("scheduler config missing", lambda d: os.remove(os.path.join(d, "scheduler", "scheduler_config.json"))),
+    ("vae sample_size null", lambda d: _edit_json(os.path.join(d, "vae", "config.json"), scaling_factor=None)),
+    ("unet sample_size 0", lambda d: _edit_json(os.path.join(d, "unet", "config.json"), sample_size=0)),
+]
+
+
+def error_paths(binary, verbose=False):
+    """Each mutation of a small valid SD 1.x-like folder: convert (and generate, when convert
+    succeeds) must succeed or fail with one stderr line and exit 1/2, never a signal."""
+    rows = []
+    c = draw_case(0, 0)
+    c.update(family="sd1", pad_bang=False, taesd=False, override=None, prediction_override=None)
+    c["text"] = draw_text(random.Random(1), False, hidden=32, act="quick_gelu")
+    c["text"]["num_hidden_layers"] = 2
+    c["unet"] = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                     attention_head_dim=4, norm_num_groups=32)
+    c["vae"] = draw_vae(random.Random(2), "sd1")
+    c["scheduler"] = {**SD_BASE, "_class_name": "PNDMScheduler", "prediction_type": "epsilon"}
+    c["id"] = 0
+    root = tempfile.mkdtemp(prefix="sweep-errors-")
+    base = os.path.join(root, "base")
+    build(c, base)
+    for name, mutate in ERROR_MUTATIONS:
+        folder = os.path.join(root, "m")
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(base, folder)
+        mutate(folder)
+        model = os.path.join(root, "m.pdm")
+        if os.path.exists(model):
+            os.remove(model)
+        rc, out, err = run([binary, "convert", folder, "-o", model, "--weights", "fp32"])
+        stage = "convert"
+        if rc == 0:
+            stage = "generate"
+            rc, out, err = run([binary, "generate", "-m", model, "-p", "a cat", "--steps", "2", "--seed", "1",
+                                "--width", "16", "--height", "16", "--threads", "1", "-o",
+                                os.path.join(root, "o.png")])
+        lines = [l for l in err.strip().splitlines() if l.strip() and not l.startswith("step ")]
+        if rc == 0:
+            status, detail = "ACCEPT", "converted and generated"
+        elif 0 < rc <= 2 and len(lines) == 1:
+            status, detail = "OK", lines[0][:200]
+        else:
+            status, detail = "FAIL", f"exit {rc}, {len(lines)} lines: {err.strip()[:300]!r}"
+        rows.append(dict(mutation=name, status=status, stage=stage, detail=detail))
+    shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
 def line(r):
     rel = "-" if r["rel"] is None else f"{r['rel']:.2e}"
     img = "-" if r["img"] is None else str(r["img"])
     s = f"case {r['id']:3d} {r['status']:6s} rel={rel:8s} img={img:3s} {r['summary']}"
     if r["reason"]:
         s += f"  [{r['reason']}]"
+    if r.get("note"):
+        s += f"  ({r['note']})"
     return s
 
 
@@ -630,6 +873,10 @@ def main():
     ap.add_argument("--keep", help="copy every case's folder, model file and outputs here")
     ap.add_argument("--json", action="store_true", help="the summary as JSON on stdout (lines on stderr)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--exotic", type=float, default=0.0,
+                    help="fraction of cases given one rarely used setting (EXOTIC), 0 to 1 (default 0)")
+    ap.add_argument("--error-paths", action="store_true",
+                    help="instead of the sweep: broken/unsupported variants of one folder must fail cleanly")
     ap.add_argument("--print-config", action="store_true", help="print each case's drawn config as JSON")
     opts = ap.parse_args()
 
@@ -651,12 +898,22 @@ def main():
         tlog.set_verbosity_error()
     except Exception:  # noqa: BLE001
         pass
+    if opts.error_paths:
+        rows = error_paths(opts.bin, opts.verbose)
+        out = sys.stderr if opts.json else sys.stdout
+        for r in rows:
+            print(f"{r['status']:6s} {r['mutation']:55s} {r['stage']:8s} {r['detail']}", file=out)
+        bad = [r for r in rows if r["status"] == "FAIL"]
+        print(f"# {len(rows)} mutations: {len(bad)} FAIL", file=out)
+        if opts.json:
+            print(json.dumps(dict(error_paths=rows), indent=1))
+        sys.exit(1 if bad else 0)
     ids = [int(x) for x in opts.only.split(",")] if opts.only else list(range(opts.cases))
     out = sys.stderr if opts.json else sys.stdout
     results = []
     start = time.time()
     for i in ids:
-        c = draw_case(opts.seed, i)
+        c = draw_case(opts.seed, i, opts.exotic)
         if opts.print_config:
             print(json.dumps(c, default=list), file=out)
         t0 = time.time()
