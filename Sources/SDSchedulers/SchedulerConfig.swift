@@ -40,7 +40,9 @@
 // LCMScheduler is the one class whose defaults for keys shared with the others differ
 // (scaled_linear 0.00085–0.012, clip_sample false); `storedKeys` records which keys the file
 // had so that it can tell "absent" from "set to the common default".
-// Other keys (e.g. "sigma_min", "use_exponential_sigmas") are not read; see `knownKeys`.
+// Other keys are not read (see `knownKeys`), except that `unsupportedSigmaSettings` records
+// sigma-schedule options diffusers has and the runtime lacks ("use_exponential_sigmas",
+// "sigma_min", ...), which the model's own scheduler refuses when its class would use them.
 // Unsupported values are reported by the scheduler initialisers, not here.
 
 /// A model's scheduler settings (diffusers' scheduler_config.json); keys and defaults are listed at the top of this file.
@@ -102,6 +104,16 @@ public struct SchedulerConfig: Equatable, Sendable {
     /// The known keys the stored config had with a non-null value (empty for
     /// `diffusersDefaults`); classes whose defaults differ from `diffusersDefaults` consult it.
     public var storedKeys: Set<String>
+    /// Sigma-schedule settings diffusers has and the runtime does not, as stored when set
+    /// (`use_exponential_sigmas`, `use_beta_sigmas`, `use_lu_lambdas`, `use_flow_sigmas`
+    /// true; `sigma_min`, `sigma_max` not null): `makeModelScheduler` refuses the ones its
+    /// class would use instead of running another schedule. Not among `knownKeys`.
+    public var unsupportedSigmaSettings: [String: String] = [:]
+
+    /// The keys `unsupportedSigmaSettings` records.
+    public static let unsupportedSigmaKeys: Set<String> = [
+        "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "sigma_min", "sigma_max",
+    ]
 
     /// Stable Diffusion 1.x's scheduler_config.json (PNDMScheduler: scaled_linear 0.00085–0.012,
     /// steps_offset 1, skip_prk_steps, set_alpha_to_one false, clip_sample false); keys that
@@ -201,6 +213,14 @@ public struct SchedulerConfig: Equatable, Sendable {
         for (key, value) in values.sorted(by: { $0.key < $1.key }) where value != .null {
             try set(key, value)
             if Self.knownKeys.contains(key) { storedKeys.insert(key) }
+            if Self.unsupportedSigmaKeys.contains(key), value != .bool(false) {
+                switch value {
+                case .bool(let b): unsupportedSigmaSettings[key] = "\(b)"
+                case .int(let v): unsupportedSigmaSettings[key] = "\(v)"
+                case .double(let v): unsupportedSigmaSettings[key] = "\(v)"
+                default: unsupportedSigmaSettings[key] = "\(value)"
+                }
+            }
         }
     }
 
