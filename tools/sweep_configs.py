@@ -78,6 +78,13 @@ SCHEDULER_CLASSES = {
     "lcm": "LCMScheduler",
 }
 KIND_KWARGS = {"dpm++2m-karras": {"use_karras_sigmas": True}}
+# What pocketsd's named kinds force (docs/SCHEDULERS.md: a kind fixes what its AUTOMATIC1111
+# name implies), where diffusers' Class.from_config would keep the stored value. An intended
+# difference: the reference applies it too, and the case notes it.
+_PLAIN = {"use_exponential_sigmas": False, "use_beta_sigmas": False}
+_DPM = {**_PLAIN, "use_lu_lambdas": False, "use_flow_sigmas": False, "solver_order": 2, "algorithm_type": "dpmsolver++"}
+KIND_FORCED = {"lms": {"use_karras_sigmas": False, **_PLAIN}, "euler": {"use_karras_sigmas": False, **_PLAIN},
+               "dpm++2m": {"use_karras_sigmas": False, **_DPM}, "dpm++2m-karras": {"use_karras_sigmas": True, **_DPM}}
 CLASS_KIND = {"PNDMScheduler": "pndm", "DDIMScheduler": "ddim", "LMSDiscreteScheduler": "lms",
               "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler-a",
               "DPMSolverMultistepScheduler": "dpm++2m", "LCMScheduler": "lcm"}
@@ -543,9 +550,15 @@ def reference(c, comps):
 
     stored_cls = getattr(diffusers, c["scheduler"]["_class_name"])
     sched = stored_cls.from_config(c["scheduler"])
+    notes = []
     if c["override"]:
-        sched = getattr(diffusers, SCHEDULER_CLASSES[c["override"]]).from_config(sched.config,
-                                                                                 **KIND_KWARGS.get(c["override"], {}))
+        cls = getattr(diffusers, SCHEDULER_CLASSES[c["override"]])
+        sched = cls.from_config(sched.config, **KIND_KWARGS.get(c["override"], {}))
+        forced = {k: v for k, v in KIND_FORCED.get(c["override"], {}).items()
+                  if sched.config.get(k, False if isinstance(v, bool) else None) != v}
+        if forced:
+            notes.append("kind forces " + ",".join(f"{k}={v}" for k, v in forced.items()) + " (intended)")
+            sched = cls.from_config(sched.config, **forced)
     if c["prediction_override"]:
         sched = type(sched).from_config(sched.config, prediction_type=c["prediction_override"])
     if c["family"] == "sdxl":
@@ -584,7 +597,7 @@ def reference(c, comps):
     with torch.no_grad():
         out = pipe(**args, callback_on_step_end=grab, callback_on_step_end_tensor_inputs=["latents"])
     images = (out.images * 255).round().astype(np.uint8)
-    return captured["latents"].numpy().astype(np.float32), images, sched.timesteps.tolist()
+    return captured["latents"].numpy().astype(np.float32), images, sched.timesteps.tolist(), notes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -676,7 +689,9 @@ def run_case(c, binary, keep=None, verbose=False):
     res = dict(id=c["id"], summary=summary(c), status="FAIL", rel=None, img=None, reason="")
     try:
         comps = build(c, folder)
-        lat_ref, img_ref, timesteps = reference(c, comps)
+        lat_ref, img_ref, timesteps, notes = reference(c, comps)
+        if notes:
+            res["note"] = "; ".join(notes)
         res["timesteps"] = [round(t, 3) for t in timesteps]
         got = pocketsd(c, binary, work, folder)
         if got[0] != "ok":
@@ -692,7 +707,7 @@ def run_case(c, binary, keep=None, verbose=False):
             res["reason"] = f"non-finite latents: pocketsd {(~finite).sum()}, diffusers {(~finite_ref).sum()}"
             return res
         if not finite.all():
-            res["note"] = f"{(~finite).sum()} non-finite latents in both"
+            res["note"] = "; ".join(filter(None, [res.get("note"), f"{(~finite).sum()} non-finite latents in both"]))
         a, b = lat[finite].astype(np.float64), lat_ref[finite].astype(np.float64)
         den = float(np.sqrt((b ** 2).mean())) if b.size else 0.0
         res["rel"] = float(np.sqrt(((a - b) ** 2).mean())) / (den or 1.0) if b.size else 0.0
