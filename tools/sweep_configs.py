@@ -309,7 +309,7 @@ def apply_exotic(c, rng):
     c["exotic"] = f"{target}.{key}={'list' if isinstance(value, list) else value}"
 
 
-def draw_case(seed, index, exotic_rate=0.0):
+def draw_case(seed, index, exotic_rate=0.0, absent_rate=0.15):
     rng = random.Random(f"{seed}-{index}")
     family = rng.choice(["sd1", "sd1", "sd2", "sd2", "turbo", "lcm", "sdxl", "sdxl"])
     c = dict(id=index, family=family)
@@ -394,6 +394,13 @@ def draw_case(seed, index, exotic_rate=0.0):
     # converted with --config FOLDER (shapes alone cannot tell the head counts).
     # (Its own generator, so the draws above and below stay those of earlier sweeps.)
     c["single_file"] = family in ("sd1", "turbo") and not pad_bang and random.Random(f"{seed}-{index}-single").random() < 0.2
+    # Keys a file may lack (the class default then applies; StableDiffusionPipeline rewrites
+    # the model's own steps_offset/clip_sample but not a named kind's): own generator, so the
+    # other draws stay those of earlier sweeps.
+    absent = random.Random(f"{seed}-{index}-absent")
+    for key in ("steps_offset", "clip_sample", "timestep_spacing", "set_alpha_to_one"):
+        if key in c["scheduler"] and absent.random() < absent_rate:
+            del c["scheduler"][key]
     c["exotic"] = None
     if rng.random() < exotic_rate:
         apply_exotic(c, rng)
@@ -419,6 +426,7 @@ def summary(c):
     parts.append(f"x{len(c['text'])and c['text']['hidden_size']}")
     parts.append(f"vae{c['vae_scale']}")
     sched = CLASS_KIND[s["_class_name"]] + ("" if not c["override"] else f"->{c['override']}")
+    missing = [k for k in ("steps_offset", "clip_sample") if k not in s]
     extra = [k + "=" + str(s[k]) for k in ("timestep_spacing", "steps_offset", "rescale_betas_zero_snr",
                                           "use_karras_sigmas", "solver_order", "solver_type", "lower_order_final",
                                           "euler_at_final", "final_sigmas_type", "set_alpha_to_one", "clip_sample",
@@ -426,6 +434,7 @@ def summary(c):
              if k in s and not (k in SD_BASE and s[k] == SD_BASE[k])]
     if s.get("beta_schedule") == "linear":
         extra.append("linear-betas")
+    extra += [f"no-{k}" for k in missing]
     parts.append(f"sched={sched}[{s['prediction_type'][0]}{',' if extra else ''}{','.join(extra)}]")
     if c["prediction_override"]:
         parts.append(f"--pred={c['prediction_override']}")
@@ -548,9 +557,23 @@ def reference(c, comps):
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    # The pipeline is built with the model's own scheduler (its constructor may rewrite the
+    # config: StableDiffusionPipeline's steps_offset/clip_sample), then a named kind replaces
+    # it as tools/make_goldens.py does: pipe.scheduler = Class.from_config(pipe.scheduler.config).
     stored_cls = getattr(diffusers, c["scheduler"]["_class_name"])
     sched = stored_cls.from_config(c["scheduler"])
     notes = []
+    pipe = None
+    if c["family"] == "sdxl":
+        pipe = StableDiffusionXLPipeline(vae=comps["vae"], text_encoder=comps["text_encoder"],
+                                         text_encoder_2=comps["text_encoder_2"], tokenizer=comps["tokenizer"],
+                                         tokenizer_2=comps["tokenizer_2"], unet=comps["unet"], scheduler=sched,
+                                         force_zeros_for_empty_prompt=c["force_zeros"], add_watermarker=False)
+    else:
+        pipe = StableDiffusionPipeline(vae=comps["vae"], text_encoder=comps["text_encoder"],
+                                       tokenizer=comps["tokenizer"], unet=comps["unet"], scheduler=sched,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    sched = pipe.scheduler
     if c["override"]:
         cls = getattr(diffusers, SCHEDULER_CLASSES[c["override"]])
         sched = cls.from_config(sched.config, **KIND_KWARGS.get(c["override"], {}))
@@ -561,15 +584,7 @@ def reference(c, comps):
             sched = cls.from_config(sched.config, **forced)
     if c["prediction_override"]:
         sched = type(sched).from_config(sched.config, prediction_type=c["prediction_override"])
-    if c["family"] == "sdxl":
-        pipe = StableDiffusionXLPipeline(vae=comps["vae"], text_encoder=comps["text_encoder"],
-                                         text_encoder_2=comps["text_encoder_2"], tokenizer=comps["tokenizer"],
-                                         tokenizer_2=comps["tokenizer_2"], unet=comps["unet"], scheduler=sched,
-                                         force_zeros_for_empty_prompt=c["force_zeros"], add_watermarker=False)
-    else:
-        pipe = StableDiffusionPipeline(vae=comps["vae"], text_encoder=comps["text_encoder"],
-                                       tokenizer=comps["tokenizer"], unet=comps["unet"], scheduler=sched,
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.scheduler = sched
     if c["taesd"]:
         pipe.vae = comps["taesd"]
     pipe.set_progress_bar_config(disable=True)
@@ -890,6 +905,9 @@ def main():
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--exotic", type=float, default=0.0,
                     help="fraction of cases given one rarely used setting (EXOTIC), 0 to 1 (default 0)")
+    ap.add_argument("--absent", type=float, default=0.15,
+                    help="per key, how often the scheduler config leaves out steps_offset, clip_sample, "
+                         "timestep_spacing, set_alpha_to_one (default 0.15; 0 gives the cases of commits before it)")
     ap.add_argument("--error-paths", action="store_true",
                     help="instead of the sweep: broken/unsupported variants of one folder must fail cleanly")
     ap.add_argument("--print-config", action="store_true", help="print each case's drawn config as JSON")
@@ -928,7 +946,7 @@ def main():
     results = []
     start = time.time()
     for i in ids:
-        c = draw_case(opts.seed, i, opts.exotic)
+        c = draw_case(opts.seed, i, opts.exotic, opts.absent)
         if opts.print_config:
             print(json.dumps(c, default=list), file=out)
         t0 = time.time()
