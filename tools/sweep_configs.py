@@ -560,8 +560,13 @@ def reference(c, comps):
     # The pipeline is built with the model's own scheduler (its constructor may rewrite the
     # config: StableDiffusionPipeline's steps_offset/clip_sample), then a named kind replaces
     # it as tools/make_goldens.py does: pipe.scheduler = Class.from_config(pipe.scheduler.config).
+    # --prediction-type: the stored config with that prediction type (make_sd2_goldens.py's
+    # sd2-eps-override convention).
     stored_cls = getattr(diffusers, c["scheduler"]["_class_name"])
-    sched = stored_cls.from_config(c["scheduler"])
+    stored = dict(c["scheduler"])
+    if c["prediction_override"]:
+        stored["prediction_type"] = c["prediction_override"]
+    sched = stored_cls.from_config(stored)
     notes = []
     pipe = None
     if c["family"] == "sdxl":
@@ -582,8 +587,6 @@ def reference(c, comps):
         if forced:
             notes.append("kind forces " + ",".join(f"{k}={v}" for k, v in forced.items()) + " (intended)")
             sched = cls.from_config(sched.config, **forced)
-    if c["prediction_override"]:
-        sched = type(sched).from_config(sched.config, prediction_type=c["prediction_override"])
     pipe.scheduler = sched
     if c["taesd"]:
         pipe.vae = comps["taesd"]
