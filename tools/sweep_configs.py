@@ -3,9 +3,11 @@
 diffusers (CPU fp32) and through `pocketsd convert` + `pocketsd generate`, compared.
 
     /work/venv/bin/python tools/sweep_configs.py [--cases N] [--seed S] [--only K[,K...]]
-        [--bin PATH] [--keep DIR] [--json] [--verbose]
+        [--exotic P] [--absent P] [--bin PATH] [--keep DIR] [--json] [--verbose]
+    /work/venv/bin/python tools/sweep_configs.py --error-paths [--bin PATH] [--json]
 
-For each case K (0 <= K < N; case K depends only on (S, K), so `--only K` remakes it alone):
+For each case K (0 <= K < N; case K depends only on (S, K, --exotic, --absent), so
+`--only K` with the same flags remakes it alone; --keep DIR keeps its folder and files):
   1. draws a family and its knobs:
        sd1    CLIPTextModel padding with <|endoftext|>, epsilon, conv or linear proj_in
        sd2    OpenCLIP-like: "!" padding (id 0), gelu, v_prediction or epsilon, linear proj_in,
@@ -33,6 +35,14 @@ For each case K (0 <= K < N; case K depends only on (S, K), so `--only K` remake
      ... --threads 1 --precision f32 --save-latents l.npy`;
   5. compares: latents relative RMS <= 1e-3 and every PNG within +-1 of
      (image*255).round().astype(uint8).
+
+--exotic P gives a fraction P of the cases one rarely used setting (EXOTIC: exponential or
+Lu-lambda sigmas, cosine betas, zero-SNR with epsilon, flip_sin_to_cos, mid_block_type null,
+VAE without quant convs, SDXL latents_mean ...): pocketsd must match diffusers or refuse it.
+--error-paths instead mutates one valid folder (missing/truncated/mis-shaped files, unsupported
+classes and values) and requires success or a one-line error with exit 1 or 2 from convert and
+generate, never a signal. ERROR marks a case diffusers itself cannot run (not counted as FAIL
+of pocketsd, but the exit status is nonzero).
 
 A case whose config pocketsd refuses with a one-line error and a nonzero exit (no signal) is
 reported as REJECT (not a failure: listed for review); a crash, a multi-line error, a missing
