@@ -24,7 +24,16 @@ enum ModelCheck {
                 case "text_encoder_2":
                     _ = try CLIPTextModelWithProjection(config: CLIPTextConfig(json: c.config), weights: weights)
                 case "unet": _ = try UNet2DConditionModel(config: UNet2DConditionConfig(json: c.config), weights: weights)
-                case "vae": _ = try AutoencoderKL(config: AutoencoderKLConfig(json: c.config), weights: weights)
+                case "vae":
+                    _ = try AutoencoderKL(config: AutoencoderKLConfig(json: c.config), weights: weights)
+                    // diffusers' SDXL pipelines (not SD 1.x/2.x's) un-normalise the latents
+                    // with these per-channel values before decoding and normalise after
+                    // encoding; the runtime does neither, so refuse rather than differ.
+                    let sdxl = model.components.contains { $0.name == "text_encoder_2" }
+                    if sdxl, let mean = c.config["latents_mean"], !mean.isNull,
+                       let std = c.config["latents_std"], !std.isNull {
+                        throw FormatError(where_, "vae: latents_mean/latents_std (SDXL latent normalisation) are not supported yet")
+                    }
                 default: break
                 }
             } catch let error as FormatError {

@@ -30,7 +30,8 @@ public enum LatentPreview {
                     v = latents[base + i] * 0.25
                 }
                 // The fit maps to [-1, 1] like the VAE's output.
-                pixels[i * 3 + c] = UInt8((min(max(v / 2 + 0.5, 0), 1) * 255).rounded())
+                let level = min(max(v / 2 + 0.5, 0), 1)
+                pixels[i * 3 + c] = level.isNaN ? 0 : UInt8((level * 255).rounded())
             }
         }
         return RGBImage(width: w, height: h, pixels: pixels)

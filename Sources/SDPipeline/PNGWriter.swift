@@ -20,7 +20,9 @@ public struct RGBImage: Sendable {
     }
 
     /// Converts one NCHW image in [-1, 1] (the VAE's output) to 8 bits as diffusers does:
-    /// clamp((x + 1) / 2, 0, 1), then round(v · 255).
+    /// clamp((x + 1) / 2, 0, 1), then round(v · 255). NaN (a diverged run, e.g. epsilon
+    /// prediction on a zero-terminal-SNR schedule) becomes 0, as numpy's uint8 cast gives
+    /// diffusers, instead of trapping in the conversion.
     public init(decoded: UnsafeBufferPointer<Float>, width: Int, height: Int) {
         precondition(decoded.count == 3 * width * height)
         let plane = width * height
@@ -28,7 +30,7 @@ public struct RGBImage: Sendable {
         for c in 0..<3 {
             for i in 0..<plane {
                 let v = min(max(decoded[c * plane + i] / 2 + 0.5, 0), 1)
-                pixels[i * 3 + c] = UInt8((v * 255).rounded(.toNearestOrEven))
+                pixels[i * 3 + c] = v.isNaN ? 0 : UInt8((v * 255).rounded(.toNearestOrEven))
             }
         }
         self.init(width: width, height: height, pixels: pixels)

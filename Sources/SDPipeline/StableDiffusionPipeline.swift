@@ -198,9 +198,12 @@ public final class StableDiffusionPipeline {
         return (side, side)
     }
 
-    /// The model's scheduler settings with the request's overrides (prediction type).
+    /// The model's scheduler settings with the request's overrides (prediction type), for an
+    /// SD 1.x/2.x model as diffusers' StableDiffusionPipeline leaves them (steps_offset 1,
+    /// clip_sample false; see `SchedulerConfig.adjustedAsStableDiffusionPipeline`).
     public func schedulerConfig(for request: GenerationRequest) -> SchedulerConfig {
-        var config = schedulerConfig
+        var config = isSDXL ? schedulerConfig
+            : schedulerConfig.adjustedAsStableDiffusionPipeline(modelScheduler: request.scheduler == nil)
         if let type = request.predictionType {
             config.predictionType = type
             config.storedKeys.insert("prediction_type")

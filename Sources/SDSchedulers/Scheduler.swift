@@ -167,6 +167,23 @@ public func makeModelScheduler(config: SchedulerConfig, steps: Int) throws -> an
     guard steps > 0, steps <= config.numTrainTimesteps else {
         throw SchedulerError.invalidStepCount(steps: steps, numTrainTimesteps: config.numTrainTimesteps)
     }
+    // Sigma-schedule settings of the class that the runtime does not implement: refused in
+    // one line. (A named kind fixes its sigma schedule, plain or Karras, so `makeScheduler`
+    // ignores them as it does a stored use_karras_sigmas.) Karras sigmas take sigma_min and
+    // sigma_max from the config in Euler and DPM.
+    var used: [String] = []
+    switch kind {
+    case .lms: used = ["use_exponential_sigmas", "use_beta_sigmas"]
+    case .euler: used = ["use_exponential_sigmas", "use_beta_sigmas"] + (config.useKarrasSigmas ? ["sigma_min", "sigma_max"] : [])
+    case .dpmpp2m, .dpmpp2mKarras:
+        used = ["use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas"]
+            + (config.useKarrasSigmas ? ["sigma_min", "sigma_max"] : [])
+    default: break
+    }
+    if let key = used.first(where: { config.unsupportedSigmaSettings[$0] != nil }) {
+        throw SchedulerError.unsupported(scheduler: config.className ?? kind.rawValue, setting: key,
+                                         value: config.unsupportedSigmaSettings[key]!)
+    }
     switch kind {
     case .pndm: return try PNDMScheduler(config: config, steps: steps)
     case .ddim: return try DDIMScheduler(config: config, steps: steps)

@@ -40,7 +40,9 @@
 // LCMScheduler is the one class whose defaults for keys shared with the others differ
 // (scaled_linear 0.00085–0.012, clip_sample false); `storedKeys` records which keys the file
 // had so that it can tell "absent" from "set to the common default".
-// Other keys (e.g. "sigma_min", "use_exponential_sigmas") are not read; see `knownKeys`.
+// Other keys are not read (see `knownKeys`), except that `unsupportedSigmaSettings` records
+// sigma-schedule options diffusers has and the runtime lacks ("use_exponential_sigmas",
+// "sigma_min", ...), which the model's own scheduler refuses when its class would use them.
 // Unsupported values are reported by the scheduler initialisers, not here.
 
 /// A model's scheduler settings (diffusers' scheduler_config.json); keys and defaults are listed at the top of this file.
@@ -102,6 +104,16 @@ public struct SchedulerConfig: Equatable, Sendable {
     /// The known keys the stored config had with a non-null value (empty for
     /// `diffusersDefaults`); classes whose defaults differ from `diffusersDefaults` consult it.
     public var storedKeys: Set<String>
+    /// Sigma-schedule settings diffusers has and the runtime does not, as stored when set
+    /// (`use_exponential_sigmas`, `use_beta_sigmas`, `use_lu_lambdas`, `use_flow_sigmas`
+    /// true; `sigma_min`, `sigma_max` not null): `makeModelScheduler` refuses the ones its
+    /// class would use instead of running another schedule. Not among `knownKeys`.
+    public var unsupportedSigmaSettings: [String: String] = [:]
+
+    /// The keys `unsupportedSigmaSettings` records.
+    public static let unsupportedSigmaKeys: Set<String> = [
+        "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "sigma_min", "sigma_max",
+    ]
 
     /// Stable Diffusion 1.x's scheduler_config.json (PNDMScheduler: scaled_linear 0.00085–0.012,
     /// steps_offset 1, skip_prk_steps, set_alpha_to_one false, clip_sample false); keys that
@@ -154,6 +166,22 @@ public struct SchedulerConfig: Equatable, Sendable {
     /// Whether the stored config set `key` (a JSON key); false for keys set only in code.
     public func has(_ key: String) -> Bool { storedKeys.contains(key) }
 
+    /// The config as diffusers' StableDiffusionPipeline uses it (SD 1.x/2.x text-to-image,
+    /// img2img and inpainting; SDXL's pipelines do not do this). Its constructor rewrites an
+    /// "outdated" scheduler config: `steps_offset` other than 1 becomes 1 and `clip_sample`
+    /// true becomes false. It edits the values but not diffusers' record of which keys were
+    /// defaults, so for the model's own scheduler (`modelScheduler`) both always apply (every
+    /// class has steps_offset; DDIM's absent clip_sample defaults to true and is rewritten),
+    /// while a scheduler built from that config with a named class
+    /// (`Class.from_config(pipe.scheduler.config)`) gets them only for keys the file had:
+    /// absent keys fall back to that class's defaults (steps_offset 0, DDIM's clip_sample true).
+    public func adjustedAsStableDiffusionPipeline(modelScheduler: Bool) -> SchedulerConfig {
+        var config = self
+        if modelScheduler || has("steps_offset") { config.stepsOffset = 1 }
+        if modelScheduler || has("clip_sample") { config.clipSample = false }
+        return config
+    }
+
     /// What diffusers uses for a key that the stored config does not have.
     public static let diffusersDefaults = SchedulerConfig(numTrainTimesteps: 1000)
 
@@ -185,6 +213,14 @@ public struct SchedulerConfig: Equatable, Sendable {
         for (key, value) in values.sorted(by: { $0.key < $1.key }) where value != .null {
             try set(key, value)
             if Self.knownKeys.contains(key) { storedKeys.insert(key) }
+            if Self.unsupportedSigmaKeys.contains(key), value != .bool(false) {
+                switch value {
+                case .bool(let b): unsupportedSigmaSettings[key] = "\(b)"
+                case .int(let v): unsupportedSigmaSettings[key] = "\(v)"
+                case .double(let v): unsupportedSigmaSettings[key] = "\(v)"
+                default: unsupportedSigmaSettings[key] = "\(value)"
+                }
+            }
         }
     }
 

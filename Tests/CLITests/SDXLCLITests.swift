@@ -70,6 +70,25 @@ final class SDXLCLITests: XCTestCase {
         XCTAssertEqual(a, try Data(contentsOf: URL(fileURLWithPath: Self.scratch + "/from-single.png.npy")))
     }
 
+    /// An SDXL VAE with latents_mean/latents_std: diffusers' SDXL pipelines un-normalise the
+    /// latents with them, which the runtime does not, so convert refuses it in one line
+    /// (exit 1, nothing written) instead of making other images. Null values (what
+    /// save_pretrained writes) convert as before.
+    func testSDXLLatentNormalisationIsRefused() throws {
+        let folder = Self.scratch + "/latents-mean"
+        try? FileManager.default.removeItem(atPath: folder)
+        try FileManager.default.copyItem(atPath: CLITests.fixtures + "/tiny-sdxl", toPath: folder)
+        let config = folder + "/vae/config.json"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        XCTAssertTrue(text.contains("\"latents_mean\": null") && text.contains("\"latents_std\": null"))
+        try text.replacingOccurrences(of: "\"latents_mean\": null", with: "\"latents_mean\": [0.1, -0.2, 0.3, 0.0]")
+            .replacingOccurrences(of: "\"latents_std\": null", with: "\"latents_std\": [0.9, 1.1, 1.0, 0.8]")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let out = Self.scratch + "/latents-mean.pdm"
+        try CLITests.assertFails(["convert", folder, "-o", out], status: 1, "latents_mean/latents_std")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     /// `bench` measures SDXL with both text encoders and the UNet's added conditions (it
     /// refused SDXL files before).
     func testBenchMeasuresSDXL() throws {

@@ -48,6 +48,17 @@ final class PNGTests: XCTestCase {
         XCTAssertEqual(stride(from: 0, to: 18, by: 3).map { image.pixels[$0] }, [0, 255, 128, 255, 0, 191])
     }
 
+    /// A diverged run's NaN and infinities: no trap; NaN is 0 as numpy's uint8 cast gives
+    /// diffusers, ±inf clamp to 255 and 0. The latent preview likewise.
+    func testNonFiniteValuesDoNotTrap() {
+        let values: [Float] = [.nan, .infinity, -.infinity, 0]
+        let planes = values + values + values
+        let image = planes.withUnsafeBufferPointer { RGBImage(decoded: $0, width: 4, height: 1) }
+        XCTAssertEqual(stride(from: 0, to: 12, by: 3).map { image.pixels[$0] }, [0, 255, 0, 128])
+        let preview = LatentPreview.image(latents: [Float](repeating: .nan, count: 4 * 2 * 2), shape: [1, 4, 2, 2])
+        XCTAssertEqual(preview?.pixels, [UInt8](repeating: 0, count: 2 * 2 * 3))
+    }
+
     func testGrid() {
         let a = RGBImage(width: 1, height: 1, pixels: [1, 1, 1])
         let b = RGBImage(width: 1, height: 1, pixels: [2, 2, 2])

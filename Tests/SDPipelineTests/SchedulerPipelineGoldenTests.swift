@@ -88,4 +88,32 @@ final class SchedulerPipelineGoldenTests: XCTestCase {
             print("\(c.name): latents relative RMS \(error), image max difference \(worst) levels")
         }
     }
+
+    /// A folder whose scheduler config is "outdated" (steps_offset 0, clip_sample true) runs as
+    /// diffusers' StableDiffusionPipeline runs it: its constructor rewrites both values, so
+    /// the model's own PNDM and a DDIM built from its config (the file has both keys) give
+    /// the goldens of the current config (golden/pipeline a-pndm, a-ddim: leading spacing,
+    /// where steps_offset moves every timestep).
+    func testOutdatedStoredConfigRunsAsStableDiffusionPipelineRewritesIt() throws {
+        let scratch = PipelineGoldenTests.scratch + "/scheduler-variants"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        let configPath = scratch + "/outdated-scheduler_config.json"
+        var text = try String(contentsOfFile: PipelineGoldenTests.fixtures + "/tiny-sd-a/scheduler/scheduler_config.json", encoding: .utf8)
+        text = text.replacingOccurrences(of: "\"steps_offset\": 1", with: "\"steps_offset\": 0")
+            .replacingOccurrences(of: "\"clip_sample\": false", with: "\"clip_sample\": true")
+        XCTAssertTrue(text.contains("\"steps_offset\": 0") && text.contains("\"clip_sample\": true"))
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let pipeline = try StableDiffusionPipeline(modelPath: Self.modelVariant("outdated", schedulerConfig: configPath), threads: 2)
+        let goldens = try PipelineGoldenTests.cases()
+        for (name, kind) in [("a-pndm", nil), ("a-ddim", SchedulerKind.ddim)] as [(String, SchedulerKind?)] {
+            let c = try XCTUnwrap(goldens.first { $0.name == name })
+            var request = c.request
+            request.scheduler = kind
+            XCTAssertEqual(pipeline.schedulerConfig(for: request).stepsOffset, 1, name)
+            XCTAssertEqual(pipeline.schedulerConfig(for: request).clipSample, false, name)
+            let result = try pipeline.generate(request)
+            let error = PipelineGoldenTests.relativeRMS(result.latents, try NPYArray(path: c.folder + "/latents.npy").floats)
+            XCTAssertLessThanOrEqual(error, PipelineGoldenTests.fp32LatentTolerance, "\(name): latents relative RMS \(error)")
+        }
+    }
 }

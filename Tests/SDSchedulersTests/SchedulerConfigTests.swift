@@ -279,4 +279,74 @@ final class SchedulerConfigTests: XCTestCase {
         // t = 999 on SD's schedule: almost all noise.
         XCTAssertEqual(noised[0], 0.5, accuracy: 0.07)
     }
+
+    /// diffusers' StableDiffusionPipeline rewrites steps_offset to 1 and clip_sample true to
+    /// false in the scheduler config it is built with; a class built from that config with
+    /// from_config keeps the rewrite only for keys the file had (diffusers 0.42, checked with
+    /// PNDM, DDIM, Euler and LCM files: own scheduler, then DDIM/Euler/LCM.from_config).
+    func testStableDiffusionPipelineRewritesOutdatedValues() throws {
+        var file = sd15File
+        file["steps_offset"] = .int(0)
+        file["clip_sample"] = .bool(true)
+        let outdated = try SchedulerConfig(diffusersConfig: file)
+        for modelScheduler in [true, false] {
+            let adjusted = outdated.adjustedAsStableDiffusionPipeline(modelScheduler: modelScheduler)
+            XCTAssertEqual(adjusted.stepsOffset, 1)
+            XCTAssertEqual(adjusted.clipSample, false)
+        }
+        // Keys absent from the file: the model's own class gets 1 and false (DDIM's default
+        // clip_sample true is rewritten); a named class falls back to its defaults.
+        let bare = try SchedulerConfig(diffusersConfig: ["_class_name": .string("DDIMScheduler")])
+        let own = bare.adjustedAsStableDiffusionPipeline(modelScheduler: true)
+        XCTAssertEqual(own.stepsOffset, 1)
+        XCTAssertEqual(own.clipSample, false)
+        let named = bare.adjustedAsStableDiffusionPipeline(modelScheduler: false)
+        XCTAssertEqual(named.stepsOffset, 0)
+        XCTAssertEqual(named.clipSample, true)
+        // Already current: nothing changes.
+        let current = try SchedulerConfig(diffusersConfig: sd15File)
+        XCTAssertEqual(current.adjustedAsStableDiffusionPipeline(modelScheduler: true), current)
+        XCTAssertEqual(current.adjustedAsStableDiffusionPipeline(modelScheduler: false), current)
+    }
+
+    /// Sigma-schedule settings the runtime lacks (exponential, beta, Lu lambdas, flow sigmas;
+    /// Euler's and DPM's sigma_min/sigma_max for Karras sigmas): the model's own scheduler
+    /// refuses them in one error instead of running another schedule than diffusers; false
+    /// or null values, classes without them and named kinds (which fix their sigmas) build.
+    func testUnsupportedSigmaSettingsAreRefusedByTheModelScheduler() throws {
+        func config(_ cls: String, _ extra: [String: SchedulerConfig.Value]) throws -> SchedulerConfig {
+            try SchedulerConfig(diffusersConfig: sd15File.merging(["_class_name": .string(cls)]) { $1 }.merging(extra) { $1 })
+        }
+        let refused: [(String, [String: SchedulerConfig.Value], String)] = [
+            ("EulerDiscreteScheduler", ["use_exponential_sigmas": .bool(true)], "use_exponential_sigmas"),
+            ("LMSDiscreteScheduler", ["use_beta_sigmas": .bool(true)], "use_beta_sigmas"),
+            ("DPMSolverMultistepScheduler", ["use_lu_lambdas": .bool(true)], "use_lu_lambdas"),
+            ("DPMSolverMultistepScheduler", ["use_flow_sigmas": .bool(true)], "use_flow_sigmas"),
+            ("EulerDiscreteScheduler", ["use_karras_sigmas": .bool(true), "sigma_min": .double(0.1)], "sigma_min"),
+            ("DPMSolverMultistepScheduler", ["use_karras_sigmas": .bool(true), "sigma_max": .int(8)], "sigma_max"),
+        ]
+        for (cls, extra, key) in refused {
+            let c = try config(cls, extra)
+            XCTAssertThrowsError(try makeModelScheduler(config: c, steps: 4), "\(cls) \(key)") { error in
+                guard case let .unsupported(scheduler, setting, _)? = error as? SchedulerError else {
+                    return XCTFail("\(error)")
+                }
+                XCTAssertEqual(scheduler, cls)
+                XCTAssertEqual(setting, key)
+            }
+        }
+        let accepted: [(String, [String: SchedulerConfig.Value])] = [
+            ("EulerDiscreteScheduler", ["use_exponential_sigmas": .bool(false), "use_beta_sigmas": .bool(false)]),
+            ("EulerDiscreteScheduler", ["sigma_min": .double(0.1), "sigma_max": .null]),  // no Karras: unused
+            ("LMSDiscreteScheduler", ["use_karras_sigmas": .bool(true), "sigma_min": .double(0.1)]),  // LMS ignores it
+            ("DDIMScheduler", ["use_exponential_sigmas": .bool(true)]),  // no such option in DDIM
+        ]
+        for (cls, extra) in accepted {
+            XCTAssertNoThrow(try makeModelScheduler(config: config(cls, extra), steps: 4), cls)
+        }
+        // A named kind fixes its sigma schedule, as it does use_karras_sigmas.
+        let exponential = try config("EulerDiscreteScheduler", ["use_exponential_sigmas": .bool(true)])
+        XCTAssertNoThrow(try makeScheduler(.euler, config: exponential, steps: 4))
+        XCTAssertNoThrow(try makeScheduler(.dpmpp2m, config: exponential, steps: 4))
+    }
 }
