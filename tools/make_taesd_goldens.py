@@ -39,6 +39,20 @@ REQUEST = dict(prompt=["a small house by a lake"], negative_prompt=None, num_inf
                width=64, height=64, seed=3)
 
 
+def spread_decoder_output(taesd):
+    """Centres each output channel of a random AutoencoderTiny (its last conv's bias) and
+    spreads it, so the decoded image spans [-1, 1] instead of saturating: the 8-bit
+    comparisons then see every layer."""
+    with torch.no_grad():
+        probe = taesd.decode(torch.randn((4, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(1)) * 1.5).sample
+        last = taesd.decoder.layers[-1]
+        std = probe.std(dim=(0, 2, 3))
+        last.weight.mul_((0.5 / std).view(-1, 1, 1, 1))
+        last.bias.mul_(0.5 / std)
+        probe = taesd.decode(torch.randn((4, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(1)) * 1.5).sample
+        last.bias.sub_(probe.mean(dim=(0, 2, 3)) / 2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(REPO, "Tests/Fixtures"))
@@ -48,16 +62,7 @@ def main():
 
     torch.manual_seed(7)
     taesd = AutoencoderTiny(**CONFIG).eval()
-    # Centre each output channel (its last conv's bias) and spread it, so the decoded image
-    # spans [-1, 1] instead of saturating: the 8-bit comparisons then see every layer.
-    with torch.no_grad():
-        probe = taesd.decode(torch.randn((4, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(1)) * 1.5).sample
-        last = taesd.decoder.layers[-1]
-        std = probe.std(dim=(0, 2, 3))
-        last.weight.mul_((0.5 / std).view(-1, 1, 1, 1))
-        last.bias.mul_(0.5 / std)
-        probe = taesd.decode(torch.randn((4, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(1)) * 1.5).sample
-        last.bias.sub_(probe.mean(dim=(0, 2, 3)) / 2)
+    spread_decoder_output(taesd)
     folder = os.path.join(args.out, "tiny-taesd")
     taesd.save_pretrained(folder, safe_serialization=True)
     sd = taesd.state_dict()
