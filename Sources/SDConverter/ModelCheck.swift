@@ -43,6 +43,8 @@ enum ModelCheck {
                     throw FormatError(error.path, "\(c.name): \(error.message) (\(original) in the checkpoint)")
                 }
                 throw error
+            } catch let error as ModelError where error.component == c.name {
+                throw FormatError(where_, "\(error)")  // already "component: message"
             } catch {
                 throw FormatError(where_, "\(c.name): \(error)")
             }

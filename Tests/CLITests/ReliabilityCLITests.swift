@@ -226,6 +226,23 @@ final class ReliabilityCLITests: XCTestCase {
         }
     }
 
+    /// A config the model cannot be built from: one line naming the file and the component
+    /// once ("unet: …", not "unet: unet: …"), nothing written.
+    func testInconsistentConfigIsOneLineNamingTheComponentOnce() throws {
+        let dir = try folder() + "/model"
+        try FileManager.default.copyItem(atPath: Self.diffusersFolder, toPath: dir)
+        let config = dir + "/unet/config.json"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        let narrowed = text.replacingOccurrences(of: #""block_out_channels": \[[^\]]*\]"#,
+                                                 with: "\"block_out_channels\": [32]", options: .regularExpression)
+        XCTAssertNotEqual(narrowed, text)
+        try narrowed.write(toFile: config, atomically: true, encoding: .utf8)
+        let out = dir + ".pdm"
+        try CLITests.assertFails(["convert", dir, "-o", out], status: 1, "safetensors: unet: down_block_types")
+        XCTAssertFalse(try CLITests.run(["convert", dir, "-o", out]).stderr.contains("unet: unet:"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     func testModelTruncatedWhileMappedIsAnErrorNotACrash() throws {
         let dir = try folder()
         let model = dir + "/model.pdm"
