@@ -4,6 +4,17 @@ import Glibc
 import Darwin
 #endif
 
+/// How large the kernels' per-part scratch blocks may be. Both give the same numbers, bit
+/// for bit; they differ in how often work that depends only on the weights is redone.
+public enum ScratchPolicy: Sendable {
+    /// Small blocks: what keeps `--memory stream` runs at their memory figures.
+    case compact
+    /// Up to 4× larger Winograd F(4, 3) tile blocks (16 MiB of transformed input per part
+    /// instead of 4), so each block of output channels' weights is transformed once per
+    /// 4× more tiles: ≈ 5 % off an SD-Turbo 1-step 512² run (AMD EPYC Zen 3, 2 threads).
+    case roomy
+}
+
 /// Runs data-parallel loops on a fixed number of threads: `threads − 1` persistent workers
 /// parked on a condition variable plus the calling thread, woken once per parallel region.
 /// Work is split statically (`parallelRanges(n)` hands part i the i-th contiguous range).
@@ -19,17 +30,6 @@ import Darwin
 /// A pool runs one region at a time and is not reentrant: calling kernels with the same
 /// pool from two threads at once, or from inside a region, traps. Each part owns a scratch
 /// buffer (`scratch(part:count:)`) that kernels reuse across calls instead of allocating.
-/// How large the kernels' per-part scratch blocks may be. Both give the same numbers, bit
-/// for bit; they differ in how often work that depends only on the weights is redone.
-public enum ScratchPolicy: Sendable {
-    /// Small blocks: what keeps `--memory stream` runs at their memory figures.
-    case compact
-    /// Up to 4× larger Winograd F(4, 3) tile blocks (16 MiB of transformed input per part
-    /// instead of 4), so each block of output channels' weights is transformed once per
-    /// 4× more tiles: ≈ 5 % off an SD-Turbo 512² UNet step (AMD EPYC Zen 3, 2 threads).
-    case roomy
-}
-
 public final class ThreadPool: @unchecked Sendable {
     /// Parts each parallel region is split into (at least 1), the calling thread included.
     public let threads: Int
