@@ -203,8 +203,8 @@ public final class GenerationQueue: @unchecked Sendable {
                 } else if let (latents, shape) = latestLatents {
                     s.preview = LatentPreview.image(latents: latents, shape: shape)
                 }
-                // Once there are latents to render (before, the request would be answered
-                // by a render of the very first step's).
+                // Asked once a picture is on show, so a client's first one is the quick
+                // latent-size picture and a render follows.
                 if rendering && renderPreview != nil && latestLatents != nil { previewWanted = true }
             }
             return s
