@@ -31,6 +31,11 @@ enum DiffusersFolder {
         let schedulerPath = FileSystem.join(root, "scheduler/scheduler_config.json")
         let scheduler = FileSystem.isFile(schedulerPath) ? try FileSystem.readJSON(schedulerPath) : defaultSchedulerConfig
         let tokenizerDir = FileSystem.join(root, "tokenizer")
+        // No tokenizer/ at all: the bundled CLIP vocabulary. A tokenizer/ without its
+        // vocabulary is a broken download, not a reason to guess (SD 2.x pads with "!").
+        if FileSystem.isDirectory(tokenizerDir) && !TokenizerData.isTokenizerFolder(tokenizerDir) {
+            throw FormatError(tokenizerDir, "has neither vocab.json nor tokenizer.json (an incomplete download?)")
+        }
         let tokenizer = TokenizerData.isTokenizerFolder(tokenizerDir)
             ? try TokenizerData.read(folder: tokenizerDir) : TokenizerData.bundled()
         var model = SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,

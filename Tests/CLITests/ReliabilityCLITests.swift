@@ -243,6 +243,17 @@ final class ReliabilityCLITests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
     }
 
+    /// A tokenizer/ folder without its vocabulary (an interrupted download) is refused in one
+    /// line instead of silently taking the bundled vocabulary and its padding.
+    func testTokenizerFolderWithoutVocabularyIsRefused() throws {
+        let dir = try folder() + "/model"
+        try FileManager.default.copyItem(atPath: Self.diffusersFolder, toPath: dir)
+        try FileManager.default.removeItem(atPath: dir + "/tokenizer/vocab.json")
+        let out = dir + ".pdm"
+        try CLITests.assertFails(["convert", dir, "-o", out], status: 1, "tokenizer: has neither vocab.json nor tokenizer.json")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     func testModelTruncatedWhileMappedIsAnErrorNotACrash() throws {
         let dir = try folder()
         let model = dir + "/model.pdm"
