@@ -33,11 +33,14 @@ enum DiffusersFolder {
         let tokenizerDir = FileSystem.join(root, "tokenizer")
         // No tokenizer/ at all: the bundled CLIP vocabulary. A tokenizer/ without its
         // vocabulary is a broken download, not a reason to guess (SD 2.x pads with "!").
-        if FileSystem.isDirectory(tokenizerDir) && !TokenizerData.isTokenizerFolder(tokenizerDir) {
+        let tokenizer: TokenizerData
+        if TokenizerData.isTokenizerFolder(tokenizerDir) {
+            tokenizer = try TokenizerData.read(folder: tokenizerDir)
+        } else if FileSystem.isDirectory(tokenizerDir) {
             throw FormatError(tokenizerDir, "has neither vocab.json nor tokenizer.json (an incomplete download?)")
+        } else {
+            tokenizer = TokenizerData.bundled()
         }
-        let tokenizer = TokenizerData.isTokenizerFolder(tokenizerDir)
-            ? try TokenizerData.read(folder: tokenizerDir) : TokenizerData.bundled()
         var model = SourceModel(components: components, schedulerConfig: scheduler, tokenizer: tokenizer,
                                 unusedKeys: [], kind: "diffusers folder")
         try readSDXLParts(root, index: index, into: &model)

@@ -211,9 +211,6 @@ public final class GenerationQueue: @unchecked Sendable {
         }
     }
 
-    /// `progress(rendering: false)`.
-    public var progress: ProgressSnapshot { progress(rendering: false) }
-
     private func work() {
         while true {
             condition.lock()
