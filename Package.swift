@@ -3,12 +3,12 @@ import PackageDescription
 
 // No unsafeFlags anywhere: SwiftPM refuses a versioned dependency (`from: "0.1.0"`) whose
 // targets carry any, even behind a package trait (tested with SwiftPM 6.3: README,
-// "Depending on PocketDiffusion"). The Swift SIMD kernels still want FMA and F16C at
-// compile time on x86_64, or `addingProduct` and Float16 conversions become per-lane
-// library calls (fmaf, __extendhfsf2); the project's scripts pass them on the command line
-// instead (tools/swift-flags.sh: `-Xswiftc -target-cpu -Xswiftc haswell`), and a consumer
-// adds the same two flags. The C block products (CKernels) need no flag: each carries its
-// `target` attribute and is chosen at run time (docs/KERNELS.md). Two more flags went for
+// "Depending on PocketDiffusion"). The C kernels (CKernels: block products, softmax,
+// activations, norms) need no flag: each carries its `target` attribute and is chosen at
+// run time (docs/KERNELS.md). The remaining Swift SIMD kernels (the portable twins, the
+// Winograd transforms) are faster with FMA and F16C at compile time on x86_64; the
+// project's scripts pass them on the command line (tools/swift-flags.sh: `-Xswiftc
+// -target-cpu -Xswiftc haswell`), and a consumer may add the same two flags. Two more flags went for
 // the same reason: `-O` for the numeric targets in debug builds (build in release: the
 // scripts do, and tools/sanitize.sh optimises its debug builds with -Xswiftc -O) and
 // `-O3` for CKernels (SwiftPM's release -O2 gives the same code: tools/check-kernel-asm.sh
@@ -35,7 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // C intrinsics Swift cannot reach (bf16 dot products), chosen at run time.
+        // C kernels chosen at run time by what the CPU has: block products (f32, bf16), the
+        // softmax, activations and norms (docs/KERNELS.md).
         .target(name: "CKernels"),
         .target(name: "SDKernels", dependencies: ["CKernels"]),
         .target(name: "SDFormat", dependencies: ["SDKernels"]),

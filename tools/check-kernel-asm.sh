@@ -23,6 +23,8 @@
 #     loop clang cannot unroll puts them in memory; that once cost 20-45 % of its speed)
 #   - the C f32 block products (f32_gemm.c) contain vfmadd…ps on zmm (AVX-512) and ymm
 #     (AVX2), and the AVX-512 one keeps its 28 accumulators in registers
+#   - the C softmax, activations and norms (f32_vector_math.c) contain vfmadd…ps on ymm and
+#     call nothing (their exponential and erf inlined, no libm)
 # x86_64 only; on other hosts it prints a note and exits 0.
 set -euo pipefail
 
@@ -104,7 +106,19 @@ for o in "$build_path"/release/CKernels.build/*.o; do
         | grep -cE 'zmm.*\(%rsp\)|\(%rsp\).*zmm' || true)))
 done
 
+# The softmax, activations and norms (f32_vector_math.c): FMAs on ymm, no calls at all.
+vmfma=0 vmcalls=0
+for o in "$build_path"/release/CKernels.build/f32_vector_math.c.o; do
+    dis=$(objdump -d --no-show-raw-insn "$o" | awk '/^[0-9a-f]+ <pd_[a-z0-9_]*_avx2>:/,/^$/')
+    vmfma=$(grep -c 'vfmadd...ps.*%ymm' <<<"$dis" || true)
+    vmcalls=$(grep -cE '\scall' <<<"$dis" || true)
+done
+
 status=0
+if [[ $vmfma == 0 || $vmcalls != 0 ]]; then
+    echo "check-kernel-asm: f32_vector_math.c: $vmfma ymm FMAs, $vmcalls calls (want FMAs and no calls)"
+    status=1
+fi
 if [[ $f32zmm == 0 || $f32ymm == 0 ]]; then
     echo "check-kernel-asm: f32 block products lack FMAs (zmm: $f32zmm, ymm: $f32ymm): target attributes ignored?"
     status=1
@@ -135,6 +149,6 @@ if [[ $spills != 0 ]]; then
     status=1
 fi
 if [[ $status == 0 ]]; then
-    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16, f32 block vfmadd zmm/ymm: $f32zmm/$f32ymm)"
+    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16, f32 block vfmadd zmm/ymm: $f32zmm/$f32ymm, vector math vfmadd ymm: $vmfma)"
 fi
 exit $status

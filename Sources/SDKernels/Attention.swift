@@ -1,3 +1,5 @@
+import CKernels
+
 /// Flash-style attention: softmax(q·kᵀ/√d)·v per (batch, head) without materialising the
 /// [Tq × Tk] scores. Queries are the vector lanes throughout, which matches the
 /// channel-major layout (q, y: [heads·d, B·Tq], rows contiguous along tokens):
@@ -108,6 +110,7 @@ enum Attention {
         let laneIndex = V.laneIndex
 
         let keyEnd = causal ? min(tk, i0 + nq) : tk
+        let native = Kernels.variant.usesCVectorMath && w == 16
         var j0 = 0
         while j0 < keyEnd {
             let nk = min(blockKeys, keyEnd - j0)
@@ -124,27 +127,43 @@ enum Attention {
                 let mp = s.runningMax + panel * w, lp = s.runningSum + panel * w
                 let oldMax0 = V.load(mp), oldMax1 = V.load(mp + lanes)
                 var max0 = oldMax0, max1 = oldMax1
-                for j in 0..<nk {
-                    var s0 = V.load(scores + j * w), s1 = V.load(scores + j * w + lanes)
-                    if needsMask {
-                        // Query i sees keys j ≤ i: mask lanes whose query index is below j.
-                        let key = Float(j0 + j)
-                        s0 = V.select(s0, lanesBelow: key, of: q0, value: masked)
-                        s1 = V.select(s1, lanesBelow: key, of: q1, value: masked)
-                        s0.store(scores + j * w)
-                        s1.store(scores + j * w + lanes)
-                    }
-                    max0 = V.vmax(max0, s0)
-                    max1 = V.vmax(max1, s1)
-                }
                 var sum0 = V(), sum1 = V()
-                for j in 0..<nk {
-                    let p0 = VectorMath.exp2(V.load(scores + j * w) - max0)
-                    let p1 = VectorMath.exp2(V.load(scores + j * w + lanes) - max1)
-                    p0.store(scores + j * w)
-                    p1.store(scores + j * w + lanes)
-                    sum0 += p0
-                    sum1 += p1
+                if native {
+                    // The same two loops in C (bitwise the same), so that a build without
+                    // -target-cpu haswell does not run them on per-lane fmaf calls. It
+                    // raises the running maxima at mp in place.
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * w) { t in
+                        let index = t.baseAddress!, sum = index + w
+                        q0.store(index)
+                        q1.store(index + lanes)
+                        pd_softmax_block16_avx2(scores, Int32(nk), index, Int32(j0), needsMask ? 1 : 0, masked, mp, sum)
+                        sum0 = V.load(sum)
+                        sum1 = V.load(sum + lanes)
+                    }
+                    max0 = V.load(mp)
+                    max1 = V.load(mp + lanes)
+                } else {
+                    for j in 0..<nk {
+                        var s0 = V.load(scores + j * w), s1 = V.load(scores + j * w + lanes)
+                        if needsMask {
+                            // Query i sees keys j ≤ i: mask lanes whose query index is below j.
+                            let key = Float(j0 + j)
+                            s0 = V.select(s0, lanesBelow: key, of: q0, value: masked)
+                            s1 = V.select(s1, lanesBelow: key, of: q1, value: masked)
+                            s0.store(scores + j * w)
+                            s1.store(scores + j * w + lanes)
+                        }
+                        max0 = V.vmax(max0, s0)
+                        max1 = V.vmax(max1, s1)
+                    }
+                    for j in 0..<nk {
+                        let p0 = VectorMath.exp2(V.load(scores + j * w) - max0)
+                        let p1 = VectorMath.exp2(V.load(scores + j * w + lanes) - max1)
+                        p0.store(scores + j * w)
+                        p1.store(scores + j * w + lanes)
+                        sum0 += p0
+                        sum1 += p1
+                    }
                 }
                 max0.store(mp)
                 max1.store(mp + lanes)

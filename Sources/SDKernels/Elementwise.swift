@@ -1,5 +1,8 @@
+import CKernels
+
 /// Element-wise kernels: memory-bound, so they only need to be vectorised and split over
-/// threads once they are big enough to pay for a parallel region.
+/// threads once they are big enough to pay for a parallel region. The activations run the
+/// C build of `VectorMath` (bitwise the same) under every kernel variant but `portable`.
 enum Elementwise {
     typealias V = NativeF32
 
@@ -42,7 +45,17 @@ enum Elementwise {
 
     static func activate(_ f: Kernels.Activation, _ x: UnsafeMutablePointer<Float>,
                          count: Int, pool: ThreadPool) {
+        let native = Kernels.variant.usesCVectorMath
         split(count, lanes: V.scalarCount, pool: pool) { range in
+            if native {
+                let kind = switch f {
+                case .gelu: PD_ACTIVATION_GELU
+                case .quickGelu: PD_ACTIVATION_QUICK_GELU
+                case .silu: PD_ACTIVATION_SILU
+                }
+                pd_activate_avx2(Int32(kind), x + range.lowerBound, x + range.lowerBound, range.count)
+                return
+            }
             switch f {
             case .gelu: map(x, x, range, VectorMath.gelu)
             case .quickGelu: map(x, x, range, VectorMath.quickGelu)
@@ -56,7 +69,13 @@ enum Elementwise {
                       output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let count = features * columns
         let gate = x + count
+        let native = Kernels.variant.usesCVectorMath
         split(count, lanes: V.scalarCount, pool: pool) { range in
+            if native {
+                let i = range.lowerBound
+                pd_geglu_avx2(x + i, gate + i, y + i, range.count)
+                return
+            }
             var i = range.lowerBound
             while i + V.scalarCount <= range.upperBound {
                 (V.load(x + i) * VectorMath.gelu(V.load(gate + i))).store(y + i)

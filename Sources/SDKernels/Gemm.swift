@@ -53,9 +53,14 @@ enum Gemm {
         case .f32:
             return (w.data.assumingMemoryBound(to: Float.self) + n0 * k + k0, k)
         case .f16:
+            let native = Kernels.variant.usesCVectorMath
             for r in 0..<mc {
                 let src = w.data + ((n0 + r) * k + k0) * 2
                 let dst = buffer + r * kc
+                if native {
+                    pd_half_to_float_avx2(src.assumingMemoryBound(to: UInt16.self), dst, kc)
+                    continue
+                }
                 var i = 0
                 while i + V.scalarCount <= kc {
                     V.loadHalf(src + i * 2).store(dst + i)

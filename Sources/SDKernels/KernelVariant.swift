@@ -36,6 +36,14 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     /// Whether bf16 products run natively (else on the slower portable twin).
     public var hasNativeBF16: Bool { self == .avx512BF16 }
 
+    /// Whether the activations, the norms, the attention's softmax and Float16 → Float
+    /// weight conversion run their C AVX2 + FMA + F16C builds (CKernels/f32_vector_math.c,
+    /// bitwise equal to the Swift twins) rather than the Swift twins, whose speed depends on
+    /// the flags Swift was built with (without F16C and FMA, per-lane library calls):
+    /// every variant but `portable` (all of them need AVX2 + FMA). Their AVX-512 variants
+    /// use the same 8-wide builds: these kernels are a small share of the work.
+    var usesCVectorMath: Bool { self != .portable }
+
     /// The widest supported variant: what `auto` means.
     public static var best: KernelVariant {
         [.avx512BF16, .avx512, .avx2].first(where: \.isSupported) ?? .portable

@@ -1,6 +1,9 @@
+import CKernels
+
 /// GroupNorm and LayerNorm. Both use two passes for the statistics (mean, then the mean
 /// squared deviation) so that large means do not cancel the variance in Float; partial
-/// sums are Float vectors over short chunks, added up in Double.
+/// sums are Float vectors over short chunks, added up in Double. Under every kernel variant
+/// but `portable` the loops over the data run their C builds (bitwise the same).
 enum Normalization {
     typealias V = NativeF32
 
@@ -14,6 +17,7 @@ enum Normalization {
                           output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         precondition(channels % groups == 0, "channels must divide into groups")
         let perGroup = channels / groups
+        let native = Kernels.variant.usesCVectorMath
         pool.parallelFor(batch * groups) { task in
             let b = task / groups, g = task - b * groups
             let firstChannel = g * perGroup
@@ -22,15 +26,17 @@ enum Normalization {
                                        // the activations carry a large common offset.
                                        let shift = x[row(0)]
                                        var total: Double = 0
-                                       for c in 0..<perGroup { total += sum(x + row(c), count: pixels, shift: shift) }
+                                       for c in 0..<perGroup { total += sum(x + row(c), count: pixels, shift: shift, native: native) }
                                        let count = Double(perGroup * pixels)
                                        let mean = Float(Double(shift) + total / count)
                                        var squares: Double = 0
-                                       for c in 0..<perGroup { squares += sumOfSquares(x + row(c), count: pixels, around: mean) }
+                                       for c in 0..<perGroup {
+                                           squares += sumOfSquares(x + row(c), count: pixels, around: mean, native: native)
+                                       }
                                        let inv = Float(1 / (squares / count + Double(eps)).squareRoot())
                                        for c in 0..<perGroup {
                 normalize(x + row(c), mean: mean, scale: inv * gamma[firstChannel + c],
-                          beta: beta[firstChannel + c], silu: silu, count: pixels, output: y + row(c))
+                          beta: beta[firstChannel + c], silu: silu, count: pixels, output: y + row(c), native: native)
             }
         }
     }
@@ -44,12 +50,17 @@ enum Normalization {
         let blocks = (columns + w - 1) / w
         let fullBlocks = columns / w
         let invCount = V(repeating: 1 / Float(channels))
+        let native = Kernels.variant.usesCVectorMath && w == 16
         pool.parallelRanges(blocks) { range in
             for block in range {
                 let p = block * w
                 if block >= fullBlocks {
                     for column in p..<columns { layerNormColumn(x, column: column, columns: columns, channels: channels,
                                                                 eps: eps, gamma: gamma, beta: beta, output: y) }
+                    continue
+                }
+                if native {
+                    pd_layer_norm_columns16_avx2(x + p, columns, Int32(channels), eps, gamma, beta, y + p)
                     continue
                 }
                 // Shifted by channel 0's values, as in groupNorm.
@@ -101,7 +112,8 @@ enum Normalization {
 
     /// Σ (x[i] − shift).
     @inline(__always)
-    static func sum(_ x: UnsafePointer<Float>, count: Int, shift: Float) -> Double {
+    static func sum(_ x: UnsafePointer<Float>, count: Int, shift: Float, native: Bool) -> Double {
+        if native { return pd_sum_shifted_avx2(x, count, shift, chunk) }
         var total: Double = 0
         var start = 0
         while start < count {
@@ -126,7 +138,8 @@ enum Normalization {
     }
 
     @inline(__always)
-    static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, around mean: Float) -> Double {
+    static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, around mean: Float, native: Bool) -> Double {
+        if native { return pd_sum_of_squares_avx2(x, count, mean, chunk) }
         var total: Double = 0
         let m = V(repeating: mean)
         var start = 0
@@ -156,7 +169,8 @@ enum Normalization {
     /// cancels when the mean is large.)
     @inline(__always)
     static func normalize(_ x: UnsafePointer<Float>, mean: Float, scale: Float, beta: Float,
-                          silu: Bool, count: Int, output y: UnsafeMutablePointer<Float>) {
+                          silu: Bool, count: Int, output y: UnsafeMutablePointer<Float>, native: Bool) {
+        if native { return pd_normalize_avx2(x, mean, scale, beta, silu ? 1 : 0, count, y) }
         let m = V(repeating: mean), a = V(repeating: scale), b = V(repeating: beta)
         var i = 0
         if silu {

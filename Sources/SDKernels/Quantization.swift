@@ -1,3 +1,5 @@
+import CKernels
+
 /// Weight conversions for the model converter (and the tests): symmetric per-row int8 and
 /// IEEE half. Layout of a q8 matrix: `rows × cols` Int8 values row-major, then nothing
 /// else; the `rows` Float scales are stored separately (see `WeightMatrix`).
@@ -49,6 +51,9 @@ public enum Quantization {
 
     /// IEEE half → Float (exact).
     public static func halfToFloat(_ src: UnsafePointer<Float16>, count: Int, output dst: UnsafeMutablePointer<Float>) {
+        if Kernels.variant.usesCVectorMath {
+            return pd_half_to_float_avx2(UnsafeRawPointer(src).assumingMemoryBound(to: UInt16.self), dst, count)
+        }
         typealias V = NativeF32
         var i = 0
         while i + V.scalarCount <= count {

@@ -98,7 +98,8 @@ final class KernelVariantTests: XCTestCase {
 
     /// Whole kernels through every path that uses `Gemm.block` (linear with f32/f16/q8
     /// weights, implicit-GEMM conv with stride 2, both Winograd kinds, attention with and
-    /// without a causal mask), threaded: each supported variant equals portable bit for bit.
+    /// without a causal mask) and through the C builds of the activations, GEGLU and the
+    /// norms, threaded: each supported variant equals portable bit for bit.
     func testKernelsMatchPortableUnderEachVariant() throws {
         let variants = nativeVariants.filter { $0.isSupported && Gemm.nativeBlockFits }
         if variants.isEmpty { try requireSupported(.avx2) }
@@ -137,6 +138,48 @@ final class KernelVariantTests: XCTestCase {
                 outputBuffer(heads * d * tq) { y in q.ptr { qp in kk.ptr { kp in vv.ptr { vp in
                     Kernels.attention(query: qp, key: kp, value: vp, heads: heads, headDim: d, batch: 1, queryTokens: tq,
                                       keyTokens: tk, causal: causal, output: y, pool: pool)
+                } } } }
+            }))
+        }
+        // The non-product kernels (C builds of VectorMath and the norms under every variant
+        // but portable): values past the exponential's clamps (±90, ±200), at the erf
+        // switch-over (±0.5), signed zeros and tails of every length below a vector.
+        let special: [Float] = [0, -0, 0.5, -0.5, 0.499_999_97, 90, -90, 200, -200, 1e-8, -3.25, 88.3, -87.33]
+        for count in [1, 7, 8, 9, 37, 70_001] {
+            let values = special + random.array(count, -12, 12)
+            for f in [Kernels.Activation.silu, .gelu, .quickGelu] {
+                cases.append(("activation \(f) count \(values.count)", {
+                    var y = values
+                    y.withUnsafeMutableBufferPointer { Kernels.activate(f, $0.baseAddress!, count: $0.count, pool: pool) }
+                    return y
+                }))
+            }
+        }
+        for (features, columns) in [(3, 5), (40, 1_001)] {
+            let x = special + random.array(2 * features * columns - special.count, -6, 6)
+            cases.append(("geglu \(features)x\(columns)", {
+                outputBuffer(features * columns) { y in x.ptr { Kernels.geglu($0, features: features, columns: columns, output: y, pool: pool) } }
+            }))
+        }
+        for (channels, pixels, groups, offset) in [(8, 1_111, 4, Float(0)), (6, 70, 3, 500), (32, 9, 32, 0), (64, 700, 64, 0)] {
+            let x = random.array(2 * channels * pixels).map { $0 * 3 + offset }
+            let gamma = random.array(channels, 0.5, 2), beta = random.array(channels)
+            for silu in [false, true] {
+                cases.append(("groupNorm C=\(channels) P=\(pixels) G=\(groups) silu=\(silu)", {
+                    outputBuffer(x.count) { y in x.ptr { xp in gamma.ptr { gp in beta.ptr { bp in
+                        Kernels.groupNorm(xp, channels: channels, batch: 2, pixels: pixels, groups: groups, eps: 1e-5,
+                                          gamma: gp, beta: bp, silu: silu, output: y, pool: pool)
+                    } } } }
+                }))
+            }
+        }
+        for (channels, columns) in [(1, 16), (40, 77), (320, 35)] {
+            let x = random.array(channels * columns).map { $0 * 2 + 7 }
+            let gamma = random.array(channels, 0.5, 2), beta = random.array(channels)
+            cases.append(("layerNorm C=\(channels) columns=\(columns)", {
+                outputBuffer(x.count) { y in x.ptr { xp in gamma.ptr { gp in beta.ptr { bp in
+                    Kernels.layerNorm(xp, channels: channels, columns: columns, eps: 1e-5, gamma: gp, beta: bp,
+                                      output: y, pool: pool)
                 } } } }
             }))
         }

@@ -1,9 +1,10 @@
 #ifndef POCKETSD_CKERNELS_H
 #define POCKETSD_CKERNELS_H
 
-// Kernels Swift's SIMD types cannot express: dot-product instructions on narrow types.
-// Each has a portable Swift twin in SDKernels (BF16Gemm.swift) that computes the same
-// thing and is the reference in the tests. Callers check `pd_bf16_native_available()`.
+// Kernels chosen at run time by what the CPU reports: dot-product instructions on narrow
+// types that Swift's SIMD types cannot express, and per-ISA builds of the f32 kernels
+// (each function carries its own `target` attribute, so no build flag is needed). Each has
+// a portable Swift twin in SDKernels that is the reference in the tests.
 
 #include <stdint.h>
 #include <stddef.h>
@@ -64,6 +65,32 @@ void pd_f32_gemm_block_avx512(int rows, int columns, int depth, const float *a, 
 /// measurement of `pocketsd bench`. Same feature requirements as above.
 float pd_fma_loop_avx2(long iterations);
 float pd_fma_loop_avx512(long iterations);
+
+/// The non-product f32 kernels for AVX2 + FMA (f32_vector_math.c), bitwise equal to their
+/// Swift twins in SDKernels (VectorMath, Normalization, Attention) whatever flags Swift was
+/// built with. Only call them where `pd_cpu_features()` reports PD_CPU_AVX2_FMA.
+enum { PD_ACTIVATION_SILU = 0, PD_ACTIVATION_GELU = 1, PD_ACTIVATION_QUICK_GELU = 2 };
+/// IEEE half → float, exact (F16C).
+void pd_half_to_float_avx2(const uint16_t *x, float *y, ptrdiff_t count);
+/// y[i] = f(x[i]) for i < count, f one of PD_ACTIVATION_*; y may be x.
+void pd_activate_avx2(int kind, const float *x, float *y, ptrdiff_t count);
+/// y[i] = x[i] · gelu(gate[i]).
+void pd_geglu_avx2(const float *x, const float *gate, float *y, ptrdiff_t count);
+/// Σ (x[i] − shift) and Σ (x[i] − mean)²: f32 partial sums over `chunk` elements, added in double.
+double pd_sum_shifted_avx2(const float *x, ptrdiff_t count, float shift, ptrdiff_t chunk);
+double pd_sum_of_squares_avx2(const float *x, ptrdiff_t count, float mean, ptrdiff_t chunk);
+/// y[i] = (x[i] − mean)·scale + beta (one fused multiply-add), then SiLU when with_silu.
+void pd_normalize_avx2(const float *x, float mean, float scale, float beta, int with_silu,
+                       ptrdiff_t count, float *y);
+/// LayerNorm of the 16 columns at x (rows `columns` apart, `channels` rows), into y.
+void pd_layer_norm_columns16_avx2(const float *x, ptrdiff_t columns, int channels, float eps,
+                                  const float *gamma, const float *beta, float *y);
+/// One key block of the attention's online softmax over a 16-query panel: scores [keys][16]
+/// (log2 units) become 2^(score − max); running_max (16) is raised to the block's maxima;
+/// block_sum (16) gets the column sums. With `causal`, a key k > query_index[lane] (k =
+/// first_key + row) is first replaced by `masked`.
+void pd_softmax_block16_avx2(float *scores, int keys, const float *query_index, int first_key,
+                             int causal, float masked, float *running_max, float *block_sum);
 
 /// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
 /// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
