@@ -22,19 +22,19 @@ enum Normalization {
             let b = task / groups, g = task - b * groups
             let firstChannel = g * perGroup
             @inline(__always) func row(_ c: Int) -> Int { ((firstChannel + c) * batch + b) * pixels }
-                                       // Sums of x − x₀ (first element of the group) keep Float partials small when
-                                       // the activations carry a large common offset.
-                                       let shift = x[row(0)]
-                                       var total: Double = 0
-                                       for c in 0..<perGroup { total += sum(x + row(c), count: pixels, shift: shift, native: native) }
-                                       let count = Double(perGroup * pixels)
-                                       let mean = Float(Double(shift) + total / count)
-                                       var squares: Double = 0
-                                       for c in 0..<perGroup {
-                                           squares += sumOfSquares(x + row(c), count: pixels, around: mean, native: native)
-                                       }
-                                       let inv = Float(1 / (squares / count + Double(eps)).squareRoot())
-                                       for c in 0..<perGroup {
+            // Sums of x − x₀ (first element of the group) keep Float partials small when
+            // the activations carry a large common offset.
+            let shift = x[row(0)]
+            var total: Double = 0
+            for c in 0..<perGroup { total += sum(x + row(c), count: pixels, shift: shift, native: native) }
+            let count = Double(perGroup * pixels)
+            let mean = Float(Double(shift) + total / count)
+            var squares: Double = 0
+            for c in 0..<perGroup {
+                squares += sumOfSquares(x + row(c), count: pixels, around: mean, native: native)
+            }
+            let inv = Float(1 / (squares / count + Double(eps)).squareRoot())
+            for c in 0..<perGroup {
                 normalize(x + row(c), mean: mean, scale: inv * gamma[firstChannel + c],
                           beta: beta[firstChannel + c], silu: silu, count: pixels, output: y + row(c), native: native)
             }
@@ -56,7 +56,7 @@ enum Normalization {
                 let p = block * w
                 if block >= fullBlocks {
                     for column in p..<columns { layerNormColumn(x, column: column, columns: columns, channels: channels,
-                                                                eps: eps, gamma: gamma, beta: beta, output: y) }
+                eps: eps, gamma: gamma, beta: beta, output: y) }
                     continue
                 }
                 if native {
