@@ -288,7 +288,7 @@ enum Gemm {
         var jc = columns.lowerBound
         while jc < columns.upperBound {
             let nc = min(ncMax, columns.upperBound - jc)
-                var pc = 0
+            var pc = 0
             while pc < k {
                 let kc = min(kcMax, k - pc)
                 packB(pc, kc, jc, nc, packed)

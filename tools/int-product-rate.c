@@ -1,0 +1,166 @@
+// Multiply-accumulate rate of the x86 instructions an int8-activation product mode could
+// use, against the f32 FMA that the block products use today, on one core. It answers "would
+// quantising activations to int8/int16 make the products faster on this CPU?" before any
+// kernel is written (docs/KERNELS.md, "Integer products on AVX2").
+//
+//   clang -O2 tools/int-product-rate.c -o /tmp/int-product-rate && /tmp/int-product-rate
+//
+// clang (the C compiler SwiftPM uses for CKernels) keeps the accumulators in registers; GCC 12
+// keeps the integer ones on the stack, which understates the integer rates.
+//
+// Each loop runs 8 independent accumulator chains (enough to hide the latencies) and counts
+// multiply-accumulates (MACs) per second:
+//   f32 FMA              vfmadd231ps: 8 MACs
+//   s16 pairs            vpmaddwd + vpaddd: 16 MACs (int16 × int16 → int32 sums of pairs)
+//   u8 × s8 quads        vpmaddubsw + vpmaddwd(1) + vpaddd: 32 MACs; vpmaddubsw saturates
+//                        its int16 pair sums once u8 activations exceed 128
+//   s8 × s8, sign trick  vpmaddubsw(|a|, sign(w, a)) + vpmaddwd(1) + vpaddd, one vpsignb
+//                        per product: 32 MACs, exact for a, w in [−127, 127] (the form
+//                        ggml's AVX2 q8_0 dot product uses)
+// AVX-VNNI / AVX512-VNNI (vpdpbusd: 32 or 64 MACs in one instruction) are measured where the
+// CPU has them.
+#include <immintrin.h>
+#include <stdio.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+// 8 accumulator chains, each fed by a different (a, w) operand pair so that no compiler can
+// compute one product for all of them; the empty asm statements make the operands look new
+// every iteration, so nothing is hoisted out of the loop.
+#define CHAINS(X) X(0, a0, w0) X(1, a0, w1) X(2, a0, w2) X(3, a0, w3) \
+                  X(4, a1, w0) X(5, a1, w1) X(6, a1, w2) X(7, a1, w3)
+#define TOUCH(a0, a1, w0, w1, w2, w3) \
+    __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(w0), "+x"(w1), "+x"(w2), "+x"(w3))
+
+__attribute__((target("avx2,fma"))) static float f32_fma(long n) {
+    __m256 acc[8], a0 = _mm256_set1_ps(1.0001f), a1 = _mm256_set1_ps(0.9999f);
+    __m256 w0 = _mm256_set1_ps(1e-3f), w1 = _mm256_set1_ps(2e-3f), w2 = _mm256_set1_ps(3e-3f), w3 = _mm256_set1_ps(4e-3f);
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (long k = 0; k < n; k++) {
+#define F(i, a, w) acc[i] = _mm256_fmadd_ps(a, w, acc[i]);
+        CHAINS(F)
+        TOUCH(a0, a1, w0, w1, w2, w3);
+    }
+    __m256 s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_ps(s, acc[i]);
+    return _mm256_cvtss_f32(s);
+}
+
+__attribute__((target("avx2"))) static int s16_pairs(long n) {
+    __m256i acc[8], a0 = _mm256_set1_epi16(3), a1 = _mm256_set1_epi16(-7);
+    __m256i w0 = _mm256_set1_epi16(5), w1 = _mm256_set1_epi16(6), w2 = _mm256_set1_epi16(-8), w3 = _mm256_set1_epi16(9);
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i);
+    for (long k = 0; k < n; k++) {
+#define M(i, a, w) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(a, w));
+        CHAINS(M)
+        TOUCH(a0, a1, w0, w1, w2, w3);
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
+    return _mm256_cvtsi256_si32(s);
+}
+
+__attribute__((target("avx2"))) static int u8s8_quads(long n) {
+    __m256i acc[8], a0 = _mm256_set1_epi8(3), a1 = _mm256_set1_epi8(7), one = _mm256_set1_epi16(1);
+    __m256i w0 = _mm256_set1_epi8(5), w1 = _mm256_set1_epi8(6), w2 = _mm256_set1_epi8(-8), w3 = _mm256_set1_epi8(9);
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i);
+    for (long k = 0; k < n; k++) {
+#define U(i, a, w) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), one));
+        CHAINS(U)
+        TOUCH(a0, a1, w0, w1, w2, w3);
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
+    return _mm256_cvtsi256_si32(s);
+}
+
+// |a| is taken once per activation vector (it is reused across the weight columns); the
+// sign goes onto the weights per product.
+__attribute__((target("avx2"))) static int s8s8_sign(long n) {
+    __m256i acc[8], a0 = _mm256_set1_epi8(-3), a1 = _mm256_set1_epi8(7), one = _mm256_set1_epi16(1);
+    __m256i w0 = _mm256_set1_epi8(5), w1 = _mm256_set1_epi8(6), w2 = _mm256_set1_epi8(-8), w3 = _mm256_set1_epi8(9);
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i);
+    for (long k = 0; k < n; k++) {
+        __m256i abs_a0 = _mm256_abs_epi8(a0), abs_a1 = _mm256_abs_epi8(a1);
+#define SIGNED(i, a, w) acc[i] = _mm256_add_epi32(acc[i], \
+            _mm256_madd_epi16(_mm256_maddubs_epi16(abs_##a, _mm256_sign_epi8(w, a)), one));
+        CHAINS(SIGNED)
+        TOUCH(a0, a1, w0, w1, w2, w3);
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
+    return _mm256_cvtsi256_si32(s);
+}
+
+__attribute__((target("avxvnni"))) static int vnni256(long n) {
+    __m256i acc[8], a0 = _mm256_set1_epi8(3), a1 = _mm256_set1_epi8(7);
+    __m256i w0 = _mm256_set1_epi8(5), w1 = _mm256_set1_epi8(6), w2 = _mm256_set1_epi8(-8), w3 = _mm256_set1_epi8(9);
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i);
+    for (long k = 0; k < n; k++) {
+#define VNNI(i, a, w) acc[i] = _mm256_dpbusd_avx_epi32(acc[i], a, w);
+        CHAINS(VNNI)
+        TOUCH(a0, a1, w0, w1, w2, w3);
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
+    return _mm256_cvtsi256_si32(s);
+}
+
+__attribute__((target("avx512f,avx512vnni"))) static int vnni512(long n) {
+    __m512i acc[8], a0 = _mm512_set1_epi8(3), a1 = _mm512_set1_epi8(7);
+    __m512i w0 = _mm512_set1_epi8(5), w1 = _mm512_set1_epi8(6), w2 = _mm512_set1_epi8(-8), w3 = _mm512_set1_epi8(9);
+    for (int i = 0; i < 8; i++) acc[i] = _mm512_set1_epi32(i);
+    for (long k = 0; k < n; k++) {
+#define VNNI512(i, a, w) acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
+        CHAINS(VNNI512)
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(w0), "+v"(w1), "+v"(w2), "+v"(w3));
+    }
+    __m512i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm512_add_epi32(s, acc[i]);
+    return _mm512_reduce_add_epi32(s);
+}
+
+int main(void) {
+    const long n = 100000000;
+    // (The compiler runtime's check includes the OS having enabled the registers.)
+    int has_avx_vnni = __builtin_cpu_supports("avxvnni");
+    int has_avx512_vnni = __builtin_cpu_supports("avx512vnni");
+    for (int round = 0; round < 2; round++) {
+        double t = now();
+        volatile float f = f32_fma(n);
+        double fma_rate = n * 8.0 * 8 / (now() - t) / 1e9;
+        printf("f32 FMA               %6.1f GMAC/s  1.00x\n", fma_rate);
+        t = now();
+        volatile int r = s16_pairs(n);
+        double rate = n * 8.0 * 16 / (now() - t) / 1e9;
+        printf("s16 pairs (vpmaddwd)  %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        t = now();
+        r = u8s8_quads(n);
+        rate = n * 8.0 * 32 / (now() - t) / 1e9;
+        printf("u8 x s8 (vpmaddubsw)  %6.1f GMAC/s  %.2fx (saturates in int16)\n", rate, rate / fma_rate);
+        t = now();
+        r = s8s8_sign(n);
+        rate = n * 8.0 * 32 / (now() - t) / 1e9;
+        printf("s8 x s8 (+vpsignb)    %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        if (has_avx_vnni) {
+            t = now();
+            r = vnni256(n);
+            rate = n * 8.0 * 32 / (now() - t) / 1e9;
+            printf("AVX-VNNI vpdpbusd ymm %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        }
+        if (has_avx512_vnni) {
+            t = now();
+            r = vnni512(n);
+            rate = n * 8.0 * 64 / (now() - t) / 1e9;
+            printf("AVX512-VNNI zmm       %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        }
+        (void)f; (void)r;
+        printf("\n");
+    }
+    return 0;
+}
