@@ -110,7 +110,7 @@ enum Attention {
         let laneIndex = V.laneIndex
 
         let keyEnd = causal ? min(tk, i0 + nq) : tk
-        let native = Kernels.variant.usesCVectorMath && w == 16
+        let native = Kernels.variant.usesCVectorMath
         var j0 = 0
         while j0 < keyEnd {
             let nk = min(blockKeys, keyEnd - j0)

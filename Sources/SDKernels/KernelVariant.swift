@@ -41,8 +41,10 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     /// bitwise equal to the Swift twins) rather than the Swift twins, whose speed depends on
     /// the flags Swift was built with (without F16C and FMA, per-lane library calls):
     /// every variant but `portable` (all of them need AVX2 + FMA). Their AVX-512 variants
-    /// use the same 8-wide builds: these kernels are a small share of the work.
-    var usesCVectorMath: Bool { self != .portable }
+    /// use the same 8-wide builds: these kernels are a small share of the work. Not in
+    /// builds whose Swift vectors are 16 wide (`SDKERNELS_AVX512`): there the twins sum in
+    /// another order, and they are compiled for AVX-512 anyway.
+    var usesCVectorMath: Bool { self != .portable && NativeF32.scalarCount == 8 }
 
     /// The widest supported variant: what `auto` means.
     public static var best: KernelVariant {

@@ -50,7 +50,7 @@ enum Normalization {
         let blocks = (columns + w - 1) / w
         let fullBlocks = columns / w
         let invCount = V(repeating: 1 / Float(channels))
-        let native = Kernels.variant.usesCVectorMath && w == 16
+        let native = Kernels.variant.usesCVectorMath
         pool.parallelRanges(blocks) { range in
             for block in range {
                 let p = block * w
