@@ -1,10 +1,11 @@
-// The non-product f32 kernels for x86_64 AVX2 + FMA: the exponential-based activations,
-// the norms' sums and the attention's softmax block. Their Swift twins (VectorMath,
-// Normalization, Attention.queryTile in SDKernels) are compiled for whatever CPU the build
-// names: with the project's `-target-cpu haswell` they are as fast as these, but in a
-// consumer's plain `swift build` every fused multiply-add there becomes a per-lane fmaf
-// call. These carry their own `target` attribute and are chosen at run time like the block
-// products, so every build runs them at full speed.
+// The non-product f32 kernels for x86_64 AVX2 + FMA (+ F16C): the exponential-based
+// activations, the norms' passes, the attention's softmax block and Float16 → Float weight
+// conversion. Their Swift twins (VectorMath, Normalization, Attention.queryTile, Gemm.rowsOfA
+// in SDKernels) are compiled for whatever CPU the build names: with the project's
+// `-target-cpu haswell` they are as fast as these, but in a consumer's plain `swift build`
+// every fused multiply-add there becomes a per-lane fmaf call and every Float16 conversion a
+// library call. These carry their own `target` attribute and are chosen at run time like the
+// block products, so every build runs them at full speed.
 //
 // They are bitwise equal to the twins (the tests hold them to it): the same operations in
 // the same order, a fused multiply-add exactly where the twin has `addingProduct` and
