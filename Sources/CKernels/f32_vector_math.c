@@ -151,42 +151,37 @@ PD_AVX2 static inline float lane_sum(vf v) {
     return s;
 }
 
-PD_AVX2 double pd_sum_shifted_avx2(const float *x, ptrdiff_t count, float shift, ptrdiff_t chunk) {
+// Σ (x[i] − center), or Σ (x[i] − center)² with `squares`: f32 partial sums over `chunk`
+// elements (two vector accumulators, then the scalar tail), added in double, as
+// Normalization.sum / sumOfSquares do. `squares` is a constant at each call, so each caller
+// gets its own loop.
+PD_AVX2 static inline double chunked_sum(const float *x, ptrdiff_t count, float center, ptrdiff_t chunk, int squares) {
     double total = 0;
-    vf s = splat(shift);
+    vf c = splat(center);
     for (ptrdiff_t start = 0; start < count; start += chunk) {
         ptrdiff_t end = start + chunk < count ? start + chunk : count, i = start;
         vf a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         for (; i + 16 <= end; i += 16) {
-            a0 = _mm256_add_ps(a0, _mm256_sub_ps(_mm256_loadu_ps(x + i), s));
-            a1 = _mm256_add_ps(a1, _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), s));
+            vf d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), c), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), c);
+            a0 = squares ? fmadd(d0, d0, a0) : _mm256_add_ps(a0, d0);
+            a1 = squares ? fmadd(d1, d1, a1) : _mm256_add_ps(a1, d1);
         }
         float partial = lane_sum(_mm256_add_ps(a0, a1));
-        for (; i < end; i++) partial += x[i] - shift;
+        for (; i < end; i++) {
+            float d = x[i] - center;
+            partial += squares ? d * d : d;
+        }
         total += (double)partial;
     }
     return total;
 }
 
+PD_AVX2 double pd_sum_shifted_avx2(const float *x, ptrdiff_t count, float shift, ptrdiff_t chunk) {
+    return chunked_sum(x, count, shift, chunk, 0);
+}
+
 PD_AVX2 double pd_sum_of_squares_avx2(const float *x, ptrdiff_t count, float mean, ptrdiff_t chunk) {
-    double total = 0;
-    vf m = splat(mean);
-    for (ptrdiff_t start = 0; start < count; start += chunk) {
-        ptrdiff_t end = start + chunk < count ? start + chunk : count, i = start;
-        vf a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (; i + 16 <= end; i += 16) {
-            vf d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), m), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m);
-            a0 = fmadd(d0, d0, a0);
-            a1 = fmadd(d1, d1, a1);
-        }
-        float partial = lane_sum(_mm256_add_ps(a0, a1));
-        for (; i < end; i++) {
-            float d = x[i] - mean;
-            partial += d * d;
-        }
-        total += (double)partial;
-    }
-    return total;
+    return chunked_sum(x, count, mean, chunk, 1);
 }
 
 PD_AVX2 void pd_normalize_avx2(const float *x, float mean, float scale, float beta, int with_silu,

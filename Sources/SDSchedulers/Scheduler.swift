@@ -171,14 +171,14 @@ public func makeModelScheduler(config: SchedulerConfig, steps: Int) throws -> an
     // one line. (A named kind fixes its sigma schedule, plain or Karras, so `makeScheduler`
     // ignores them as it does a stored use_karras_sigmas.) Karras sigmas take sigma_min and
     // sigma_max from the config in Euler and DPM.
-    var used: [String] = []
+    let sigmaKinds = ["use_exponential_sigmas", "use_beta_sigmas"]
+    let karrasRange = config.useKarrasSigmas ? ["sigma_min", "sigma_max"] : []
+    let used: [String]
     switch kind {
-    case .lms: used = ["use_exponential_sigmas", "use_beta_sigmas"]
-    case .euler: used = ["use_exponential_sigmas", "use_beta_sigmas"] + (config.useKarrasSigmas ? ["sigma_min", "sigma_max"] : [])
-    case .dpmpp2m, .dpmpp2mKarras:
-        used = ["use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas"]
-            + (config.useKarrasSigmas ? ["sigma_min", "sigma_max"] : [])
-    default: break
+    case .lms: used = sigmaKinds
+    case .euler: used = sigmaKinds + karrasRange
+    case .dpmpp2m, .dpmpp2mKarras: used = sigmaKinds + ["use_lu_lambdas", "use_flow_sigmas"] + karrasRange
+    default: used = []
     }
     if let key = used.first(where: { config.unsupportedSigmaSettings[$0] != nil }) {
         throw SchedulerError.unsupported(scheduler: config.className ?? kind.rawValue, setting: key,
