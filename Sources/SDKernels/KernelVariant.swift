@@ -46,6 +46,10 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     /// another order, and they are compiled for AVX-512 anyway.
     var usesCVectorMath: Bool { self != .portable && NativeF32.scalarCount == 8 }
 
+    /// Whether Winograd F(2, 3)'s input and output transforms run their 16-wide C builds
+    /// (CKernels/winograd_transforms.c, bitwise equal to the Swift twins at any width).
+    var usesAVX512Transforms: Bool { self == .avx512 || self == .avx512BF16 }
+
     /// The widest supported variant: what `auto` means.
     public static var best: KernelVariant {
         [.avx512BF16, .avx512, .avx2].first(where: \.isSupported) ?? .portable

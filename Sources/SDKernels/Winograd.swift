@@ -1,3 +1,5 @@
+import CKernels
+
 /// Winograd F(2×2, 3×3) convolution (Lavin & Gray, "Fast Algorithms for Convolutional Neural
 /// Networks", 2015) for 3×3, stride 1, padding 1: each 2×2 output tile costs 16 multiplies
 /// per (input, output) channel pair instead of 36, i.e. 2.25× fewer than direct conv.
@@ -57,6 +59,14 @@ enum Winograd {
             let b = t / perImage, rest = t - b * perImage
             let ty = rest / tilesX
             return (b * g.planeSize, ty, rest - ty * tilesX)
+        }
+        /// F(2, 3) tiles as the C transforms take them; nil where their 32-bit gather
+        /// offsets would not reach (a channel of 2³¹ floats or more).
+        var cTiles: pd_winograd_tiles? {
+            guard size == 2, g.channelStride < Int(Int32.max), g.channels <= Int(Int32.max) else { return nil }
+            return pd_winograd_tiles(channels: Int32(g.channels), width: Int32(g.width), height: Int32(g.height),
+                                     tiles_x: Int32(tilesX), tiles_y: Int32(tilesY), plane_size: g.planeSize,
+                                     channel_stride: g.channelStride)
         }
     }
 
@@ -310,6 +320,8 @@ enum Winograd {
     protocol InputSink {
         /// Panel width in tiles.
         static var panelWidth: Int { get }
+        /// The panels as `pd_winograd23_input_avx512` takes them.
+        var cPanels: (base: UnsafeMutableRawPointer, bf16: Bool, xiStride: Int) { get }
         /// Channel `ic` of tiles at lanes of the group starting at tile j0 (in order of ic).
         mutating func store(_ d: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V), channel ic: Int, group j0: Int)
     }
@@ -318,6 +330,7 @@ enum Winograd {
     struct F32Panels: InputSink {
         static var panelWidth: Int { 2 * V.scalarCount }
         let vp: UnsafeMutablePointer<Float>, channels: Int, xiStride: Int
+        var cPanels: (base: UnsafeMutableRawPointer, bf16: Bool, xiStride: Int) { (UnsafeMutableRawPointer(vp), false, xiStride) }
         @inline(__always)
         mutating func store(_ d: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V), channel ic: Int, group j0: Int) {
             let w = Self.panelWidth
@@ -331,6 +344,7 @@ enum Winograd {
         static var panelWidth: Int { BF16Gemm.panelColumns }
         let vb: UnsafeMutablePointer<UInt32>, channels: Int, xiStride: Int
         var even = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
+        var cPanels: (base: UnsafeMutableRawPointer, bf16: Bool, xiStride: Int) { (UnsafeMutableRawPointer(vb), true, xiStride) }
         @inline(__always)
         mutating func store(_ d: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V), channel ic: Int, group j0: Int) {
             if ic % 2 == 0 && ic + 1 < channels {
@@ -358,6 +372,13 @@ enum Winograd {
     /// panels (lane = tile within its panel; lanes past `count` zero).
     static func transformInput<Sink: InputSink>(_ tiling: Tiles, _ x: UnsafePointer<Float>, firstTile t0: Int,
                                                 count tb: Int, panels: Int, into sink: inout Sink) {
+        if Kernels.variant.usesAVX512Transforms, var c = tiling.cTiles,
+           panels * Sink.panelWidth <= Int(PD_WINOGRAD_INPUT_MAX_LANES) {
+            let target = sink.cPanels
+            pd_winograd23_input_avx512(&c, x, t0, Int32(tb), Int32(panels), Int32(Sink.panelWidth), target.bf16 ? 1 : 0,
+                                       target.base, target.xiStride)
+            return
+        }
         let v = V.scalarCount, w = Sink.panelWidth
         let g = tiling.g, cin = g.channels, width = g.width, height = g.height
         let cs = g.channelStride, total = cin * cs
@@ -528,6 +549,10 @@ enum Winograd {
                                 firstRow n0: Int, rows mc: Int, firstTile t0: Int, count tb: Int,
                                 bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                 output y: UnsafeMutablePointer<Float>) {
+        if Kernels.variant.usesAVX512Transforms, var c = tiling.cTiles {
+            pd_winograd23_output_avx512(&c, m, ldm, n0, Int32(mc), t0, Int32(tb), bias, residual, y)
+            return
+        }
         let v = V.scalarCount
         let g = tiling.g, width = g.width, height = g.height, cs = g.channelStride
         let xiStride = mc * ldm

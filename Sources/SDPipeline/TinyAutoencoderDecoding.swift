@@ -52,7 +52,8 @@ extension StableDiffusionPipeline {
     func decodeImagesWithTinyAutoencoder(latents: [Float], shape: [Int]) throws -> ([RGBImage], ActivationReport?) {
         let taesd = try tinyAutoencoder()
         release(Self.tinyAutoencoderComponent)
-        let taesdPool = ThreadPool(threads: pool.threads)
+        // The run's operand precision, as the full VAE decodes with it.
+        let taesdPool = ThreadPool(threads: pool.threads, precision: precision)
         defer { release(Self.tinyAutoencoderComponent) }
         // Every image, band by band, makes the same tensors: one plan, one arena (as the VAE),
         // so the bands reuse the same pages instead of mapping and faulting in fresh ones.

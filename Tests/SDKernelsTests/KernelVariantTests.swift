@@ -195,6 +195,85 @@ final class KernelVariantTests: XCTestCase {
         }
     }
 
+    /// Winograd F(2, 3)'s input transform (into f32 and into bf16 panels) and output
+    /// transform (with and without bias and residual): 16 tiles per vector in C under the
+    /// AVX-512 variants, bitwise equal to the Swift twins. The shapes reach whole tile rows
+    /// of 16 and more (contiguous loads), tile rows shorter than 16 and groups across rows
+    /// and images (gathers), odd sizes (edge tiles, skipped outputs), an odd channel count
+    /// (a last bf16 channel paired with 0) and blocks starting mid-row.
+    func testWinogradTransformsMatchTwins() throws {
+        try requireSupported(.avx512)
+        var random = SeededRandom(seed: 11)
+        let shapes = [(channels: 13, batch: 2, height: 9, width: 67, firstTile: 0, count: 200),
+                      (channels: 4, batch: 1, height: 64, width: 64, firstTile: 16, count: 256),
+                      (channels: 3, batch: 2, height: 7, width: 15, firstTile: 5, count: 50),
+                      (channels: 8, batch: 1, height: 33, width: 33, firstTile: 40, count: 150),
+                      (channels: 2, batch: 1, height: 1, width: 1, firstTile: 0, count: 1)]
+        for s in shapes {
+            let g = Conv.Geometry(channels: s.channels, batch: s.batch, height: s.height, width: s.width,
+                                  kernel: 3, stride: 1, padding: 1)
+            let tiling = Winograd.Tiles(g: g)
+            let t0 = s.firstTile, tb = min(s.count, tiling.count - s.firstTile)
+            let x = random.array(s.channels * g.channelStride, -4, 4)
+            let name = "\(s.channels) ch, \(s.batch)×\(s.height)×\(s.width), tiles \(t0)..<\(t0 + tb)"
+            func input<Sink: Winograd.InputSink>(_ v: KernelVariant, words: Int, sink: (UnsafeMutableRawPointer) -> Sink) -> [Float] {
+                var out = [Float](repeating: .nan, count: words)
+                with(v) {
+                    out.withUnsafeMutableBytes { raw in
+                        var target = sink(raw.baseAddress!)
+                        x.ptr { Winograd.transformInput(tiling, $0, firstTile: t0, count: tb,
+                                                        panels: (tb + Sink.panelWidth - 1) / Sink.panelWidth, into: &target) }
+                    }
+                }
+                return out
+            }
+            let fw = Winograd.F32Panels.panelWidth, fPanels = (tb + fw - 1) / fw
+            let fStride = fPanels * s.channels * fw
+            let bw = Winograd.BF16Panels.panelWidth, bPanels = (tb + bw - 1) / bw
+            let bStride = (s.channels + 1) / 2 * bPanels * bw
+            for v in [KernelVariant.avx512, .avx512BF16] where v.isSupported {
+                let f32 = { (variant: KernelVariant) in
+                    input(variant, words: 16 * fStride) {
+                        Winograd.F32Panels(vp: $0.assumingMemoryBound(to: Float.self), channels: s.channels, xiStride: fStride)
+                    }
+                }
+                if let d = firstDifference(f32(v), f32(.portable)) { XCTFail("input f32, \(name), \(v.rawValue): \(d)") }
+                let bf16 = { (variant: KernelVariant) in
+                    input(variant, words: 16 * bStride) {
+                        Winograd.BF16Panels(vb: $0.assumingMemoryBound(to: UInt32.self), channels: s.channels, xiStride: bStride)
+                    }
+                }
+                if let d = firstDifference(bf16(v), bf16(.portable)) { XCTFail("input bf16, \(name), \(v.rawValue): \(d)") }
+            }
+            // Output rows 2 ..< 7 of 7 output channels, from M with a row stride past the tiles.
+            let (n0, rows, outChannels) = (2, 5, 7)
+            let ldm = (tb + 31) / 32 * 32 + 16
+            let m = random.array(16 * rows * ldm, -4, 4), bias = random.array(outChannels)
+            let residual = random.array(outChannels * g.channelStride), initial = random.array(outChannels * g.channelStride)
+            for (withBias, withResidual) in [(true, true), (false, false), (false, true)] {
+                func output(_ v: KernelVariant) -> [Float] {
+                    var y = initial
+                    with(v) {
+                        m.ptr { mp in bias.ptr { bp in residual.ptr { rp in
+                            y.withUnsafeMutableBufferPointer {
+                                Winograd.transformOutput(tiling, UnsafeMutablePointer(mutating: mp), rowStride: ldm, firstRow: n0,
+                                                         rows: rows, firstTile: t0, count: tb, bias: withBias ? bp : nil,
+                                                         residual: withResidual ? rp : nil, output: $0.baseAddress!)
+                            }
+                        } } }
+                    }
+                    return y
+                }
+                let expected = output(.portable)
+                for v in [KernelVariant.avx512, .avx512BF16] where v.isSupported {
+                    if let d = firstDifference(output(v), expected) {
+                        XCTFail("output, bias \(withBias), residual \(withResidual), \(name), \(v.rawValue): \(d)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The bf16 kernel follows the variant: native only under avx512-bf16.
     func testVariantSelectsBF16Implementation() {
         with(.portable) { XCTAssertEqual(BF16Gemm.implementation, .portable) }

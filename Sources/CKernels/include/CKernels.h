@@ -92,6 +92,28 @@ void pd_layer_norm_columns16_avx2(const float *x, ptrdiff_t columns, int channel
 void pd_softmax_block16_avx2(float *scores, int keys, const float *query_index, int first_key,
                              int causal, float masked, float *running_max, float *block_sum);
 
+/// The tiles of a Winograd F(2×2, 3×3) convolution (SDKernels' `Winograd.Tiles`).
+typedef struct {
+    int channels, width, height;   ///< input channels and image size
+    int tiles_x, tiles_y;          ///< tiles per row and per column of one image
+    ptrdiff_t plane_size;          ///< floats between the images of a batch
+    ptrdiff_t channel_stride;      ///< floats between channels (below 2³¹)
+} pd_winograd_tiles;
+
+/// Winograd F(2×2, 3×3) transforms for AVX-512 (winograd_transforms.c), 16 tiles per
+/// vector, bitwise equal to their Swift twins (`Winograd.transformInput` with the f32 or
+/// bf16 panel sink, `Winograd.transformOutput`). Only call them where `pd_cpu_features()`
+/// reports PD_CPU_AVX512.
+///   input:  V of tiles first_tile ..< first_tile + count, all channels, into `panels` panels
+///           of `panel_width` (a multiple of 16) lanes: f32 rows per channel, or bf16 pairs.
+///   output: y (+ bias[first_row + r], + residual) from m[ξ][r][tile], r < rows.
+enum { PD_WINOGRAD_INPUT_MAX_LANES = 512 };  ///< panels × panel_width of one input call, at most
+void pd_winograd23_input_avx512(const pd_winograd_tiles *g, const float *x, long first_tile, int count,
+                                int panels, int panel_width, int bf16, void *dst, ptrdiff_t xi_stride);
+void pd_winograd23_output_avx512(const pd_winograd_tiles *g, const float *m, ptrdiff_t ldm, long first_row,
+                                 int rows, long first_tile, int count, const float *bias, const float *residual,
+                                 float *y);
+
 /// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
 /// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
 /// `lda` apart, B packed as [depth/4][columns][4] int8 (depth a multiple of 4, columns a
