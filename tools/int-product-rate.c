@@ -17,8 +17,9 @@
 //   s8 × s8, sign trick  vpmaddubsw(|a|, sign(w, a)) + vpmaddwd(1) + vpaddd, one vpsignb
 //                        per product: 32 MACs, exact for a, w in [−127, 127] (the form
 //                        ggml's AVX2 q8_0 dot product uses)
-// AVX-VNNI / AVX512-VNNI (vpdpbusd: 32 or 64 MACs in one instruction) are measured where the
-// CPU has them.
+// AVX-VNNI / AVX512-VNNI (vpdpbusd: 32 or 64 MACs in one instruction), and the zmm f32 FMA
+// (16 MACs) and AVX512-BF16 vdpbf16ps (32 MACs) that the `avx512-bf16` kernels use, are
+// measured where the CPU has them; the zmm loops run 16 chains (latency × two pipes).
 #include <immintrin.h>
 #include <stdio.h>
 #include <time.h>
@@ -49,6 +50,46 @@ __attribute__((target("avx2,fma"))) static float f32_fma(long n) {
     __m256 s = acc[0];
     for (int i = 1; i < 8; i++) s = _mm256_add_ps(s, acc[i]);
     return _mm256_cvtss_f32(s);
+}
+
+// 16 chains for the zmm loops: with two 512-bit pipes and latencies up to 6 cycles, 8 chains
+// would measure the latency, not the rate.
+#define CHAINS16(X) CHAINS(X) X(8, a0, w4) X(9, a0, w5) X(10, a1, w4) X(11, a1, w5) \
+                    X(12, a2, w0) X(13, a2, w1) X(14, a2, w4) X(15, a2, w5)
+#define TOUCH16(a0, a1, a2, w0, w1, w2, w3, w4, w5) __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), \
+    "+v"(w0), "+v"(w1), "+v"(w2), "+v"(w3), "+v"(w4), "+v"(w5))
+
+__attribute__((target("avx512f"))) static float f32_fma512(long n) {
+    __m512 acc[16], a0 = _mm512_set1_ps(1.0001f), a1 = _mm512_set1_ps(0.9999f), a2 = _mm512_set1_ps(1.0002f);
+    __m512 w0 = _mm512_set1_ps(1e-3f), w1 = _mm512_set1_ps(2e-3f), w2 = _mm512_set1_ps(3e-3f), w3 = _mm512_set1_ps(4e-3f);
+    __m512 w4 = _mm512_set1_ps(5e-3f), w5 = _mm512_set1_ps(6e-3f);
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long k = 0; k < n; k++) {
+#define F512(i, a, w) acc[i] = _mm512_fmadd_ps(a, w, acc[i]);
+        CHAINS16(F512)
+        TOUCH16(a0, a1, a2, w0, w1, w2, w3, w4, w5);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < 16; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static float bf16_dot512(long n) {
+    __m512 acc[16];
+    __m512bh a0 = (__m512bh)_mm512_set1_epi32(0x3F803F80), a1 = (__m512bh)_mm512_set1_epi32(0x3F813F81);
+    __m512bh a2 = (__m512bh)_mm512_set1_epi32(0x3F823F82), w0 = (__m512bh)_mm512_set1_epi32(0x3A833A83);
+    __m512bh w1 = (__m512bh)_mm512_set1_epi32(0x3B033B03), w2 = (__m512bh)_mm512_set1_epi32(0x3B453B45);
+    __m512bh w3 = (__m512bh)_mm512_set1_epi32(0x3B833B83), w4 = (__m512bh)_mm512_set1_epi32(0x3BA33BA3);
+    __m512bh w5 = (__m512bh)_mm512_set1_epi32(0x3BC53BC5);
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long k = 0; k < n; k++) {
+#define BF(i, a, w) acc[i] = _mm512_dpbf16_ps(acc[i], a, w);
+        CHAINS16(BF)
+        TOUCH16(a0, a1, a2, w0, w1, w2, w3, w4, w5);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < 16; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
 }
 
 __attribute__((target("avx2"))) static int s16_pairs(long n) {
@@ -112,16 +153,17 @@ __attribute__((target("avxvnni"))) static int vnni256(long n) {
 }
 
 __attribute__((target("avx512f,avx512vnni"))) static int vnni512(long n) {
-    __m512i acc[8], a0 = _mm512_set1_epi8(3), a1 = _mm512_set1_epi8(7);
+    __m512i acc[16], a0 = _mm512_set1_epi8(3), a1 = _mm512_set1_epi8(7), a2 = _mm512_set1_epi8(11);
     __m512i w0 = _mm512_set1_epi8(5), w1 = _mm512_set1_epi8(6), w2 = _mm512_set1_epi8(-8), w3 = _mm512_set1_epi8(9);
-    for (int i = 0; i < 8; i++) acc[i] = _mm512_set1_epi32(i);
+    __m512i w4 = _mm512_set1_epi8(-10), w5 = _mm512_set1_epi8(12);
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_epi32(i);
     for (long k = 0; k < n; k++) {
 #define VNNI512(i, a, w) acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
-        CHAINS(VNNI512)
-        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(w0), "+v"(w1), "+v"(w2), "+v"(w3));
+        CHAINS16(VNNI512)
+        TOUCH16(a0, a1, a2, w0, w1, w2, w3, w4, w5);
     }
     __m512i s = acc[0];
-    for (int i = 1; i < 8; i++) s = _mm512_add_epi32(s, acc[i]);
+    for (int i = 1; i < 16; i++) s = _mm512_add_epi32(s, acc[i]);
     return _mm512_reduce_add_epi32(s);
 }
 
@@ -130,6 +172,7 @@ int main(void) {
     // (The compiler runtime's check includes the OS having enabled the registers.)
     int has_avx_vnni = __builtin_cpu_supports("avxvnni");
     int has_avx512_vnni = __builtin_cpu_supports("avx512vnni");
+    int has_avx512 = __builtin_cpu_supports("avx512f"), has_bf16 = __builtin_cpu_supports("avx512bf16");
     for (int round = 0; round < 2; round++) {
         double t = now();
         volatile float f = f32_fma(n);
@@ -156,8 +199,20 @@ int main(void) {
         if (has_avx512_vnni) {
             t = now();
             r = vnni512(n);
-            rate = n * 8.0 * 64 / (now() - t) / 1e9;
+            rate = n * 16.0 * 64 / (now() - t) / 1e9;
             printf("AVX512-VNNI zmm       %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        }
+        if (has_avx512) {
+            t = now();
+            f = f32_fma512(n);
+            rate = n * 16.0 * 16 / (now() - t) / 1e9;
+            printf("f32 FMA zmm           %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        }
+        if (has_bf16) {
+            t = now();
+            f = bf16_dot512(n);
+            rate = n * 16.0 * 32 / (now() - t) / 1e9;
+            printf("vdpbf16ps zmm         %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
         }
         (void)f; (void)r;
         printf("\n");

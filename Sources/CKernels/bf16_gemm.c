@@ -8,6 +8,7 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #include <immintrin.h>
+#include <string.h>
 
 int pd_bf16_native_available(void) {
     unsigned a, b, c, d;
@@ -91,9 +92,35 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptr
     }
 }
 
+// 32 int8 per step: sign-extended to int32, converted to float (exact), and to bf16 by
+// vcvtne2ps2bf16 (exact too: integers below 2⁸ need no rounding, and none is subnormal).
+// In memory the pairs are simply the row's bf16 values in order.
+PD_TARGET
+void pd_bf16_pack_q8_row(const int8_t *src, int count, uint32_t *dst) {
+    uint16_t *out = (uint16_t *)dst;
+    int i = 0;
+    for (; i + 32 <= count; i += 32) {
+        __m256i bytes = _mm256_loadu_si256((const __m256i *)(src + i));
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(bytes)));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(bytes, 1)));
+        _mm512_storeu_si512((void *)(out + i), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    for (; i < count; i++) {
+        float f = (float)src[i];
+        uint32_t bits;
+        memcpy(&bits, &f, 4);
+        out[i] = (uint16_t)(bits >> 16);
+    }
+    if (count % 2) out[count] = 0;
+}
+
 #else
 
 int pd_bf16_native_available(void) { return 0; }
+
+void pd_bf16_pack_q8_row(const int8_t *src, int count, uint32_t *dst) {
+    (void)src; (void)count; (void)dst;
+}
 
 void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda,
                         const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,

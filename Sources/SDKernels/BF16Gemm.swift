@@ -81,6 +81,10 @@ public enum BF16Gemm {
                 continue
             }
             let n = n0 + r
+            if w.type == .q8 && implementation == .native {
+                pd_bf16_pack_q8_row((w.data + n * w.cols + k0).assumingMemoryBound(to: Int8.self), Int32(kc), row)
+                continue
+            }
             // The row as f32 (q8: unscaled).
             switch w.type {
             case .f32:

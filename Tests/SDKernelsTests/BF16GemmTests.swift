@@ -221,4 +221,36 @@ final class BF16GemmTests: XCTestCase {
             }
         }
     }
+
+    /// The native q8 weight packing (`pd_bf16_pack_q8_row`, 32 int8 per step) gives the
+    /// twin's words exactly: all 256 int8 values, every tail length, odd depths (the last
+    /// high half 0), a block starting mid-row.
+    func testNativeQ8PackingMatchesTwin() throws {
+        try XCTSkipUnless(BF16Gemm.nativeAvailable, "no native bf16 kernel on this CPU")
+        let saved = BF16Gemm.implementation
+        defer { BF16Gemm.implementation = saved }
+        let (rows, cols) = (3, 300)
+        var bytes = (0..<(rows * cols)).map { Int8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        bytes[0] = -128; bytes[1] = 127; bytes[2] = 0; bytes[3] = -1
+        let scales = [Float](repeating: 0.5, count: rows)
+        let rowBuffer = UnsafeMutablePointer<Float>.allocate(capacity: cols + 1)
+        defer { rowBuffer.deallocate() }
+        for (k0, kc) in [(0, 300), (0, 1), (5, 31), (7, 32), (1, 33), (2, 63), (0, 64), (3, 257)] {
+            func pack(_ implementation: BF16Gemm.Implementation) -> [UInt32] {
+                BF16Gemm.implementation = implementation
+                let words = (rows + 11) / 12 * 12 * ((kc + 1) / 2)
+                var out = [UInt32](repeating: 0xDEAD_BEEF, count: words)
+                bytes.withUnsafeBytes { raw in scales.withUnsafeBufferPointer { sp in
+                    let w = WeightMatrix(type: .q8, rows: rows, cols: cols, data: raw.baseAddress!, scales: sp.baseAddress!)
+                    out.withUnsafeMutableBufferPointer {
+                        BF16Gemm.packWeights(w, row: 0, count: rows, column: k0, depth: kc, into: $0.baseAddress!,
+                                             rowBuffer: rowBuffer)
+                    }
+                } }
+                return out
+            }
+            XCTAssertEqual(pack(.native), pack(.portable), "columns \(k0) ..< \(k0 + kc)")
+        }
+    }
 }
+

@@ -34,6 +34,12 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs,
                         float *c, ptrdiff_t ldc,
                         const float *scale, const float *bias, const float *addend);
 
+/// A row of `count` int8 weights as bf16 pairs (BF16Gemm.packWeights for q8): dst[i] holds
+/// src[2i] in its low and src[2i+1] in its high half, the last high half 0 when count is
+/// odd. Exact (int8 values fit bf16's 8 significand bits). Only where
+/// pd_bf16_native_available() is 1.
+void pd_bf16_pack_q8_row(const int8_t *src, int count, uint32_t *dst);
+
 /// Bits of `pd_cpu_features()`: what the CPU has and the OS has enabled (XCR0).
 enum {
     PD_CPU_AVX2_FMA = 1,      ///< AVX2 + FMA + F16C, ymm state saved
