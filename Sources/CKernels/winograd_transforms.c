@@ -95,7 +95,7 @@ PD_AVX512 static inline void load_row(const float *p, __mmask16 m0, __mmask16 m1
 }
 
 // How one group of 16 tiles reads its patches: from one tile row by contiguous loads
-// (`rows` = r0 of the patch, masks m0..m2 for the loads at columns c0, c0 + 16, c0 + 32),
+// (`r0`: the patches' first row; masks m0..m2 for the loads at columns c0, c0 + 16, c0 + 32),
 // or lane by lane by gathers (`gather` ≥ 0: its slot of index and mask vectors).
 typedef struct {
     ptrdiff_t start;    // contiguous: plane + r0·width + c0
@@ -116,8 +116,8 @@ PD_AVX512 static inline void transform_channel(const input_group *q, const __m51
                 for (int c = 0; c < 4; c++) d[4 * r + c] = _mm512_setzero_ps();
             } else {
                 const float *p = base + (ptrdiff_t)r * width;
-                // Four groups ahead along the row: the hardware prefetchers lag behind 4·Cin
-                // rows read side by side, and these loads then wait on memory.
+                // Four groups ahead along the row: the loads at each row's leading edge still
+                // waited on memory in this order (`perf`), and the transform ran 1.5× longer.
                 _mm_prefetch((const char *)(p + PREFETCH_AHEAD), _MM_HINT_T0);
                 _mm_prefetch((const char *)(p + PREFETCH_AHEAD + 16), _MM_HINT_T0);
                 load_row(p, q->m0, q->m1, q->m2, d + 4 * r);
