@@ -284,7 +284,99 @@ void pd_winograd23_output_avx512(const pd_winograd_tiles *g, const float *m, ptr
     }
 }
 
+// U = G g Gᵀ for 16 input channels of one weight row, from g[e] (e = 3·row + column of the
+// 3×3 kernel, lanes = channels), in ξ = 4i + j order: Winograd.transformWeights' operations.
+PD_AVX512 static inline void weight_tile(const v16 g[9], v16 u[16]) {
+    const v16 half = _mm512_set1_ps(0.5f);
+    // Gᵀ on a row (x0, x1, x2): (x0, (x0 + x2)/2 + x1/2, (x0 + x2)/2 − x1/2, x2).
+#define GT(x0, x1, x2, out) do { \
+        v16 s_ = _mm512_mul_ps(_mm512_add_ps(x0, x2), half), h_ = _mm512_mul_ps(x1, half); \
+        (out)[0] = (x0); (out)[1] = _mm512_add_ps(s_, h_); (out)[2] = _mm512_sub_ps(s_, h_); (out)[3] = (x2); \
+    } while (0)
+    v16 s0 = _mm512_mul_ps(_mm512_add_ps(g[0], g[6]), half), s1 = _mm512_mul_ps(_mm512_add_ps(g[1], g[7]), half);
+    v16 s2 = _mm512_mul_ps(_mm512_add_ps(g[2], g[8]), half);
+    v16 h0 = _mm512_mul_ps(g[3], half), h1 = _mm512_mul_ps(g[4], half), h2 = _mm512_mul_ps(g[5], half);
+    GT(g[0], g[1], g[2], u);
+    GT(_mm512_add_ps(s0, h0), _mm512_add_ps(s1, h1), _mm512_add_ps(s2, h2), u + 4);
+    GT(_mm512_sub_ps(s0, h0), _mm512_sub_ps(s1, h1), _mm512_sub_ps(s2, h2), u + 8);
+    GT(g[6], g[7], g[8], u + 12);
+#undef GT
+}
+
+// The [channel][3][3] weights of channels ic ..< ic + lanes of row n as floats (q8: times
+// the row's scale) into out[9 · lanes].
+PD_AVX512 static inline void weight_block(int type, const void *data, float scale, ptrdiff_t at, int lanes,
+                                          float *out) {
+    const int values = 9 * lanes;
+    for (int k = 0; k < values; k += 16) {
+        const __mmask16 m = values - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (values - k)) - 1);
+        v16 f;
+        if (type == 0) {
+            f = _mm512_maskz_loadu_ps(m, (const float *)data + at + k);
+        } else if (type == 1) {
+            f = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)data + at + k));
+        } else {
+            __m128i q = _mm_maskz_loadu_epi8(m, (const int8_t *)data + at + k);
+            f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(scale));
+        }
+        _mm512_mask_storeu_ps(out + k, m, f);
+    }
+}
+
+PD_AVX512
+void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                       int count, uint32_t *a, ptrdiff_t xi_stride) {
+    const int cin = cols / 9, pairs = (cin + 1) / 2, blocks = (cin + 15) / 16;
+    const int padded = (count + PD_BF16_TILE_ROWS - 1) / PD_BF16_TILE_ROWS * PD_BF16_TILE_ROWS;
+    __m512i index[9];
+    for (int e = 0; e < 9; e++)
+        index[e] = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                                         14, 15), _mm512_set1_epi32(9)),
+                                    _mm512_set1_epi32(e));
+    // Two blocks of 16 channels in flight: block b + 1 is loaded and converted while block b
+    // is gathered, so the gathers do not wait on the stores just made (store forwarding does
+    // not serve gathers) and the weight loads overlap the arithmetic.
+    float block[2][144];
+    for (int r = 0; r < padded; r++) {
+        uint32_t *dst = a + (ptrdiff_t)r * pairs;
+        if (r >= count) {
+            for (int xi = 0; xi < 16; xi++)
+                for (int i = 0; i < pairs; i++) dst[xi * xi_stride + i] = 0;
+            continue;
+        }
+        const long n = first_row + r;
+        const float scale = type == 2 ? scales[n] : 1.0f;
+        const ptrdiff_t row = n * (ptrdiff_t)cols;
+        weight_block(type, data, scale, row, cin < 16 ? cin : 16, block[0]);
+        for (int b = 0; b < blocks; b++) {
+            const int ic = 16 * b, lanes = cin - ic < 16 ? cin - ic : 16;
+            if (b + 1 < blocks) {
+                const int next = ic + 16;
+                weight_block(type, data, scale, row + (ptrdiff_t)next * 9, cin - next < 16 ? cin - next : 16,
+                             block[(b + 1) & 1]);
+            }
+            const __mmask16 valid = lanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
+            v16 g[9], u[16];
+            for (int e = 0; e < 9; e++)
+                g[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index[e], block[b & 1], 4);
+            weight_tile(g, u);
+            // bf16 pairs of neighbouring channels: 16 rounded halves narrowed to 16 bits
+            // (channels past the last are 0, so an odd last channel pairs with 0).
+            const __mmask8 pair_mask = (__mmask8)((1u << ((lanes + 1) / 2)) - 1);
+            for (int xi = 0; xi < 16; xi++) {
+                __m256i halves = _mm512_cvtepi32_epi16(bf16_round(_mm512_maskz_mov_ps(valid, u[xi])));
+                _mm256_mask_storeu_epi32(dst + xi * xi_stride + ic / 2, pair_mask, halves);
+            }
+        }
+    }
+}
+
 #else
+
+void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                       int count, uint32_t *a, ptrdiff_t xi_stride) {
+    (void)type; (void)data; (void)scales; (void)cols; (void)first_row; (void)count; (void)a; (void)xi_stride;
+}
 
 void pd_winograd23_input_avx512(const pd_winograd_tiles *g, const float *x, long first_tile, int count,
                                 int panels, int panel_width, int bf16, void *dst, ptrdiff_t xi_stride) {

@@ -250,6 +250,11 @@ enum Winograd {
     /// floats); rows past the end, up to a whole 12, zero.
     static func transformWeightsBF16(_ weight: WeightMatrix, rows: Range<Int>, into a: UnsafeMutablePointer<UInt32>,
                                      xiStride: Int, scratch: UnsafeMutablePointer<Float>) {
+        if Kernels.variant.usesAVX512Transforms {
+            pd_winograd23_weights_bf16_avx512(Int32(weight.type.rawValue), weight.data, weight.scales, Int32(weight.cols),
+                                              rows.lowerBound, Int32(rows.count), a, xiStride)
+            return
+        }
         let cin = weight.cols / 9, br = BF16Gemm.tileRows, pairs = (cin + 1) / 2
         let u = scratch, rowBuffer = scratch + 16 * br * cin + 1
         var r0 = rows.lowerBound

@@ -274,6 +274,40 @@ final class KernelVariantTests: XCTestCase {
         }
     }
 
+    /// Winograd F(2, 3)'s weight transform into bf16 A rows (16 channels per zmm in C under
+    /// the AVX-512 variants) equals the Swift twin's words: f32, f16 and q8 weights, channel
+    /// counts below, at and past 16 (odd: a last channel paired with 0), row ranges not a
+    /// multiple of 12 (zero rows up to the tile) starting past row 0, a ξ stride with a gap
+    /// (which a computed last row must not write into).
+    func testWinogradWeightTransformMatchesTwin() throws {
+        try requireSupported(.avx512)
+        var random = SeededRandom(seed: 12)
+        for type in [WeightType.f32, .f16, .q8] {
+            for (rows, cin, range) in [(20, 13, 3..<20), (30, 16, 0..<30), (14, 33, 1..<14), (5, 1, 0..<5), (26, 64, 2..<26),
+                                      (12, 13, 0..<12)] {
+                let weights = TestWeights(rows: rows, cols: 9 * cin, type: type, random: &random)
+                let pairs = (cin + 1) / 2, padded = (range.count + 11) / 12 * 12
+                let xiStride = padded * pairs + 7
+                func run(_ v: KernelVariant) -> [UInt32] {
+                    var out = [UInt32](repeating: 0xDEAD_BEEF, count: 16 * xiStride)
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Winograd.weightTransformScratch(channels: cin))
+                    defer { scratch.deallocate() }
+                    with(v) {
+                        out.withUnsafeMutableBufferPointer {
+                            Winograd.transformWeightsBF16(weights.matrix, rows: range, into: $0.baseAddress!, xiStride: xiStride,
+                                                          scratch: scratch)
+                        }
+                    }
+                    return out
+                }
+                let expected = run(.portable)
+                for v in [KernelVariant.avx512, .avx512BF16] where v.isSupported {
+                    XCTAssertEqual(run(v), expected, "\(type), \(cin) channels, rows \(range), \(v.rawValue)")
+                }
+            }
+        }
+    }
+
     /// The bf16 kernel follows the variant: native only under avx512-bf16.
     func testVariantSelectsBF16Implementation() {
         with(.portable) { XCTAssertEqual(BF16Gemm.implementation, .portable) }

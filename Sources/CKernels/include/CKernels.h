@@ -120,6 +120,13 @@ void pd_winograd23_output_avx512(const pd_winograd_tiles *g, const float *m, ptr
                                  int rows, long first_tile, int count, const float *bias, const float *residual,
                                  float *y);
 
+///   weights (bf16): U = G g Gᵀ of weight rows first_row ..< first_row + count (`type` 0 f32,
+///           1 f16, 2 int8 times scales[row]; rows of `cols` = 9·Cin values) as BF16Gemm A rows
+///           at a[ξ·xi_stride + r·⌈Cin/2⌉], rows up to a whole PD_BF16_TILE_ROWS zero
+///           (`Winograd.transformWeightsBF16`).
+void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                       int count, uint32_t *a, ptrdiff_t xi_stride);
+
 /// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
 /// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
 /// `lda` apart, B packed as [depth/4][columns][4] int8 (depth a multiple of 4, columns a
