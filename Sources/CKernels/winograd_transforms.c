@@ -361,10 +361,11 @@ void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *
                 g[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index[e], block[b & 1], 4);
             weight_tile(g, u);
             // bf16 pairs of neighbouring channels: 16 rounded halves narrowed to 16 bits
-            // (channels past the last are 0, so an odd last channel pairs with 0).
+            // (lanes past the last channel were gathered as 0 and stay 0 through the
+            // transform, so an odd last channel pairs with 0).
             const __mmask8 pair_mask = (__mmask8)((1u << ((lanes + 1) / 2)) - 1);
             for (int xi = 0; xi < 16; xi++) {
-                __m256i halves = _mm512_cvtepi32_epi16(bf16_round(_mm512_maskz_mov_ps(valid, u[xi])));
+                __m256i halves = _mm512_cvtepi32_epi16(bf16_round(u[xi]));
                 _mm256_mask_storeu_epi32(dst + xi * xi_stride + ic / 2, pair_mask, halves);
             }
         }
