@@ -130,6 +130,7 @@ final class SchedulerConfigTests: XCTestCase {
             check(kind, { $0.trainedBetas = [Double](repeating: .nan, count: 1000) }, steps: 4, mentions: "betas must lie between 0 and 1")
             check(kind, { $0.betaStart = 0.04085; $0.numTrainTimesteps = 5657; $0.useKarrasSigmas = true }, steps: 4,
                   mentions: "the betas leave no signal before the last of the 5657 timesteps")
+            check(kind, { $0.betaStart = 1e-22 }, steps: 4, mentions: "the first timestep adds no noise")
         }
         XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.algorithmType = "sde-dpmsolver++"; return c }(), steps: 10))
         XCTAssertThrowsError(try DPMSolverMultistepScheduler(config: { var c = SchedulerConfig(); c.solverOrder = 4; return c }(), steps: 10))

@@ -64,6 +64,13 @@ struct TrainingNoiseSchedule {
             throw SchedulerError.invalidSchedule(scheduler: scheduler,
                 reason: "the betas leave no signal before the last of the \(n) timesteps (alphas_cumprod reaches 0)")
         }
+        // A first beta below float32's resolution at 1 leaves alphā_0 = 1: sigma 0, whose log
+        // is −inf (found by fuzzing: beta_start 1e-22 trapped the Karras DPM schedule
+        // converting a NaN timestep). alphā only falls after it, so the first is enough.
+        guard cumprod[0] < 1 else {
+            throw SchedulerError.invalidSchedule(scheduler: scheduler,
+                reason: "the first timestep adds no noise (beta \(betas[0]) rounds alphas_cumprod to 1)")
+        }
         alphasCumprod = cumprod
     }
 
