@@ -22,6 +22,7 @@ skipped=()
 if has avx2 fma f16c; then variants+=(avx2); else skipped+=("avx2 (this CPU lacks it)"); fi
 if has avx512f avx512bw avx512vl; then variants+=(avx512); else skipped+=("avx512 (this CPU lacks it)"); fi
 if has avx512f avx512bw avx512vl avx512_bf16; then variants+=(avx512-bf16); else skipped+=("avx512-bf16 (this CPU lacks it)"); fi
+if has avx512f avx512bw avx512vl avx512_bf16 amx_tile amx_bf16; then variants+=(amx); else skipped+=("amx (this CPU lacks it)"); fi
 if [ $not_auto = 1 ]; then
   skipped+=("${variants[-1]} (tested as auto)")
   unset 'variants[-1]'

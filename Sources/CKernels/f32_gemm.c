@@ -36,8 +36,8 @@ unsigned pd_cpu_features(void) {
         __get_cpuid_count(7, 1, &a, &b, &c, &d);
         if ((a >> 5) & 1) features |= PD_CPU_AVX512_BF16;
     }
-    // AMX: reported, not yet used by any kernel (the tile state also needs
-    // arch_prctl(ARCH_REQ_XCOMP_PERM) before the first tile instruction).
+    // AMX: the tile state also needs arch_prctl(ARCH_REQ_XCOMP_PERM) before the first tile
+    // instruction, which pd_amx_bf16_available (bf16_amx.c) asks for.
     if ((xcr0 & XCR0_TILE) == XCR0_TILE && ((edx7 >> 22) & 1) && ((edx7 >> 24) & 1)) features |= PD_CPU_AMX_BF16;
     return features;
 }

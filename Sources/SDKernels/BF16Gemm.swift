@@ -21,7 +21,8 @@ extension Kernels {
 /// exact in bfloat16 and keep their per-row scale in f32, so with int8 files only the
 /// activations are rounded (relative error ≤ 2⁻⁹ per element). On x86_64 with AVX-512 BF16
 /// the C kernel (Sources/CKernels, vdpbf16ps) does twice the multiply-adds per cycle of the
-/// f32 FMA kernel; `portableBlock` is its Swift twin: the same packed layouts and result,
+/// f32 FMA kernel, and with AMX the tile kernel (CKernels/bf16_amx.c, `KernelVariant.amx`)
+/// takes the same operands; `portableBlock` is their Swift twin: the same packed layouts and result,
 /// the reference in the tests, and the fallback elsewhere (slower than f32 there, so
 /// `--precision auto`, `PrecisionChoice` in SDPipeline, only picks bf16 where the native
 /// kernel runs).
@@ -38,9 +39,22 @@ public enum BF16Gemm {
     /// Whether the native kernel runs on this machine.
     public static let nativeAvailable = pd_bf16_native_available() != 0
 
-    /// Which kernel `block` runs: `Kernels.variant` sets it; tests set `.portable` to check the twin.
-    enum Implementation { case native, portable }
-    nonisolated(unsafe) static var implementation: Implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
+    /// Which kernel `block` runs: `Kernels.variant` sets it; tests set `.portable` to check the
+    /// twin, and `.amxEmulated` to run the AMX kernel's body on a model of the tiles.
+    enum Implementation {
+        /// `pd_bf16_gemm_block` (AVX-512 BF16).
+        case native
+        /// `portableBlock`, the Swift twin.
+        case portable
+        /// `pd_bf16_gemm_block_amx` (AMX tiles).
+        case amx
+        /// `pd_bf16_gemm_block_amx_emulated`: the AMX body on scalar C (any CPU; slow).
+        case amxEmulated
+    }
+    nonisolated(unsafe) static var implementation: Implementation = Kernels.variant.bf16Implementation
+
+    /// Whether q8 weight rows are converted by `pd_bf16_pack_q8_row` (AVX-512 BF16).
+    static var packsQ8Natively: Bool { implementation == .native || implementation == .amx }
 
     // MARK: rounding
 
@@ -81,7 +95,7 @@ public enum BF16Gemm {
                 continue
             }
             let n = n0 + r
-            if w.type == .q8 && implementation == .native {
+            if w.type == .q8 && packsQ8Natively {
                 pd_bf16_pack_q8_row((w.data + n * w.cols + k0).assumingMemoryBound(to: Int8.self), Int32(kc), row)
                 continue
             }
@@ -190,10 +204,17 @@ public enum BF16Gemm {
                       a: UnsafePointer<UInt32>, lda: Int, b: UnsafePointer<UInt32>, panelStride: Int,
                       c: UnsafeMutablePointer<Float>, rowStride ldc: Int,
                       scale: UnsafePointer<Float>?, bias: UnsafePointer<Float>?, addend: UnsafePointer<Float>?) {
-        if implementation == .native {
+        switch implementation {
+        case .native:
             pd_bf16_gemm_block(Int32(rows), Int32(columns), Int32(pairs), a, lda, b, panelStride,
                                c, ldc, scale, bias, addend)
-        } else {
+        case .amx:
+            pd_bf16_gemm_block_amx(Int32(rows), Int32(columns), Int32(pairs), a, lda, b, panelStride,
+                                   c, ldc, scale, bias, addend)
+        case .amxEmulated:
+            pd_bf16_gemm_block_amx_emulated(Int32(rows), Int32(columns), Int32(pairs), a, lda, b, panelStride,
+                                            c, ldc, scale, bias, addend)
+        case .portable:
             portableBlock(rows: rows, columns: columns, pairs: pairs, a: a, lda: lda,
                           b: b, panelStride: panelStride, c: c, rowStride: ldc,
                           scale: scale, bias: bias, addend: addend)

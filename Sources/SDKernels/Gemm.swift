@@ -210,7 +210,7 @@ enum Gemm {
                 pd_f32_gemm_block_avx2(Int32(rows), Int32(columns), Int32(kc), a, lda, b, panelStride, c, ldc,
                                        epilogue.bias, epilogue.addend)
                 return
-            case .avx512, .avx512BF16:
+            case .avx512, .avx512BF16, .amx:
                 pd_f32_gemm_block_avx512(Int32(rows), Int32(columns), Int32(kc), a, lda, b, panelStride, c, ldc,
                                          epilogue.bias, epilogue.addend)
                 return

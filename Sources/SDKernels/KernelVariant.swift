@@ -9,8 +9,8 @@ import Glibc
 /// tested against; it is also what arm64 runs (NEON through Swift's SIMD8).
 ///
 /// A variant decides two things: the f32 block product under `linear`, implicit-GEMM
-/// `conv2d`, the Winograd products and attention (`Gemm.block`), and whether bf16
-/// products use the native vdpbf16ps kernel (`BF16Gemm.block`).
+/// `conv2d`, the Winograd products and attention (`Gemm.block`), and which kernel runs the
+/// bf16 products (`BF16Gemm.block`: the Swift twin, vdpbf16ps, or AMX tiles).
 public enum KernelVariant: String, CaseIterable, Sendable {
     /// Swift SIMD micro-kernels (x86_64 builds target Haswell: AVX2 ymm, 6 × 16 tile);
     /// bf16 products on the Swift twin.
@@ -21,6 +21,9 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     case avx512
     /// AVX-512 f32 block product and native AVX-512 BF16 dot products for bf16.
     case avx512BF16 = "avx512-bf16"
+    /// `avx512-bf16` with the bf16 block products on AMX tiles (TDPBF16PS, 16 × 16 × 32 per
+    /// instruction; Intel Sapphire Rapids and later), where Linux grants the tile state.
+    case amx
 
     /// Whether this CPU and OS can run the variant.
     public var isSupported: Bool {
@@ -30,11 +33,25 @@ public enum KernelVariant: String, CaseIterable, Sendable {
         case .avx2: return f & UInt32(PD_CPU_AVX2_FMA) != 0
         case .avx512: return f & UInt32(PD_CPU_AVX512) != 0
         case .avx512BF16: return f & UInt32(PD_CPU_AVX512_BF16) != 0
+        case .amx: return Self.amxGranted
         }
     }
 
     /// Whether bf16 products run natively (else on the slower portable twin).
-    public var hasNativeBF16: Bool { self == .avx512BF16 }
+    public var hasNativeBF16: Bool { bf16Implementation != .portable }
+
+    /// The kernel behind `BF16Gemm.block` under this variant.
+    var bf16Implementation: BF16Gemm.Implementation {
+        switch self {
+        case .portable, .avx2, .avx512: return .portable
+        case .avx512BF16: return .native
+        case .amx: return .amx
+        }
+    }
+
+    /// AMX-BF16 present and the tile state granted by the OS (asked for once, at the first
+    /// use: the request is process-wide).
+    private static let amxGranted = pd_amx_bf16_available() != 0
 
     /// Whether the activations, the norms, the attention's softmax and Float16 → Float
     /// weight conversion run their C AVX2 + FMA + F16C builds (CKernels/f32_vector_math.c,
@@ -48,11 +65,11 @@ public enum KernelVariant: String, CaseIterable, Sendable {
 
     /// Whether Winograd F(2, 3)'s input and output transforms run their 16-wide C builds
     /// (CKernels/winograd_transforms.c, bitwise equal to the Swift twins at any width).
-    var usesAVX512Transforms: Bool { self == .avx512 || self == .avx512BF16 }
+    var usesAVX512Transforms: Bool { self == .avx512 || self == .avx512BF16 || self == .amx }
 
     /// The widest supported variant: what `auto` means.
     public static var best: KernelVariant {
-        [.avx512BF16, .avx512, .avx2].first(where: \.isSupported) ?? .portable
+        [.amx, .avx512BF16, .avx512, .avx2].first(where: \.isSupported) ?? .portable
     }
 
     /// Supported variants, narrowest first.
@@ -129,7 +146,7 @@ extension Kernels {
     /// The variant every block product runs (process-wide, like `precision`); set it before
     /// a run, not during one. Starts as `POCKETSD_KERNELS` or the best the CPU supports.
     nonisolated(unsafe) public static var variant: KernelVariant = initialVariant.0 {
-        didSet { BF16Gemm.implementation = variant.hasNativeBF16 ? .native : .portable }
+        didSet { BF16Gemm.implementation = variant.bf16Implementation }
     }
 
     /// Why `POCKETSD_KERNELS` was ignored, if it was.

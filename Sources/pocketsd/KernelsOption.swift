@@ -4,7 +4,7 @@ import SDKernels
 
 extension KernelVariant {
     /// The help text of `--kernels`, shared by generate and bench.
-    static let help = "Kernel variant: auto (the widest this CPU runs), portable (Swift SIMD), avx2, avx512 or avx512-bf16; default: auto, or $\(environmentVariable)."
+    static let help = "Kernel variant: auto (the widest this CPU runs), portable (Swift SIMD), avx2, avx512, avx512-bf16 or amx (bf16 products on AMX tiles); default: auto, or $\(environmentVariable)."
 
     /// `--kernels`' value as a variant, or a one-line usage error (unknown name, or one
     /// this CPU cannot run).

@@ -31,12 +31,16 @@ final class KernelsCLITests: XCTestCase {
             try CLITests.assertFails(generate("bad", ["--kernels", "avx512"]), status: 2, "needs CPU features this machine lacks")
             XCTAssertFalse(FileManager.default.fileExists(atPath: Self.scratch + "/bad.png"))
         }
+        if !flags.contains(" amx_bf16") {
+            try CLITests.assertFails(generate("bad", ["--kernels", "amx"]), status: 2, "needs CPU features this machine lacks")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: Self.scratch + "/bad.png"))
+        }
     }
 
     func testEachVariantReportsItselfAndMatchesPortable() throws {
         var reference: Data?
         var ran: [String] = []
-        for variant in ["portable", "avx2", "avx512", "avx512-bf16"] {
+        for variant in ["portable", "avx2", "avx512", "avx512-bf16", "amx"] {
             let latents = Self.scratch + "/\(variant).npy"
             // f32 products: the exact mode, where every variant must agree bit for bit.
             let r = try CLITests.run(generate(variant, ["--kernels", variant, "--precision", "f32", "--json",

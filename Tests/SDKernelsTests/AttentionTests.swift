@@ -62,10 +62,10 @@ final class AttentionTests: XCTestCase {
     func testBF16() {
         defer {
             for pool in testPools { pool.precision = .f32 }
-            BF16Gemm.implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
+            BF16Gemm.implementation = Kernels.variant.bf16Implementation
         }
         for pool in testPools { pool.precision = .bf16 }
-        for implementation in BF16Gemm.nativeAvailable ? [BF16Gemm.Implementation.native, .portable] : [.portable] {
+        for implementation in BF16GemmTests.implementations {
             BF16Gemm.implementation = implementation
             for (i, c) in cases.enumerated() {
                 check(c, pool: testPools[i % 3], seed: 2200 + UInt64(i), bound: Self.maxNMSEBF16)

@@ -1,4 +1,5 @@
 import XCTest
+import CKernels
 @testable import SDKernels
 
 /// The bf16 products (`Kernels.Precision.bf16`): each implementation (the native C kernel
@@ -12,13 +13,17 @@ final class BF16GemmTests: XCTestCase {
     /// awkward shapes scatter around that (measured worst 1.3e-5 at N=3, P=1).
     static let maxNMSEExact = 4e-5
 
-    var implementations: [BF16Gemm.Implementation] {
-        BF16Gemm.nativeAvailable ? [.native, .portable] : [.portable]
+    /// Every bf16 kernel this machine runs: the twin, the AMX body on its scalar tile model
+    /// (everywhere), and the native kernels the CPU has.
+    static var implementations: [BF16Gemm.Implementation] {
+        (BF16Gemm.nativeAvailable ? [.native] : []) + (KernelVariant.amx.isSupported ? [.amx] : [])
+            + [.amxEmulated, .portable]
     }
+    var implementations: [BF16Gemm.Implementation] { Self.implementations }
 
     override func tearDown() {
         for pool in testPools { pool.precision = .f32 }
-        BF16Gemm.implementation = Kernels.variant.hasNativeBF16 ? .native : .portable
+        BF16Gemm.implementation = Kernels.variant.bf16Implementation
     }
 
     func testRoundingToNearestEven() {
@@ -218,6 +223,102 @@ final class BF16GemmTests: XCTestCase {
                 let native = run(true), twin = run(false)
                 XCTAssertFalse(native.contains { $0.isNaN }, "every element written")
                 XCTAssertLessThan(nmse(native, twin), 1e-12, "rows \(rows) columns \(columns) pairs \(pairs) epilogue \(epilogue)")
+            }
+        }
+    }
+
+    /// Packed operands for one block call: A padded to whole 12-row tiles only (the
+    /// contract; the AMX kernel reads 16-row tiles and must copy the last ones), rows
+    /// `lda` apart with gaps, B panels with gaps between them and zero past `columns`.
+    struct PackedBlock {
+        let rows, columns, pairs, lda, panelStride, ldc: Int
+        var a, b: [UInt32]
+        let scale, bias, addend: [Float]
+
+        init(rows: Int, columns: Int, pairs: Int, random: inout SeededRandom) {
+            self.rows = rows; self.columns = columns; self.pairs = pairs
+            lda = pairs + 5; panelStride = pairs * 32 + 3; ldc = columns + 3
+            let paddedRows = (rows + 11) / 12 * 12, panels = (columns + 31) / 32
+            a = [UInt32](repeating: 0, count: (paddedRows - 1) * lda + pairs)
+            b = [UInt32](repeating: 0, count: (panels - 1) * panelStride + pairs * 32)
+            for r in 0..<rows { for i in 0..<pairs { a[r * lda + i] = BF16Gemm.pair(random.uniform(), random.uniform()) } }
+            for p in 0..<columns { for i in 0..<pairs {
+                b[(p / 32) * panelStride + i * 32 + p % 32] = BF16Gemm.pair(random.uniform(), random.uniform())
+            } }
+            scale = random.array(rows); bias = random.array(rows); addend = random.array(rows * ldc)
+        }
+
+        /// C (rows × ldc, NaN where not written) from `implementation`, with epilogue
+        /// 0 none, 1 scale, 2 bias, 3 scale + bias + addend, 4 the same with addend = C.
+        func run(_ implementation: BF16Gemm.Implementation, epilogue: Int) -> [Float] {
+            var c = [Float](repeating: .nan, count: rows * ldc)
+            if epilogue == 4 { for r in 0..<rows { for p in 0..<columns { c[r * ldc + p] = addend[r * ldc + p] } } }
+            let saved = BF16Gemm.implementation
+            defer { BF16Gemm.implementation = saved }
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
+                scale.ptr { sp in bias.ptr { biasp in addend.ptr { addp in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        let add: UnsafePointer<Float>? = epilogue == 3 ? addp : epilogue == 4 ? UnsafePointer(cp.baseAddress!) : nil
+                        BF16Gemm.implementation = implementation
+                        BF16Gemm.block(rows: rows, columns: columns, pairs: pairs, a: ap.baseAddress!, lda: lda,
+                                       b: bp.baseAddress!, panelStride: panelStride, c: cp.baseAddress!, rowStride: ldc,
+                                       scale: [1, 3, 4].contains(epilogue) ? sp : nil,
+                                       bias: epilogue >= 2 ? biasp : nil, addend: add)
+                    }
+                } } }
+            } }
+            return c
+        }
+    }
+
+    /// Shapes around the AMX kernel's 32 × 32 blocks of 16 × 16 tiles and 16-pair steps:
+    /// a short last A tile (rows 1, 17, 33, 47: below the 16 the tile reads), a single
+    /// half, partial and several panels, a tail step alone (pairs < 16), none (16, 32), and
+    /// after full steps (17, 20 = the SD 1.5 attention's head dimension 40, 33).
+    static let amxShapes = [(1, 1, 1), (5, 31, 3), (16, 32, 16), (17, 33, 17), (32, 32, 32), (33, 64, 20),
+                            (47, 70, 33), (12, 96, 8), (64, 40, 48)]
+
+    /// The AMX kernel's body on its scalar tile model against the twin: equal up to the sign
+    /// of zero (the model sums in the twin's order: per pair, low then high product, each
+    /// exact in f32; only the epilogue's "· 1 + 0" differs), every row and column written and
+    /// nothing else, and no tile operation the hardware would refuse.
+    func testAMXKernelOnTileModelMatchesTwin() {
+        var random = SeededRandom(seed: 9950)
+        let faultsBefore = pd_amx_emulation_faults()
+        for (rows, columns, pairs) in Self.amxShapes {
+            let block = PackedBlock(rows: rows, columns: columns, pairs: pairs, random: &random)
+            for epilogue in 0...4 {
+                let model = block.run(.amxEmulated, epilogue: epilogue), twin = block.run(.portable, epilogue: epilogue)
+                let label = "rows \(rows) columns \(columns) pairs \(pairs) epilogue \(epilogue)"
+                for r in 0..<rows {
+                    for p in 0..<block.ldc {
+                        let i = r * block.ldc + p
+                        if p < columns {
+                            XCTAssertTrue(model[i] == twin[i], "\(label): C[\(r), \(p)] = \(model[i]), twin \(twin[i])")
+                        } else {
+                            XCTAssertTrue(model[i].isNaN, "\(label): C[\(r), \(p)] past the columns was written")
+                        }
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(pd_amx_emulation_faults(), faultsBefore, "tile operations the hardware would refuse")
+    }
+
+    /// The same on the tile instructions, where the CPU has AMX (their rounding is not
+    /// documented to the bit, so the native kernel's bound).
+    func testAMXKernelMatchesTwin() throws {
+        try XCTSkipUnless(KernelVariant.amx.isSupported,
+                          "no AMX-BF16 here (\(KernelVariant.featureNames)); the tile-model test covers the kernel's body")
+        var random = SeededRandom(seed: 9960)
+        for (rows, columns, pairs) in Self.amxShapes {
+            let block = PackedBlock(rows: rows, columns: columns, pairs: pairs, random: &random)
+            for epilogue in 0...4 {
+                let amx = block.run(.amx, epilogue: epilogue), twin = block.run(.portable, epilogue: epilogue)
+                let written = { (c: [Float]) in (0..<rows).flatMap { r in c[(r * block.ldc)..<(r * block.ldc + columns)] } }
+                XCTAssertFalse(written(amx).contains { $0.isNaN }, "every element written")
+                XCTAssertLessThan(nmse(written(amx), written(twin)), 1e-12,
+                                  "rows \(rows) columns \(columns) pairs \(pairs) epilogue \(epilogue)")
             }
         }
     }

@@ -7,8 +7,8 @@ import XCTest
 /// blocking differs, so any difference is a bug rather than rounding. Variants this CPU
 /// cannot run are skipped with a message (an AVX-512 CI machine runs them).
 final class KernelVariantTests: XCTestCase {
-    /// The f32 block-product variants (avx512-bf16's f32 product is avx512's).
-    let nativeVariants: [KernelVariant] = [.avx2, .avx512, .avx512BF16]
+    /// The f32 block-product variants (avx512-bf16's and amx's f32 product is avx512's).
+    let nativeVariants: [KernelVariant] = [.avx2, .avx512, .avx512BF16, .amx]
 
     func requireSupported(_ v: KernelVariant) throws {
         guard v.isSupported else {
@@ -231,7 +231,7 @@ final class KernelVariantTests: XCTestCase {
             let fStride = fPanels * s.channels * fw
             let bw = Winograd.BF16Panels.panelWidth, bPanels = (tb + bw - 1) / bw
             let bStride = (s.channels + 1) / 2 * bPanels * bw
-            for v in [KernelVariant.avx512, .avx512BF16] where v.isSupported {
+            for v in [KernelVariant.avx512, .avx512BF16, .amx] where v.isSupported {
                 let f32 = { (variant: KernelVariant) in
                     input(variant, words: 16 * fStride) {
                         Winograd.F32Panels(vp: $0.assumingMemoryBound(to: Float.self), channels: s.channels, xiStride: fStride)
@@ -265,7 +265,7 @@ final class KernelVariantTests: XCTestCase {
                     return y
                 }
                 let expected = output(.portable)
-                for v in [KernelVariant.avx512, .avx512BF16] where v.isSupported {
+                for v in [KernelVariant.avx512, .avx512BF16, .amx] where v.isSupported {
                     if let d = firstDifference(output(v), expected) {
                         XCTFail("output, bias \(withBias), residual \(withResidual), \(name), \(v.rawValue): \(d)")
                     }
@@ -301,18 +301,23 @@ final class KernelVariantTests: XCTestCase {
                     return out
                 }
                 let expected = run(.portable)
-                for v in [KernelVariant.avx512, .avx512BF16] where v.isSupported {
+                for v in [KernelVariant.avx512, .avx512BF16, .amx] where v.isSupported {
                     XCTAssertEqual(run(v), expected, "\(type), \(cin) channels, rows \(range), \(v.rawValue)")
                 }
             }
         }
     }
 
-    /// The bf16 kernel follows the variant: native only under avx512-bf16.
+    /// The bf16 kernel follows the variant: vdpbf16ps under avx512-bf16, tiles under amx.
     func testVariantSelectsBF16Implementation() {
         with(.portable) { XCTAssertEqual(BF16Gemm.implementation, .portable) }
+        with(.avx512) { XCTAssertEqual(BF16Gemm.implementation, .portable) }
         if KernelVariant.avx512BF16.isSupported {
             with(.avx512BF16) { XCTAssertEqual(BF16Gemm.implementation, .native) }
+        }
+        if KernelVariant.amx.isSupported {
+            with(.amx) { XCTAssertEqual(BF16Gemm.implementation, .amx) }
+            XCTAssertEqual(KernelVariant.best, .amx)
         }
     }
 
@@ -352,6 +357,10 @@ final class KernelVariantTests: XCTestCase {
         XCTAssertEqual(KernelVariant.avx512BF16.isSupported,
                        flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl", "avx512_bf16"]), names)
         XCTAssertEqual(names.contains("amx-bf16"), flags.isSuperset(of: ["amx_tile", "amx_bf16"]), names)
+        // amx also needs the tile state granted (arch_prctl), which cpuinfo does not show.
+        if KernelVariant.amx.isSupported {
+            XCTAssertTrue(flags.isSuperset(of: ["amx_tile", "amx_bf16", "avx512_bf16"]), names)
+        }
         #else
         throw XCTSkip("x86_64 Linux only")
         #endif

@@ -1,7 +1,7 @@
 import Foundation
 import SDConverter
 import SDFormat
-import SDKernels
+@testable import SDKernels
 import SDPipeline
 import SDSchedulers
 import XCTest
@@ -139,6 +139,25 @@ final class PipelineGoldenTests: XCTestCase {
                 XCTAssertGreaterThan(error, 1e-6, "\(c.name): bf16 should differ from the exact mode")
             }
         }
+    }
+
+    /// The AMX kernel's body (on its scalar model of the tiles, so any CPU runs it) through a
+    /// whole bf16 run: every linear, convolution, Winograd and attention product of the UNet,
+    /// text encoder and VAE. It sums in the twin's order, so the latents are the twin's.
+    func testBF16OnAMXTileModelMatchesTwin() throws {
+        let c = try XCTUnwrap(try Self.cases().first { $0.name == "a-euler" })
+        let pipeline = try StableDiffusionPipeline(modelPath: Self.modelFile(c.model, .int8), threads: 2)
+        pipeline.usePrecision(.bf16)
+        let saved = BF16Gemm.implementation
+        defer { pipeline.usePrecision(.f32); BF16Gemm.implementation = saved }
+        func latents(_ implementation: BF16Gemm.Implementation) throws -> [Float] {
+            BF16Gemm.implementation = implementation
+            return try pipeline.generate(c.request).latents
+        }
+        let model = try latents(.amxEmulated), twin = try latents(.portable)
+        XCTAssertEqual(model.count, twin.count)
+        let differing = zip(model, twin).filter { $0 != $1 }.count
+        XCTAssertEqual(differing, 0, "latents differ from the twin's in \(differing) of \(model.count) elements")
     }
 
     func testCancellationAndBadRequests() throws {

@@ -40,12 +40,31 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs,
 /// pd_bf16_native_available() is 1.
 void pd_bf16_pack_q8_row(const int8_t *src, int count, uint32_t *dst);
 
+/// 1 when this CPU has AMX-BF16 (and AVX-512 BF16) and the OS granted this process the
+/// tile state (Linux: arch_prctl(ARCH_REQ_XCOMP_PERM), requested on the first call), else 0.
+int pd_amx_bf16_available(void);
+
+/// `pd_bf16_gemm_block`'s contract on AMX tiles (bf16_amx.c): 2 × 2 tiles of 16 × 16 per 32
+/// rows and B panel. Only where pd_amx_bf16_available() is 1. Each call configures the
+/// calling thread's tiles and releases them.
+void pd_bf16_gemm_block_amx(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda,
+                            const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                            const float *scale, const float *bias, const float *addend);
+
+/// The same kernel body on a scalar model of the tile instructions (any CPU), for the tests;
+/// `pd_amx_emulation_faults()` counts the tile operations the hardware would refuse
+/// (unconfigured tiles, mismatched shapes) since the process started.
+void pd_bf16_gemm_block_amx_emulated(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda,
+                                     const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                                     const float *scale, const float *bias, const float *addend);
+long pd_amx_emulation_faults(void);
+
 /// Bits of `pd_cpu_features()`: what the CPU has and the OS has enabled (XCR0).
 enum {
     PD_CPU_AVX2_FMA = 1,      ///< AVX2 + FMA + F16C, ymm state saved
     PD_CPU_AVX512 = 2,        ///< AVX-512 F/BW/VL, zmm and opmask state saved
     PD_CPU_AVX512_BF16 = 4,   ///< AVX512_BF16 (vdpbf16ps)
-    PD_CPU_AMX_BF16 = 8,      ///< AMX-TILE + AMX-BF16, tile state enabled in XCR0 (no kernel uses it yet)
+    PD_CPU_AMX_BF16 = 8,      ///< AMX-TILE + AMX-BF16, tile state enabled in XCR0 (pd_amx_bf16_available also asks Linux for it)
 };
 
 /// The PD_CPU_* features of this CPU (0 off x86_64; ARM64 features come from getauxval).
