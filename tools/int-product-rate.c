@@ -20,9 +20,15 @@
 // AVX-VNNI / AVX512-VNNI (vpdpbusd: 32 or 64 MACs in one instruction), and the zmm f32 FMA
 // (16 MACs) and AVX512-BF16 vdpbf16ps (32 MACs) that the `avx512-bf16` kernels use, are
 // measured where the CPU has them; the zmm loops run 16 chains (latency × two pipes).
+// On CPUs with AMX (after asking Linux for the tile state), the tile products too:
+// tdpbf16ps (16 × 16 × 32 = 8192 MACs) and tdpbssd (16 × 16 × 64 = 16384), four
+// independent 16 × 16 accumulator tiles, operands already in tiles (the peak, not a kernel).
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now(void) {
     struct timespec t;
@@ -167,6 +173,41 @@ __attribute__((target("avx512f,avx512vnni"))) static int vnni512(long n) {
     return _mm512_reduce_add_epi32(s);
 }
 
+// AMX-TILE and the given AMX product bit (CPUID.7.0:EDX: 22 BF16, 25 INT8), with the tile
+// state granted by Linux (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)).
+static int amx_ready(int product_bit) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> product_bit) & 1)) return 0;
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+
+// Palette 1; tiles 0–7 all 16 rows × 64 bytes.
+__attribute__((target("amx-tile"))) static void amx_config(void) {
+    _Alignas(64) unsigned char config[64] = {1};
+    for (int t = 0; t < 8; t++) {
+        config[16 + 2 * t] = 64;
+        config[48 + t] = 16;
+    }
+    _tile_loadconfig(config);
+}
+
+#define AMX_LOOP(product)                                                       \
+    _Alignas(64) static unsigned char operand[16 * 64];                         \
+    _Alignas(64) static float out[16 * 16];                                     \
+    amx_config();                                                               \
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);                 \
+    _tile_loadd(4, operand, 64); _tile_loadd(5, operand, 64);                   \
+    _tile_loadd(6, operand, 64); _tile_loadd(7, operand, 64);                   \
+    for (long k = 0; k < n; k++) {                                              \
+        product(0, 4, 6); product(1, 4, 7); product(2, 5, 6); product(3, 5, 7); \
+    }                                                                           \
+    _tile_stored(0, out, 64);                                                   \
+    _tile_release();                                                            \
+    return out[0];
+
+__attribute__((target("amx-tile,amx-bf16"))) static float amx_bf16(long n) { AMX_LOOP(_tile_dpbf16ps) }
+__attribute__((target("amx-tile,amx-int8"))) static float amx_int8(long n) { AMX_LOOP(_tile_dpbssd) }
+
 int main(void) {
     const long n = 100000000;
     // (The compiler runtime's check includes the OS having enabled the registers.)
@@ -213,6 +254,18 @@ int main(void) {
             f = bf16_dot512(n);
             rate = n * 16.0 * 32 / (now() - t) / 1e9;
             printf("vdpbf16ps zmm         %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        }
+        if (amx_ready(22)) {
+            t = now();
+            f = amx_bf16(n / 64);
+            rate = n / 64 * 4.0 * 8192 / (now() - t) / 1e9;
+            printf("AMX tdpbf16ps         %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
+        }
+        if (amx_ready(25)) {
+            t = now();
+            f = amx_int8(n / 64);
+            rate = n / 64 * 4.0 * 16384 / (now() - t) / 1e9;
+            printf("AMX tdpbssd           %6.1f GMAC/s  %.2fx\n", rate, rate / fma_rate);
         }
         (void)f; (void)r;
         printf("\n");
