@@ -323,11 +323,15 @@ PD_AVX512 static inline void weight_block(int type, const void *data, float scal
     }
 }
 
-PD_AVX512
-void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *scales, int cols, long first_row,
-                                       int count, uint32_t *a, ptrdiff_t xi_stride) {
+// U = G g Gᵀ of weight rows first_row ..< first_row + count into f32 rows of `cin` (`bf16` 0:
+// Winograd.transformWeights' u[ξ][r][ic]) or bf16 pair rows of ⌈cin/2⌉, rows up to a whole
+// PD_BF16_TILE_ROWS zero (`bf16` 1: Winograd.transformWeightsBF16's A rows).
+PD_AVX512 static inline void transform_weight_rows(int type, const void *data, const float *scales, int cols,
+                                                   long first_row, int count, void *out, ptrdiff_t xi_stride,
+                                                   int bf16) {
     const int cin = cols / 9, pairs = (cin + 1) / 2, blocks = (cin + 15) / 16;
-    const int padded = (count + PD_BF16_TILE_ROWS - 1) / PD_BF16_TILE_ROWS * PD_BF16_TILE_ROWS;
+    const int row_words = bf16 ? pairs : cin;
+    const int padded = bf16 ? (count + PD_BF16_TILE_ROWS - 1) / PD_BF16_TILE_ROWS * PD_BF16_TILE_ROWS : count;
     __m512i index[9];
     for (int e = 0; e < 9; e++)
         index[e] = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
@@ -338,7 +342,7 @@ void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *
     // not serve gathers) and the weight loads overlap the arithmetic.
     float block[2][144];
     for (int r = 0; r < padded; r++) {
-        uint32_t *dst = a + (ptrdiff_t)r * pairs;
+        uint32_t *dst = (uint32_t *)out + (ptrdiff_t)r * row_words;  // 4-byte words either way
         if (r >= count) {
             for (int xi = 0; xi < 16; xi++)
                 for (int i = 0; i < pairs; i++) dst[xi * xi_stride + i] = 0;
@@ -360,6 +364,10 @@ void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *
             for (int e = 0; e < 9; e++)
                 g[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index[e], block[b & 1], 4);
             weight_tile(g, u);
+            if (!bf16) {
+                for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps((float *)dst + xi * xi_stride + ic, valid, u[xi]);
+                continue;
+            }
             // bf16 pairs of neighbouring channels: 16 rounded halves narrowed to 16 bits
             // (lanes past the last channel were gathered as 0 and stay 0 through the
             // transform, so an odd last channel pairs with 0).
@@ -372,11 +380,27 @@ void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *
     }
 }
 
+PD_AVX512
+void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                       int count, uint32_t *a, ptrdiff_t xi_stride) {
+    transform_weight_rows(type, data, scales, cols, first_row, count, a, xi_stride, 1);
+}
+
+PD_AVX512
+void pd_winograd23_weights_f32_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                      int count, float *u, ptrdiff_t xi_stride) {
+    transform_weight_rows(type, data, scales, cols, first_row, count, u, xi_stride, 0);
+}
+
 #else
 
 void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *scales, int cols, long first_row,
                                        int count, uint32_t *a, ptrdiff_t xi_stride) {
     (void)type; (void)data; (void)scales; (void)cols; (void)first_row; (void)count; (void)a; (void)xi_stride;
+}
+void pd_winograd23_weights_f32_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                      int count, float *u, ptrdiff_t xi_stride) {
+    (void)type; (void)data; (void)scales; (void)cols; (void)first_row; (void)count; (void)u; (void)xi_stride;
 }
 
 void pd_winograd23_input_avx512(const pd_winograd_tiles *g, const float *x, long first_tile, int count,

@@ -474,9 +474,15 @@ enum Winograd {
 
     /// U for output channels firstRow ..< firstRow+count into u[ξ][r][ic] (row stride Cin).
     /// Each weight row [Cin][3][3] is first transposed (and converted) into
-    /// rowBuffer[9][Cin padded to V], so that the transform runs on vectors over ic.
+    /// rowBuffer[9][Cin padded to V], so that the transform runs on vectors over ic. The
+    /// AVX-512 variants run its C build (`pd_winograd23_weights_f32_avx512`, bitwise equal).
     static func transformWeights(_ weight: WeightMatrix, firstRow n0: Int, count mc: Int,
                                  into u: UnsafeMutablePointer<Float>, rowBuffer t: UnsafeMutablePointer<Float>) {
+        if Kernels.variant.usesAVX512Transforms {
+            pd_winograd23_weights_f32_avx512(Int32(weight.type.rawValue), weight.data, weight.scales, Int32(weight.cols),
+                                             n0, Int32(mc), u, mc * (weight.cols / 9))
+            return
+        }
         let v = V.scalarCount
         let cin = weight.cols / 9
         let cinPadded = (cin + v - 1) / v * v

@@ -274,8 +274,8 @@ final class KernelVariantTests: XCTestCase {
         }
     }
 
-    /// Winograd F(2, 3)'s weight transform into bf16 A rows (16 channels per zmm in C under
-    /// the AVX-512 variants) equals the Swift twin's words: f32, f16 and q8 weights, channel
+    /// Winograd F(2, 3)'s weight transforms into bf16 A rows and into the f32 U (16 channels
+    /// per zmm in C under the AVX-512 variants) equal the Swift twin's words: f32, f16 and q8 weights, channel
     /// counts below, at and past 16 (odd: a last channel paired with 0), row ranges not a
     /// multiple of 12 (zero rows up to the tile) starting past row 0, a ξ stride with a gap
     /// (which a computed last row must not write into).
@@ -300,9 +300,27 @@ final class KernelVariantTests: XCTestCase {
                     }
                     return out
                 }
-                let expected = run(.portable)
+                // The f32 U of the exact mode: u[ξ][r][ic], ξ stride rows · Cin, then a guard
+                // that must stay untouched.
+                func runF32(_ v: KernelVariant) -> [UInt32] {
+                    let count = 16 * range.count * cin
+                    var out = [Float](repeating: .nan, count: count + 7)
+                    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Winograd.weightTransformScratch(channels: cin))
+                    defer { scratch.deallocate() }
+                    with(v) {
+                        out.withUnsafeMutableBufferPointer {
+                            Winograd.transformWeights(weights.matrix, firstRow: range.lowerBound, count: range.count,
+                                                      into: $0.baseAddress!, rowBuffer: scratch)
+                        }
+                    }
+                    XCTAssertFalse(out[..<count].contains { $0.isNaN }, "every element of U written")
+                    XCTAssertTrue(out[count...].allSatisfy { $0.isNaN }, "nothing written past U")
+                    return out.map(\.bitPattern)
+                }
+                let expected = run(.portable), expectedF32 = runF32(.portable)
                 for v in [KernelVariant.avx512, .avx512BF16, .amx] where v.isSupported {
                     XCTAssertEqual(run(v), expected, "\(type), \(cin) channels, rows \(range), \(v.rawValue)")
+                    XCTAssertEqual(runF32(v), expectedF32, "f32 U: \(type), \(cin) channels, rows \(range), \(v.rawValue)")
                 }
             }
         }

@@ -145,6 +145,10 @@ void pd_winograd23_output_avx512(const pd_winograd_tiles *g, const float *m, ptr
 ///           (`Winograd.transformWeightsBF16`).
 void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *scales, int cols, long first_row,
                                        int count, uint32_t *a, ptrdiff_t xi_stride);
+///   weights (f32): the same U as floats u[ξ·xi_stride + r·Cin + ic] for r < count
+///           (`Winograd.transformWeights`, the f32 products' operand).
+void pd_winograd23_weights_f32_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                      int count, float *u, ptrdiff_t xi_stride);
 
 /// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
 /// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
