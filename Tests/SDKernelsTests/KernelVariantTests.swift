@@ -492,6 +492,7 @@ final class KernelVariantTests: XCTestCase {
                     for (i, v) in [-200, -1e30, 130, -126.5, -125.5, 0, -0].enumerated() where i < scores.count {
                         scores[(i * 37) % scores.count] = Float(v)
                     }
+                    if keys >= 2 { scores[w + 3] = .nan }  // the max rule then takes the next score
                     let runningMax = laterBlock ? random.array(w, -10, 10) : [Float](repeating: Attention.masked, count: w)
                     let queryIndex = (0..<w).map { Float(firstQuery + $0) }
                     let name = "keys \(keys) causal \(causal) queries \(firstQuery)… keys \(firstKey)… later \(laterBlock)"
@@ -539,6 +540,15 @@ final class KernelVariantTests: XCTestCase {
                     var scores = random.array(keys * w, -20, 20)
                     for (i, v) in [-200, -1e30, 60, -126.5, -125.5, 0, -0, -1e-40].enumerated() where i < scores.count {
                         scores[(i * 37) % scores.count] = Float(v)
+                    }
+                    if keys >= 3 {
+                        // A NaN score (the twin's max rule, a > b ? a : b, then takes the next
+                        // score): column 5's maximum is 0 although its first score is 385.7, so
+                        // that probability is 2^385.7 wrapped by twoToThe into a subnormal, which
+                        // the pair rounding must keep (vcvtneps2bf16 would flush it to zero).
+                        scores[5] = 385.7
+                        scores[w + 5] = .nan
+                        for j in 2..<keys { scores[j * w + 5] = 0 }
                     }
                     let runningMax = firstBlock ? [Float](repeating: Attention.masked, count: w) : random.array(w, -25, 25)
                     let runningSum = firstBlock ? [Float](repeating: 0, count: w) : random.array(w, 1, 50)
