@@ -190,17 +190,39 @@ PD_AVX512 static inline float halves_sum(vf a) {
 // Σ (x[i] − center), or Σ (x[i] − center)² with `squares`: f32 partial sums over `chunk`
 // elements (Normalization.sum / sumOfSquares with 8-lane vectors: accumulators a0 over
 // x[i ..< i+8] and a1 over x[i+8 ..< i+16], 16 elements a step, then the scalar tail),
-// added in double. One zmm carries a0 and a1.
-PD_AVX512 static inline double chunked_sum(const float *x, ptrdiff_t count, float center, ptrdiff_t chunk, int squares) {
+// added in double. One zmm carries a0 and a1. Each lane's sum is one chain of dependent
+// adds, so whole chunks (a multiple of 16, no tail) go four at a time, their partials then
+// added to the total in order.
+PD_AVX512 static inline vf accumulate(vf a, const float *x, vf c, int squares) {
+    vf d = _mm512_sub_ps(_mm512_loadu_ps(x), c);
+    return squares ? fmadd(d, d, a) : _mm512_add_ps(a, d);
+}
+
+// Inlined into each caller, where `squares` is a constant (else its loops test it).
+PD_AVX512 __attribute__((always_inline)) static inline double chunked_sum(const float *x, ptrdiff_t count, float center, ptrdiff_t chunk, int squares) {
     double total = 0;
     vf c = splat(center);
-    for (ptrdiff_t start = 0; start < count; start += chunk) {
+    ptrdiff_t start = 0;
+    if (chunk % 16 == 0) {
+        for (; start + 4 * chunk <= count; start += 4 * chunk) {
+            const float *x0 = x + start, *x1 = x0 + chunk, *x2 = x1 + chunk, *x3 = x2 + chunk;
+            vf a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+            for (ptrdiff_t i = 0; i < chunk; i += 16) {
+                a0 = accumulate(a0, x0 + i, c, squares);
+                a1 = accumulate(a1, x1 + i, c, squares);
+                a2 = accumulate(a2, x2 + i, c, squares);
+                a3 = accumulate(a3, x3 + i, c, squares);
+            }
+            total += (double)halves_sum(a0);
+            total += (double)halves_sum(a1);
+            total += (double)halves_sum(a2);
+            total += (double)halves_sum(a3);
+        }
+    }
+    for (; start < count; start += chunk) {
         ptrdiff_t end = start + chunk < count ? start + chunk : count, i = start;
         vf a = _mm512_setzero_ps();
-        for (; i + 16 <= end; i += 16) {
-            vf d = _mm512_sub_ps(_mm512_loadu_ps(x + i), c);
-            a = squares ? fmadd(d, d, a) : _mm512_add_ps(a, d);
-        }
+        for (; i + 16 <= end; i += 16) a = accumulate(a, x + i, c, squares);
         float partial = halves_sum(a);
         for (; i < end; i++) {
             float d = x[i] - center;

@@ -422,7 +422,8 @@ final class KernelVariantTests: XCTestCase {
         let chunk = Normalization.chunk
         let finite = Self.wideSpecial.filter { $0.isFinite && $0.magnitude < 1e6 }
         let sumLengths = Self.wideLengths + [chunk - 1, chunk, chunk + 1, chunk + 15, chunk + 16, chunk + 17,
-                                             2 * chunk, 2 * chunk + 33, 3 * chunk - 5]
+                                             2 * chunk, 2 * chunk + 33, 3 * chunk - 5, 4 * chunk, 4 * chunk + 1,
+                                             5 * chunk + 17, 8 * chunk, 9 * chunk - 16, 9 * chunk + 16]
         for n in sumLengths {
             for (arrangement, x0) in wideInputs(n, &random, -6, 6, special: finite).enumerated() {
                 for offset: Float in [0, 300] {
