@@ -256,22 +256,42 @@ PD_AVX512 void pd_normalize_avx512(const float *x, float mean, float scale, floa
     }
 }
 
-PD_AVX512 void pd_layer_norm_columns16_avx512(const float *x, ptrdiff_t columns, int channels, float eps,
-                                              const float *gamma, const float *beta, float *y) {
+// LayerNorm of nb (1–4) blocks of 16 columns at once, each block exactly as the twin's
+// 2 × 8 columns. The channel rows are `columns` apart, usually a page or more: four blocks
+// per row read 256 consecutive bytes of one page instead of 64, a quarter of the TLB and
+// cache-line misses per element (which, not arithmetic, bound the one-block loop).
+PD_AVX512 __attribute__((always_inline)) static inline void layer_norm_blocks(
+    const float *x, ptrdiff_t columns, int channels, float eps, const float *gamma, const float *beta, float *y,
+    const int nb) {
     vf inv_count = splat(1.0f / (float)channels);
-    vf shift = _mm512_loadu_ps(x);
-    vf s = _mm512_setzero_ps();
-    for (int c = 1; c < channels; c++) s = _mm512_add_ps(s, _mm512_sub_ps(_mm512_loadu_ps(x + c * columns), shift));
-    vf mean = _mm512_add_ps(shift, _mm512_mul_ps(s, inv_count));
-    vf q = _mm512_setzero_ps();
+    vf shift[4], s[4], mean[4], q[4], inv[4];
+    for (int b = 0; b < nb; b++) { shift[b] = _mm512_loadu_ps(x + 16 * b); s[b] = _mm512_setzero_ps(); }
+    for (int c = 1; c < channels; c++)
+        for (int b = 0; b < nb; b++) s[b] = _mm512_add_ps(s[b], _mm512_sub_ps(_mm512_loadu_ps(x + c * columns + 16 * b), shift[b]));
+    for (int b = 0; b < nb; b++) { mean[b] = _mm512_add_ps(shift[b], _mm512_mul_ps(s[b], inv_count)); q[b] = _mm512_setzero_ps(); }
+    for (int c = 0; c < channels; c++)
+        for (int b = 0; b < nb; b++) {
+            vf d = _mm512_sub_ps(_mm512_loadu_ps(x + c * columns + 16 * b), mean[b]);
+            q[b] = fmadd(d, d, q[b]);
+        }
+    for (int b = 0; b < nb; b++)
+        inv[b] = _mm512_div_ps(splat(1.0f), _mm512_sqrt_ps(_mm512_add_ps(_mm512_mul_ps(q[b], inv_count), splat(eps))));
     for (int c = 0; c < channels; c++) {
-        vf d = _mm512_sub_ps(_mm512_loadu_ps(x + c * columns), mean);
-        q = fmadd(d, d, q);
+        vf g = splat(gamma[c]), bias = splat(beta[c]);
+        for (int b = 0; b < nb; b++) {
+            vf a = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + c * columns + 16 * b), mean[b]), inv[b]);
+            _mm512_storeu_ps(y + c * columns + 16 * b, fmadd(a, g, bias));
+        }
     }
-    vf inv = _mm512_div_ps(splat(1.0f), _mm512_sqrt_ps(_mm512_add_ps(_mm512_mul_ps(q, inv_count), splat(eps))));
-    for (int c = 0; c < channels; c++) {
-        vf a = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + c * columns), mean), inv);
-        _mm512_storeu_ps(y + c * columns, fmadd(a, splat(gamma[c]), splat(beta[c])));
+}
+
+PD_AVX512 void pd_layer_norm_blocks16_avx512(const float *x, ptrdiff_t columns, int channels, int blocks, float eps,
+                                             const float *gamma, const float *beta, float *y) {
+    switch (blocks) {
+    case 1: layer_norm_blocks(x, columns, channels, eps, gamma, beta, y, 1); break;
+    case 2: layer_norm_blocks(x, columns, channels, eps, gamma, beta, y, 2); break;
+    case 3: layer_norm_blocks(x, columns, channels, eps, gamma, beta, y, 3); break;
+    default: layer_norm_blocks(x, columns, channels, eps, gamma, beta, y, 4); break;
     }
 }
 
@@ -369,9 +389,9 @@ double pd_sum_of_squares_avx512(const float *x, ptrdiff_t count, float mean, ptr
 void pd_normalize_avx512(const float *x, float mean, float scale, float beta, int with_silu, ptrdiff_t count, float *y) {
     (void)x; (void)mean; (void)scale; (void)beta; (void)with_silu; (void)count; (void)y;
 }
-void pd_layer_norm_columns16_avx512(const float *x, ptrdiff_t columns, int channels, float eps, const float *gamma,
-                                    const float *beta, float *y) {
-    (void)x; (void)columns; (void)channels; (void)eps; (void)gamma; (void)beta; (void)y;
+void pd_layer_norm_blocks16_avx512(const float *x, ptrdiff_t columns, int channels, int blocks, float eps,
+                                   const float *gamma, const float *beta, float *y) {
+    (void)x; (void)columns; (void)channels; (void)blocks; (void)eps; (void)gamma; (void)beta; (void)y;
 }
 void pd_softmax_block16_avx512(float *scores, int keys, const float *query_index, int first_key, int causal,
                                float masked, float *running_max, float *block_sum) {

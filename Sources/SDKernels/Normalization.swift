@@ -52,8 +52,10 @@ enum Normalization {
         let invCount = V(repeating: 1 / Float(channels))
         let build = Kernels.variant.vectorMath
         pool.parallelRanges(blocks) { range in
-            for block in range {
+            var next = range.lowerBound
+            for block in range where block >= next {
                 let p = block * w
+                next = block + 1
                 if block >= fullBlocks {
                     for column in p..<columns { layerNormColumn(x, column: column, columns: columns, channels: channels,
                 eps: eps, gamma: gamma, beta: beta, output: y) }
@@ -61,7 +63,10 @@ enum Normalization {
                 }
                 switch build {
                 case .avx512:
-                    pd_layer_norm_columns16_avx512(x + p, columns, Int32(channels), eps, gamma, beta, y + p)
+                    // Up to four blocks per call (each row then reads 256 bytes of one page).
+                    let n = min(4, min(range.upperBound, fullBlocks) - block)
+                    pd_layer_norm_blocks16_avx512(x + p, columns, Int32(channels), Int32(n), eps, gamma, beta, y + p)
+                    next = block + n
                     continue
                 case .avx2:
                     pd_layer_norm_columns16_avx2(x + p, columns, Int32(channels), eps, gamma, beta, y + p)

@@ -455,9 +455,9 @@ final class KernelVariantTests: XCTestCase {
                 }
             }
         }
-        // LayerNorm: the twin's 2 × 8-column blocks against one 16-column C call each (the
+        // LayerNorm: the twin's 2 × 8-column blocks against C calls of 1–4 blocks of 16 (the
         // scalar column tail is Swift in both).
-        for (channels, columns) in [(1, 16), (2, 48), (7, 33), (40, 77), (320, 35)] {
+        for (channels, columns) in [(1, 16), (2, 48), (7, 33), (40, 77), (320, 35), (3, 130)] {
             let x = random.array(channels * columns).map { $0 * 2 + 7 }
             let gamma = random.array(channels, 0.5, 2), beta = random.array(channels)
             let expected = with(.portable) {
@@ -466,14 +466,20 @@ final class KernelVariantTests: XCTestCase {
                                             output: y, pool: testPools[0])
                 } } } }
             }
-            var actual = expected
-            actual.withUnsafeMutableBufferPointer { y in x.ptr { xp in gamma.ptr { gp in beta.ptr { bp in
-                for p in stride(from: 0, to: columns / 16 * 16, by: 16) {
-                    for c in 0..<channels { y[c * columns + p ..< c * columns + p + 16].update(repeating: .nan) }
-                    pd_layer_norm_columns16_avx512(xp + p, columns, Int32(channels), 1e-5, gp, bp, y.baseAddress! + p)
+            for group in 1...4 {
+                var actual = expected
+                actual.withUnsafeMutableBufferPointer { y in x.ptr { xp in gamma.ptr { gp in beta.ptr { bp in
+                    let full = columns / 16
+                    for block in stride(from: 0, to: full, by: group) {
+                        let n = min(group, full - block), p = block * 16
+                        for c in 0..<channels { y[c * columns + p ..< c * columns + p + 16 * n].update(repeating: .nan) }
+                        pd_layer_norm_blocks16_avx512(xp + p, columns, Int32(channels), Int32(n), 1e-5, gp, bp, y.baseAddress! + p)
+                    }
+                } } } }
+                if let d = bitwiseDifference(actual, expected) {
+                    XCTFail("layerNorm C=\(channels) columns=\(columns) blocks per call \(group): \(d)")
                 }
-            } } } }
-            if let d = bitwiseDifference(actual, expected) { XCTFail("layerNorm C=\(channels) columns=\(columns): \(d)") }
+            }
         }
     }
 

@@ -108,8 +108,10 @@ double pd_sum_shifted_avx512(const float *x, ptrdiff_t count, float shift, ptrdi
 double pd_sum_of_squares_avx512(const float *x, ptrdiff_t count, float mean, ptrdiff_t chunk);
 void pd_normalize_avx512(const float *x, float mean, float scale, float beta, int with_silu,
                          ptrdiff_t count, float *y);
-void pd_layer_norm_columns16_avx512(const float *x, ptrdiff_t columns, int channels, float eps,
-                                    const float *gamma, const float *beta, float *y);
+/// LayerNorm of `blocks` (1–4) consecutive blocks of 16 columns, each as
+/// pd_layer_norm_columns16_avx2 (more per call: fewer TLB and cache-line misses per row).
+void pd_layer_norm_blocks16_avx512(const float *x, ptrdiff_t columns, int channels, int blocks, float eps,
+                                   const float *gamma, const float *beta, float *y);
 void pd_softmax_block16_avx512(float *scores, int keys, const float *query_index, int first_key,
                                int causal, float masked, float *running_max, float *block_sum);
 /// The bf16 attention's softmax of one key block over one panel of PD_BF16_PANEL_COLUMNS (32)
