@@ -24,7 +24,8 @@
 #   - the C f32 block products (f32_gemm.c) contain vfmadd…ps on zmm (AVX-512) and ymm
 #     (AVX2), and the AVX-512 one keeps its 28 accumulators in registers
 #   - the C softmax, activations and norms (f32_vector_math.c) contain vfmadd…ps on ymm and
-#     call nothing (their exponential and erf inlined, no libm)
+#     call nothing (their exponential and erf inlined, no libm); their 16-wide builds
+#     (f32_vector_math_avx512.c) the same on zmm
 # x86_64 only; on other hosts it prints a note and exits 0.
 set -euo pipefail
 
@@ -113,10 +114,20 @@ for o in "$build_path"/release/CKernels.build/f32_vector_math.c.o; do
     vmfma=$(grep -c 'vfmadd...ps.*%ymm' <<<"$dis" || true)
     vmcalls=$(grep -cE '\scall' <<<"$dis" || true)
 done
+vm16fma=0 vm16calls=0
+for o in "$build_path"/release/CKernels.build/f32_vector_math_avx512.c.o; do
+    dis=$(objdump -d --no-show-raw-insn "$o" | awk '/^[0-9a-f]+ <pd_[a-z0-9_]*_avx512>:/,/^$/')
+    vm16fma=$(grep -c 'vfmadd...ps.*%zmm' <<<"$dis" || true)
+    vm16calls=$(grep -cE '\scall' <<<"$dis" || true)
+done
 
 status=0
 if [[ $vmfma == 0 || $vmcalls != 0 ]]; then
     echo "check-kernel-asm: f32_vector_math.c: $vmfma ymm FMAs, $vmcalls calls (want FMAs and no calls)"
+    status=1
+fi
+if [[ $vm16fma == 0 || $vm16calls != 0 ]]; then
+    echo "check-kernel-asm: f32_vector_math_avx512.c: $vm16fma zmm FMAs, $vm16calls calls (want FMAs and no calls)"
     status=1
 fi
 if [[ $f32zmm == 0 || $f32ymm == 0 ]]; then
@@ -149,6 +160,6 @@ if [[ $spills != 0 ]]; then
     status=1
 fi
 if [[ $status == 0 ]]; then
-    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16, f32 block vfmadd zmm/ymm: $f32zmm/$f32ymm, vector math vfmadd ymm: $vmfma)"
+    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16, f32 block vfmadd zmm/ymm: $f32zmm/$f32ymm, vector math vfmadd ymm/zmm: $vmfma/$vm16fma)"
 fi
 exit $status

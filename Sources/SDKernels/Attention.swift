@@ -78,6 +78,39 @@ enum Attention {
         }
     }
 
+    /// One key block of the online softmax over a panel of 2V queries, the Swift twin of
+    /// `pd_softmax_block16_avx2` / `_avx512`: scores [keys][2V] (log2 units) become
+    /// 2^(score − max), where max0, max1 (the running maxima) are first raised to the block's
+    /// maxima; sum0, sum1 get the column sums. With `causal`, lanes whose query index (q0, q1)
+    /// is below the key (firstKey + row) are first set to `masked`.
+    @inline(__always)
+    static func softmaxBlock(_ scores: UnsafeMutablePointer<Float>, keys nk: Int, queryIndex q0: V, _ q1: V,
+                             firstKey j0: Int, causal needsMask: Bool, max0: inout V, max1: inout V,
+                             sum0: inout V, sum1: inout V) {
+        let lanes = V.scalarCount, w = 2 * lanes
+        for j in 0..<nk {
+            var s0 = V.load(scores + j * w), s1 = V.load(scores + j * w + lanes)
+            if needsMask {
+                // Query i sees keys j ≤ i: mask lanes whose query index is below j.
+                let key = Float(j0 + j)
+                s0 = V.select(s0, lanesBelow: key, of: q0, value: masked)
+                s1 = V.select(s1, lanesBelow: key, of: q1, value: masked)
+                s0.store(scores + j * w)
+                s1.store(scores + j * w + lanes)
+            }
+            max0 = V.vmax(max0, s0)
+            max1 = V.vmax(max1, s1)
+        }
+        for j in 0..<nk {
+            let p0 = VectorMath.exp2(V.load(scores + j * w) - max0)
+            let p1 = VectorMath.exp2(V.load(scores + j * w + lanes) - max1)
+            p0.store(scores + j * w)
+            p1.store(scores + j * w + lanes)
+            sum0 += p0
+            sum1 += p1
+        }
+    }
+
     /// One work item: queries i0 ..< i0+nq of one (batch, head); q, v, y point at that
     /// head's row 0, token 0.
     @inline(__always)
@@ -110,7 +143,7 @@ enum Attention {
         let laneIndex = V.laneIndex
 
         let keyEnd = causal ? min(tk, i0 + nq) : tk
-        let native = Kernels.variant.usesCVectorMath
+        let build = Kernels.variant.vectorMath
         var j0 = 0
         while j0 < keyEnd {
             let nk = min(blockKeys, keyEnd - j0)
@@ -128,7 +161,7 @@ enum Attention {
                 let oldMax0 = V.load(mp), oldMax1 = V.load(mp + lanes)
                 var max0 = oldMax0, max1 = oldMax1
                 var sum0 = V(), sum1 = V()
-                if native {
+                if build != .swift {
                     // The same two loops in C (bitwise the same), so that a build without
                     // -target-cpu haswell does not run them on per-lane fmaf calls. It
                     // raises the running maxima at mp in place.
@@ -136,34 +169,19 @@ enum Attention {
                         let index = t.baseAddress!, sum = index + w
                         q0.store(index)
                         q1.store(index + lanes)
-                        pd_softmax_block16_avx2(scores, Int32(nk), index, Int32(j0), needsMask ? 1 : 0, masked, mp, sum)
+                        if build == .avx512 {
+                            pd_softmax_block16_avx512(scores, Int32(nk), index, Int32(j0), needsMask ? 1 : 0, masked, mp, sum)
+                        } else {
+                            pd_softmax_block16_avx2(scores, Int32(nk), index, Int32(j0), needsMask ? 1 : 0, masked, mp, sum)
+                        }
                         sum0 = V.load(sum)
                         sum1 = V.load(sum + lanes)
                     }
                     max0 = V.load(mp)
                     max1 = V.load(mp + lanes)
                 } else {
-                    for j in 0..<nk {
-                        var s0 = V.load(scores + j * w), s1 = V.load(scores + j * w + lanes)
-                        if needsMask {
-                            // Query i sees keys j ≤ i: mask lanes whose query index is below j.
-                            let key = Float(j0 + j)
-                            s0 = V.select(s0, lanesBelow: key, of: q0, value: masked)
-                            s1 = V.select(s1, lanesBelow: key, of: q1, value: masked)
-                            s0.store(scores + j * w)
-                            s1.store(scores + j * w + lanes)
-                        }
-                        max0 = V.vmax(max0, s0)
-                        max1 = V.vmax(max1, s1)
-                    }
-                    for j in 0..<nk {
-                        let p0 = VectorMath.exp2(V.load(scores + j * w) - max0)
-                        let p1 = VectorMath.exp2(V.load(scores + j * w + lanes) - max1)
-                        p0.store(scores + j * w)
-                        p1.store(scores + j * w + lanes)
-                        sum0 += p0
-                        sum1 += p1
-                    }
+                    softmaxBlock(scores, keys: nk, queryIndex: q0, q1, firstKey: j0, causal: needsMask,
+                                 max0: &max0, max1: &max1, sum0: &sum0, sum1: &sum1)
                 }
                 max0.store(mp)
                 max1.store(mp + lanes)

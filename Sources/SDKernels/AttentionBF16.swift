@@ -1,3 +1,5 @@
+import CKernels
+
 /// `Attention.attention` with bf16 products (`Kernels.Precision.bf16`, non-causal): the same
 /// flash loop over key blocks with queries as lanes, its two products run by BF16Gemm.block:
 ///   Sᵀ[j, i] = Σ_e K[j, e] · Q[e, i]   A = K, a row per key (pairs along e)
@@ -113,6 +115,9 @@ extension Attention {
         for i in 0..<panels * bw { s.runningMax[i] = masked; s.runningSum[i] = 0 }
         for i in 0..<panels * d * bw { s.out[i] = 0 }
 
+        // The softmax per block and panel in C 16 wide under the AVX-512 variants (bitwise
+        // the same as softmaxPackBF16).
+        let wide = Kernels.variant.usesAVX512VectorMath
         var j0 = 0
         while j0 < tk {
             let nk = min(blockKeys, tk - j0), pairs = (nk + 1) / 2
@@ -122,32 +127,12 @@ extension Attention {
                                lda: dPairs, b: s.q + panel * dPairs * bw, panelStride: dPairs * bw,
                                c: scores, rowStride: bw, scale: nil, bias: nil, addend: nil)
                 let out = s.out + panel * d * bw
-                for g in 0..<groups {
-                    let col = g * lanes
-                    let mp = s.runningMax + panel * bw + col, lp = s.runningSum + panel * bw + col
-                    let oldMax = V.load(mp)
-                    var newMax = oldMax
-                    for j in 0..<nk { newMax = V.vmax(newMax, V.load(scores + j * bw + col)) }
-                    // Probabilities, summed, and packed in key pairs straight into P's panel.
-                    var sum = V()
-                    var j = 0
-                    while j < nk {
-                        let p0 = VectorMath.exp2NonPositiveBF16(V.load(scores + j * bw + col) - newMax)
-                        let p1 = j + 1 < nk ? VectorMath.exp2NonPositiveBF16(V.load(scores + (j + 1) * bw + col) - newMax)
-                                            : V()
-                        sum += p0 + p1
-                        UnsafeMutableRawPointer(s.p + (j / 2) * bw + col).storeBytes(of: BF16Gemm.pair(p0, p1),
-                                                                                      as: NativeU32.self)
-                        j += 2
-                    }
-                    newMax.store(mp)
-                    if j0 == 0 {
-                        sum.store(lp)
-                    } else {
-                        let alpha = VectorMath.exp2(oldMax - newMax)
-                        (V.load(lp) * alpha + sum).store(lp)
-                        for e in 0..<d { (V.load(out + e * bw + col) * alpha).store(out + e * bw + col) }
-                    }
+                let mp = s.runningMax + panel * bw, lp = s.runningSum + panel * bw
+                if wide {
+                    pd_softmax_pack_bf16_avx512(scores, Int32(nk), j0 == 0 ? 1 : 0, mp, lp, s.p, out, Int32(d))
+                } else {
+                    softmaxPackBF16(scores, keys: nk, firstBlock: j0 == 0, runningMax: mp, runningSum: lp, p: s.p,
+                                    out: out, headDim: d)
                 }
                 BF16Gemm.block(rows: d, columns: bw, pairs: pairs, a: s.v + j0 / 2, lda: keyPairs,
                                b: s.p, panelStride: pairs * bw, c: out, rowStride: bw,
@@ -170,6 +155,45 @@ extension Attention {
                         for l in 0..<(count - col) { dst[l] = o[l] }
                     }
                 }
+            }
+        }
+    }
+
+    /// The softmax of one key block over one panel of `BF16Gemm.panelColumns` queries, the
+    /// Swift twin of `pd_softmax_pack_bf16_avx512`: with scores [keys][panelColumns] (log2
+    /// units), the running maxima (at runningMax) are raised to the block's, the
+    /// probabilities 2^(score − max) (`exp2NonPositiveBF16`) summed per column and packed in
+    /// key pairs into P (p: [⌈keys/2⌉][panelColumns], an odd last key paired with 0). In the
+    /// first block the sums are stored at runningSum; in later ones the running sums and O
+    /// (out: [headDim][panelColumns]) are first rescaled by exp2(old max − new max).
+    @inline(__always)
+    static func softmaxPackBF16(_ scores: UnsafePointer<Float>, keys nk: Int, firstBlock: Bool,
+                                runningMax: UnsafeMutablePointer<Float>, runningSum: UnsafeMutablePointer<Float>,
+                                p: UnsafeMutablePointer<UInt32>, out: UnsafeMutablePointer<Float>, headDim d: Int) {
+        let lanes = V.scalarCount, bw = BF16Gemm.panelColumns
+        for col in stride(from: 0, to: bw, by: lanes) {
+            let mp = runningMax + col, lp = runningSum + col
+            let oldMax = V.load(mp)
+            var newMax = oldMax
+            for j in 0..<nk { newMax = V.vmax(newMax, V.load(scores + j * bw + col)) }
+            // Probabilities, summed, and packed in key pairs straight into P's panel.
+            var sum = V()
+            var j = 0
+            while j < nk {
+                let p0 = VectorMath.exp2NonPositiveBF16(V.load(scores + j * bw + col) - newMax)
+                let p1 = j + 1 < nk ? VectorMath.exp2NonPositiveBF16(V.load(scores + (j + 1) * bw + col) - newMax)
+                                    : V()
+                sum += p0 + p1
+                UnsafeMutableRawPointer(p + (j / 2) * bw + col).storeBytes(of: BF16Gemm.pair(p0, p1), as: NativeU32.self)
+                j += 2
+            }
+            newMax.store(mp)
+            if firstBlock {
+                sum.store(lp)
+            } else {
+                let alpha = VectorMath.exp2(oldMax - newMax)
+                (V.load(lp) * alpha + sum).store(lp)
+                for e in 0..<d { (V.load(out + e * bw + col) * alpha).store(out + e * bw + col) }
             }
         }
     }

@@ -45,15 +45,20 @@ enum Elementwise {
 
     static func activate(_ f: Kernels.Activation, _ x: UnsafeMutablePointer<Float>,
                          count: Int, pool: ThreadPool) {
-        let native = Kernels.variant.usesCVectorMath
+        let build = Kernels.variant.vectorMath
         split(count, lanes: V.scalarCount, pool: pool) { range in
-            if native {
+            if build != .swift {
                 let kind = switch f {
                 case .gelu: PD_ACTIVATION_GELU
                 case .quickGelu: PD_ACTIVATION_QUICK_GELU
                 case .silu: PD_ACTIVATION_SILU
                 }
-                pd_activate_avx2(Int32(kind), x + range.lowerBound, x + range.lowerBound, range.count)
+                let p = x + range.lowerBound
+                if build == .avx512 {
+                    pd_activate_avx512(Int32(kind), p, p, range.count)
+                } else {
+                    pd_activate_avx2(Int32(kind), p, p, range.count)
+                }
                 return
             }
             switch f {
@@ -69,11 +74,15 @@ enum Elementwise {
                       output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let count = features * columns
         let gate = x + count
-        let native = Kernels.variant.usesCVectorMath
+        let build = Kernels.variant.vectorMath
         split(count, lanes: V.scalarCount, pool: pool) { range in
-            if native {
+            if build != .swift {
                 let i = range.lowerBound
-                pd_geglu_avx2(x + i, gate + i, y + i, range.count)
+                if build == .avx512 {
+                    pd_geglu_avx512(x + i, gate + i, y + i, range.count)
+                } else {
+                    pd_geglu_avx2(x + i, gate + i, y + i, range.count)
+                }
                 return
             }
             var i = range.lowerBound

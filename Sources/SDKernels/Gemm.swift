@@ -53,13 +53,18 @@ enum Gemm {
         case .f32:
             return (w.data.assumingMemoryBound(to: Float.self) + n0 * k + k0, k)
         case .f16:
-            let native = Kernels.variant.usesCVectorMath
+            let build = Kernels.variant.vectorMath
             for r in 0..<mc {
                 let src = w.data + ((n0 + r) * k + k0) * 2
                 let dst = buffer + r * kc
-                if native {
+                switch build {
+                case .avx512:
+                    pd_half_to_float_avx512(src.assumingMemoryBound(to: UInt16.self), dst, kc)
+                    continue
+                case .avx2:
                     pd_half_to_float_avx2(src.assumingMemoryBound(to: UInt16.self), dst, kc)
                     continue
+                case .swift: break
                 }
                 var i = 0
                 while i + V.scalarCount <= kc {

@@ -54,14 +54,32 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     private static let amxGranted = pd_amx_bf16_available() != 0
 
     /// Whether the activations, the norms, the attention's softmax and Float16 → Float
-    /// weight conversion run their C AVX2 + FMA + F16C builds (CKernels/f32_vector_math.c,
-    /// bitwise equal to the Swift twins) rather than the Swift twins, whose speed depends on
-    /// the flags Swift was built with (without F16C and FMA, per-lane library calls):
-    /// every variant but `portable` (all of them need AVX2 + FMA). Their AVX-512 variants
-    /// use the same 8-wide builds: these kernels are a small share of the work. Not in
-    /// builds whose Swift vectors are 16 wide (`SDKERNELS_AVX512`): there the twins sum in
-    /// another order, and they are compiled for AVX-512 anyway.
+    /// weight conversion run C builds (CKernels/f32_vector_math.c for AVX2 + FMA + F16C,
+    /// f32_vector_math_avx512.c 16 wide, both bitwise equal to the Swift twins) rather than
+    /// the Swift twins, whose speed depends on the flags Swift was built with (without F16C
+    /// and FMA, per-lane library calls): every variant but `portable` (all of them need
+    /// AVX2 + FMA). Which width runs is `vectorMath`: the 16-wide builds where
+    /// `usesAVX512VectorMath`, else the 8-wide ones. Not in builds whose Swift vectors are 16
+    /// wide (`SDKERNELS_AVX512`): there the twins sum in another order, and they are compiled
+    /// for AVX-512 anyway.
     var usesCVectorMath: Bool { self != .portable && NativeF32.scalarCount == 8 }
+
+    /// Whether those C builds run 16 wide (f32_vector_math_avx512.c; also the bf16
+    /// attention's softmax, `pd_softmax_pack_bf16_avx512`): every variant that runs AVX-512
+    /// F/BW/VL.
+    var usesAVX512VectorMath: Bool {
+        switch self {
+        case .avx512, .avx512BF16, .amx: return usesCVectorMath
+        case .portable, .avx2: return false
+        }
+    }
+
+    /// Which build of the non-product f32 kernels runs: the Swift twins, or C 8 or 16 wide.
+    enum VectorMathBuild { case swift, avx2, avx512 }
+
+    var vectorMath: VectorMathBuild {
+        usesAVX512VectorMath ? .avx512 : usesCVectorMath ? .avx2 : .swift
+    }
 
     /// Whether Winograd F(2, 3)'s input and output transforms run their 16-wide C builds
     /// (CKernels/winograd_transforms.c, bitwise equal to the Swift twins at any width).

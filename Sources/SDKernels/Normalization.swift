@@ -17,7 +17,7 @@ enum Normalization {
                           output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         precondition(channels % groups == 0, "channels must divide into groups")
         let perGroup = channels / groups
-        let native = Kernels.variant.usesCVectorMath
+        let build = Kernels.variant.vectorMath
         pool.parallelFor(batch * groups) { task in
             let b = task / groups, g = task - b * groups
             let firstChannel = g * perGroup
@@ -26,17 +26,17 @@ enum Normalization {
             // the activations carry a large common offset.
             let shift = x[row(0)]
             var total: Double = 0
-            for c in 0..<perGroup { total += sum(x + row(c), count: pixels, shift: shift, native: native) }
+            for c in 0..<perGroup { total += sum(x + row(c), count: pixels, shift: shift, build: build) }
             let count = Double(perGroup * pixels)
             let mean = Float(Double(shift) + total / count)
             var squares: Double = 0
             for c in 0..<perGroup {
-                squares += sumOfSquares(x + row(c), count: pixels, around: mean, native: native)
+                squares += sumOfSquares(x + row(c), count: pixels, around: mean, build: build)
             }
             let inv = Float(1 / (squares / count + Double(eps)).squareRoot())
             for c in 0..<perGroup {
                 normalize(x + row(c), mean: mean, scale: inv * gamma[firstChannel + c],
-                          beta: beta[firstChannel + c], silu: silu, count: pixels, output: y + row(c), native: native)
+                          beta: beta[firstChannel + c], silu: silu, count: pixels, output: y + row(c), build: build)
             }
         }
     }
@@ -50,18 +50,28 @@ enum Normalization {
         let blocks = (columns + w - 1) / w
         let fullBlocks = columns / w
         let invCount = V(repeating: 1 / Float(channels))
-        let native = Kernels.variant.usesCVectorMath
+        let build = Kernels.variant.vectorMath
         pool.parallelRanges(blocks) { range in
-            for block in range {
+            var next = range.lowerBound
+            for block in range where block >= next {
                 let p = block * w
+                next = block + 1
                 if block >= fullBlocks {
                     for column in p..<columns { layerNormColumn(x, column: column, columns: columns, channels: channels,
                 eps: eps, gamma: gamma, beta: beta, output: y) }
                     continue
                 }
-                if native {
+                switch build {
+                case .avx512:
+                    // Up to four blocks per call (each row then reads 256 bytes of one page).
+                    let n = min(4, min(range.upperBound, fullBlocks) - block)
+                    pd_layer_norm_blocks16_avx512(x + p, columns, Int32(channels), Int32(n), eps, gamma, beta, y + p)
+                    next = block + n
+                    continue
+                case .avx2:
                     pd_layer_norm_columns16_avx2(x + p, columns, Int32(channels), eps, gamma, beta, y + p)
                     continue
+                case .swift: break
                 }
                 // Shifted by channel 0's values, as in groupNorm.
                 let shift0 = V.load(x + p), shift1 = V.load(x + p + lanes)
@@ -112,8 +122,12 @@ enum Normalization {
 
     /// Σ (x[i] − shift).
     @inline(__always)
-    static func sum(_ x: UnsafePointer<Float>, count: Int, shift: Float, native: Bool) -> Double {
-        if native { return pd_sum_shifted_avx2(x, count, shift, chunk) }
+    static func sum(_ x: UnsafePointer<Float>, count: Int, shift: Float, build: KernelVariant.VectorMathBuild) -> Double {
+        switch build {
+        case .avx512: return pd_sum_shifted_avx512(x, count, shift, chunk)
+        case .avx2: return pd_sum_shifted_avx2(x, count, shift, chunk)
+        case .swift: break
+        }
         var total: Double = 0
         var start = 0
         while start < count {
@@ -138,8 +152,12 @@ enum Normalization {
     }
 
     @inline(__always)
-    static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, around mean: Float, native: Bool) -> Double {
-        if native { return pd_sum_of_squares_avx2(x, count, mean, chunk) }
+    static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, around mean: Float, build: KernelVariant.VectorMathBuild) -> Double {
+        switch build {
+        case .avx512: return pd_sum_of_squares_avx512(x, count, mean, chunk)
+        case .avx2: return pd_sum_of_squares_avx2(x, count, mean, chunk)
+        case .swift: break
+        }
         var total: Double = 0
         let m = V(repeating: mean)
         var start = 0
@@ -169,8 +187,12 @@ enum Normalization {
     /// cancels when the mean is large.)
     @inline(__always)
     static func normalize(_ x: UnsafePointer<Float>, mean: Float, scale: Float, beta: Float,
-                          silu: Bool, count: Int, output y: UnsafeMutablePointer<Float>, native: Bool) {
-        if native { return pd_normalize_avx2(x, mean, scale, beta, silu ? 1 : 0, count, y) }
+                          silu: Bool, count: Int, output y: UnsafeMutablePointer<Float>, build: KernelVariant.VectorMathBuild) {
+        switch build {
+        case .avx512: return pd_normalize_avx512(x, mean, scale, beta, silu ? 1 : 0, count, y)
+        case .avx2: return pd_normalize_avx2(x, mean, scale, beta, silu ? 1 : 0, count, y)
+        case .swift: break
+        }
         let m = V(repeating: mean), a = V(repeating: scale), b = V(repeating: beta)
         var i = 0
         if silu {

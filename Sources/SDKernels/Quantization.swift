@@ -51,8 +51,10 @@ public enum Quantization {
 
     /// IEEE half → Float (exact).
     public static func halfToFloat(_ src: UnsafePointer<Float16>, count: Int, output dst: UnsafeMutablePointer<Float>) {
-        if Kernels.variant.usesCVectorMath {
-            return pd_half_to_float_avx2(UnsafeRawPointer(src).assumingMemoryBound(to: UInt16.self), dst, count)
+        switch Kernels.variant.vectorMath {
+        case .avx512: return pd_half_to_float_avx512(UnsafeRawPointer(src).assumingMemoryBound(to: UInt16.self), dst, count)
+        case .avx2: return pd_half_to_float_avx2(UnsafeRawPointer(src).assumingMemoryBound(to: UInt16.self), dst, count)
+        case .swift: break
         }
         typealias V = NativeF32
         var i = 0

@@ -1,3 +1,4 @@
+import CKernels
 import XCTest
 @testable import SDKernels
 
@@ -321,6 +322,290 @@ final class KernelVariantTests: XCTestCase {
                 for v in [KernelVariant.avx512, .avx512BF16, .amx] where v.isSupported {
                     XCTAssertEqual(run(v), expected, "\(type), \(cin) channels, rows \(range), \(v.rawValue)")
                     XCTAssertEqual(runF32(v), expectedF32, "f32 U: \(type), \(cin) channels, rows \(range), \(v.rawValue)")
+                }
+            }
+        }
+    }
+
+    // MARK: the 16-wide C vector math (f32_vector_math_avx512.c) against the Swift twins
+
+    /// Skips unless this CPU runs AVX-512 and this build uses the C vector math (not in
+    /// builds with 16-wide Swift vectors, whose twins sum in another order).
+    func requireAVX512VectorMath() throws {
+        try requireSupported(.avx512)
+        guard KernelVariant.avx512.usesAVX512VectorMath, KernelVariant.avx512.vectorMath == .avx512 else {
+            throw XCTSkip("this build runs the Swift twins under every variant (16-wide Swift vectors)")
+        }
+    }
+
+    /// Lengths around one and two zmm (and none), and a long odd one.
+    static let wideLengths = [0, 1, 15, 16, 17, 31, 33, 1_003]
+
+    /// Values past the exponential's clamps (±90, ±200, huge, ±∞) and next to them (one ulp
+    /// either side of 88.3 and −87.33), at erf's switch-over (±0.5), signed zeros, tiny and
+    /// subnormal magnitudes, and a quiet NaN (whose payload every twin passes through).
+    static let wideSpecial: [Float] = [0, -0, 0.5, -0.5, 0.499_999_97, -0.500_000_06, 90, -90, 200, -200, 1e-8, -1e-8,
+                                       -3.25, 88.3, -87.33, Float(88.3).nextUp, Float(88.3).nextDown,
+                                       Float(-87.33).nextUp, Float(-87.33).nextDown, 1e30, -1e30, 3e38, -3e38, 1e-40,
+                                       .infinity, -.infinity, .nan]
+
+    /// Inputs of each length: the special values first (in the first vector), and last (in
+    /// the masked tail), the rest random in [lo, hi); 16 more values follow that are not
+    /// part of the input (so that no array is empty and reads past the end see non-zeros).
+    func wideInputs(_ n: Int, _ random: inout SeededRandom, _ lo: Float, _ hi: Float,
+                    special: [Float] = wideSpecial) -> [[Float]] {
+        let r = random.array(n, lo, hi), pad = [Float](repeating: 7.25, count: 16)
+        return [Array((special + r).prefix(n)) + pad, Array((r + special).suffix(n)) + pad]
+    }
+
+    /// `outputBuffer` for a twin that writes `count` floats (maybe none).
+    func twinOutput(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+        Array(outputBuffer(count + 16, body).prefix(count))
+    }
+
+    func bitwiseDifference(_ a: [Float], _ b: [Float]) -> String? {
+        if a.count != b.count { return "\(a.count) vs \(b.count) elements" }
+        for i in 0..<a.count where a[i].bitPattern != b[i].bitPattern {
+            return "element \(i): \(a[i]) (\(String(a[i].bitPattern, radix: 16))) vs twin \(b[i]) (\(String(b[i].bitPattern, radix: 16)))"
+        }
+        return nil
+    }
+
+    /// Runs a C kernel writing `count` floats into a buffer with 16 guard values after them;
+    /// fails if a guard changed, returns the `count` floats.
+    func guarded(_ count: Int, _ name: String, _ body: (UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+        let guardValue: Float = 12_345.5
+        var out = [Float](repeating: .nan, count: count) + [Float](repeating: guardValue, count: 16)
+        out.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+        if out[count...].contains(where: { $0 != guardValue }) { XCTFail("\(name): wrote past element \(count)") }
+        return Array(out[..<count])
+    }
+
+    /// SiLU, GELU, QuickGELU and GEGLU, and half → float.
+    func testAVX512ElementwiseMatchesTwins() throws {
+        try requireAVX512VectorMath()
+        var random = SeededRandom(seed: 21)
+        let pool = testPools[0]
+        for n in Self.wideLengths {
+            for (arrangement, x) in wideInputs(n, &random, -12, 12).enumerated() {
+                for (f, kind) in [(Kernels.Activation.silu, PD_ACTIVATION_SILU), (.gelu, PD_ACTIVATION_GELU),
+                                  (.quickGelu, PD_ACTIVATION_QUICK_GELU)] {
+                    var twin = x
+                    with(.portable) {
+                        twin.withUnsafeMutableBufferPointer { Elementwise.activate(f, $0.baseAddress!, count: n, pool: pool) }
+                    }
+                    let expected = Array(twin.prefix(n))
+                    let name = "\(f) n=\(n) arrangement \(arrangement)"
+                    let actual = guarded(n, name) { y in x.ptr { pd_activate_avx512(Int32(kind), $0, y, n) } }
+                    if let d = bitwiseDifference(actual, expected) { XCTFail("\(name): \(d)") }
+                }
+                let gate = wideInputs(n, &random, -6, 6)[1 - arrangement]
+                let xg = Array(x.prefix(n)) + gate
+                let expected = with(.portable) {
+                    twinOutput(n) { y in xg.ptr { Elementwise.geglu($0, features: n, columns: 1, output: y, pool: pool) } }
+                }
+                let name = "geglu n=\(n) arrangement \(arrangement)"
+                let actual = guarded(n, name) { y in xg.ptr { pd_geglu_avx512($0, $0 + n, y, n) } }
+                if let d = bitwiseDifference(actual, expected) { XCTFail("\(name): \(d)") }
+            }
+            // Half → float: every class of half (±0, subnormals, normals, ±∞, quiet NaNs with
+            // payloads). Signalling NaNs are left out: a Swift build without F16C converts
+            // with a library call that need not quiet them as vcvtph2ps does.
+            let specialHalves: [UInt16] = [0, 0x8000, 0x0001, 0x83FF, 0x0400, 0x3C00, 0xBC00, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00,
+                                           0x7E00, 0xFE01, 0x7FFF]
+            let randomHalves = (0..<n).map { _ in UInt16(truncatingIfNeeded: random.next()) }
+                .map { $0 & 0x7C00 == 0x7C00 && $0 & 0x03FF != 0 ? $0 | 0x0200 : $0 }  // NaNs quiet
+            let pad = [UInt16](repeating: 0x3C00, count: 16)
+            for (arrangement, h) in [Array((specialHalves + randomHalves).prefix(n)) + pad,
+                                     Array((randomHalves + specialHalves).suffix(n)) + pad].enumerated() {
+                let expected = with(.portable) {
+                    twinOutput(n) { y in h.withUnsafeBufferPointer {
+                        Quantization.halfToFloat(UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: Float16.self),
+                                                 count: n, output: y)
+                    } }
+                }
+                let name = "half to float n=\(n) arrangement \(arrangement)"
+                let actual = guarded(n, name) { y in h.withUnsafeBufferPointer { pd_half_to_float_avx512($0.baseAddress!, y, n) } }
+                if let d = bitwiseDifference(actual, expected) { XCTFail("\(name): \(d)") }
+            }
+        }
+    }
+
+    /// The norms' passes: the chunked sums (lengths across chunk boundaries and every tail
+    /// length of the 16-element step, data with a large common offset), normalize with and
+    /// without SiLU, and LayerNorm's 16-column blocks.
+    func testAVX512NormsMatchTwins() throws {
+        try requireAVX512VectorMath()
+        var random = SeededRandom(seed: 22)
+        let chunk = Normalization.chunk
+        let finite = Self.wideSpecial.filter { $0.isFinite && $0.magnitude < 1e6 }
+        let sumLengths = Self.wideLengths + [chunk - 1, chunk, chunk + 1, chunk + 15, chunk + 16, chunk + 17,
+                                             2 * chunk, 2 * chunk + 33, 3 * chunk - 5, 4 * chunk, 4 * chunk + 1,
+                                             5 * chunk + 17, 8 * chunk, 9 * chunk - 16, 9 * chunk + 16]
+        for n in sumLengths {
+            for (arrangement, x0) in wideInputs(n, &random, -6, 6, special: finite).enumerated() {
+                for offset: Float in [0, 300] {
+                    let x = x0.map { $0 + offset }
+                    let center = x.first ?? 0.25, mean = offset + 0.125
+                    let name = "n=\(n) arrangement \(arrangement) offset \(offset)"
+                    x.ptr { xp in
+                        let s = Normalization.sum(xp, count: n, shift: center, build: .swift)
+                        let s16 = pd_sum_shifted_avx512(xp, n, center, chunk)
+                        XCTAssertEqual(s16.bitPattern, s.bitPattern, "sum \(name): \(s16) vs twin \(s)")
+                        let q = Normalization.sumOfSquares(xp, count: n, around: mean, build: .swift)
+                        let q16 = pd_sum_of_squares_avx512(xp, n, mean, chunk)
+                        XCTAssertEqual(q16.bitPattern, q.bitPattern, "sum of squares \(name): \(q16) vs twin \(q)")
+                    }
+                }
+            }
+        }
+        for n in Self.wideLengths {
+            for (arrangement, x) in wideInputs(n, &random, -6, 6).enumerated() {
+                for silu in [false, true] {
+                    let (mean, scale, beta): (Float, Float, Float) = (0.3, 1.7, -0.2)
+                    let expected = twinOutput(n) { y in x.ptr {
+                        Normalization.normalize($0, mean: mean, scale: scale, beta: beta, silu: silu, count: n, output: y,
+                                                build: .swift)
+                    } }
+                    let name = "normalize n=\(n) silu \(silu) arrangement \(arrangement)"
+                    let actual = guarded(n, name) { y in x.ptr { pd_normalize_avx512($0, mean, scale, beta, silu ? 1 : 0, n, y) } }
+                    if let d = bitwiseDifference(actual, expected) { XCTFail("\(name): \(d)") }
+                }
+            }
+        }
+        // LayerNorm: the twin's 2 × 8-column blocks against C calls of 1–4 blocks of 16 (the
+        // scalar column tail is Swift in both).
+        for (channels, columns) in [(1, 16), (2, 48), (7, 33), (40, 77), (320, 35), (3, 130)] {
+            let x = random.array(channels * columns).map { $0 * 2 + 7 }
+            let gamma = random.array(channels, 0.5, 2), beta = random.array(channels)
+            let expected = with(.portable) {
+                outputBuffer(x.count) { y in x.ptr { xp in gamma.ptr { gp in beta.ptr { bp in
+                    Normalization.layerNorm(xp, channels: channels, columns: columns, eps: 1e-5, gamma: gp, beta: bp,
+                                            output: y, pool: testPools[0])
+                } } } }
+            }
+            for group in 1...4 {
+                var actual = expected
+                actual.withUnsafeMutableBufferPointer { y in x.ptr { xp in gamma.ptr { gp in beta.ptr { bp in
+                    let full = columns / 16
+                    for block in stride(from: 0, to: full, by: group) {
+                        let n = min(group, full - block), p = block * 16
+                        for c in 0..<channels { y[c * columns + p ..< c * columns + p + 16 * n].update(repeating: .nan) }
+                        pd_layer_norm_blocks16_avx512(xp + p, columns, Int32(channels), Int32(n), 1e-5, gp, bp, y.baseAddress! + p)
+                    }
+                } } } }
+                if let d = bitwiseDifference(actual, expected) {
+                    XCTFail("layerNorm C=\(channels) columns=\(columns) blocks per call \(group): \(d)")
+                }
+            }
+        }
+    }
+
+    /// The f32 attention's softmax block over 16 queries: key counts around one and two
+    /// zmm and a whole block, causal masking on (a diagonal inside the block) and off, a first
+    /// block (running max at `masked`) and a later one (running maxima above some scores,
+    /// below others), scores far below the maximum (exp2's clamp at −126) and masked ones.
+    func testAVX512SoftmaxBlockMatchesTwin() throws {
+        try requireAVX512VectorMath()
+        var random = SeededRandom(seed: 23)
+        let lanes = NativeF32.scalarCount, w = 16
+        XCTAssertEqual(2 * lanes, w)
+        for keys in [1, 2, 15, 16, 17, 31, 33, Attention.blockKeys] {
+            for (causal, firstQuery, firstKey) in [(false, 0, 0), (true, 40, 30), (true, 0, 0), (true, 100, 96)] {
+                for laterBlock in [false, true] {
+                    var scores = random.array(keys * w, -30, 8)
+                    for (i, v) in [-200, -1e30, 130, -126.5, -125.5, 0, -0].enumerated() where i < scores.count {
+                        scores[(i * 37) % scores.count] = Float(v)
+                    }
+                    if keys >= 2 { scores[w + 3] = .nan }  // the max rule then takes the next score
+                    let runningMax = laterBlock ? random.array(w, -10, 10) : [Float](repeating: Attention.masked, count: w)
+                    let queryIndex = (0..<w).map { Float(firstQuery + $0) }
+                    let name = "keys \(keys) causal \(causal) queries \(firstQuery)… keys \(firstKey)… later \(laterBlock)"
+                    // Twin.
+                    var twinScores = scores
+                    var max0 = NativeF32(), max1 = NativeF32()
+                    runningMax.ptr { max0 = NativeF32.load($0); max1 = NativeF32.load($0 + lanes) }
+                    var sum0 = NativeF32(), sum1 = NativeF32()
+                    var q0 = NativeF32(), q1 = NativeF32()
+                    queryIndex.ptr { q0 = NativeF32.load($0); q1 = NativeF32.load($0 + lanes) }
+                    twinScores.withUnsafeMutableBufferPointer {
+                        Attention.softmaxBlock($0.baseAddress!, keys: keys, queryIndex: q0, q1, firstKey: firstKey,
+                                               causal: causal, max0: &max0, max1: &max1, sum0: &sum0, sum1: &sum1)
+                    }
+                    let twinMax = (0..<w).map { $0 < lanes ? max0[$0] : max1[$0 - lanes] }
+                    let twinSum = (0..<w).map { $0 < lanes ? sum0[$0] : sum1[$0 - lanes] }
+                    // C.
+                    var cScores = scores, cMax = runningMax, cSum = [Float](repeating: .nan, count: w)
+                    cScores.withUnsafeMutableBufferPointer { s in cMax.withUnsafeMutableBufferPointer { m in
+                        cSum.withUnsafeMutableBufferPointer { b in queryIndex.ptr { q in
+                            pd_softmax_block16_avx512(s.baseAddress!, Int32(keys), q, Int32(firstKey), causal ? 1 : 0,
+                                                      Attention.masked, m.baseAddress!, b.baseAddress!)
+                        } }
+                    } }
+                    if let d = bitwiseDifference(cScores, twinScores) { XCTFail("\(name), probabilities: \(d)") }
+                    if let d = bitwiseDifference(cMax, twinMax) { XCTFail("\(name), running max: \(d)") }
+                    if let d = bitwiseDifference(cSum, twinSum) { XCTFail("\(name), block sums: \(d)") }
+                }
+            }
+        }
+    }
+
+    /// The bf16 attention's softmax and P packing over a 32-query panel: odd and even key
+    /// counts (an odd last key paired with 0), the first block (sums stored) and later ones
+    /// (running sums and O rescaled), running maxima above and below the block's scores,
+    /// scores far below the maximum (exp2's clamp at −126) and equal to it. P's words past
+    /// the block's ⌈keys/2⌉ rows must stay untouched.
+    func testAVX512SoftmaxPackBF16MatchesTwin() throws {
+        try requireAVX512VectorMath()
+        var random = SeededRandom(seed: 24)
+        let w = Int(PD_BF16_PANEL_COLUMNS)
+        for keys in [1, 2, 3, 15, 16, 17, 31, 33, 95, Attention.blockKeys] {
+            for firstBlock in [true, false] {
+                for d in [1, 40] {
+                    var scores = random.array(keys * w, -20, 20)
+                    for (i, v) in [-200, -1e30, 60, -126.5, -125.5, 0, -0, -1e-40].enumerated() where i < scores.count {
+                        scores[(i * 37) % scores.count] = Float(v)
+                    }
+                    if keys >= 3 {
+                        // A NaN score (the twin's max rule, a > b ? a : b, then takes the next
+                        // score): column 5's maximum is 0 although its first score is 385.7, so
+                        // that probability is 2^385.7 wrapped by twoToThe into a subnormal, which
+                        // the pair rounding must keep (vcvtneps2bf16 would flush it to zero).
+                        scores[5] = 385.7
+                        scores[w + 5] = .nan
+                        for j in 2..<keys { scores[j * w + 5] = 0 }
+                    }
+                    let runningMax = firstBlock ? [Float](repeating: Attention.masked, count: w) : random.array(w, -25, 25)
+                    let runningSum = firstBlock ? [Float](repeating: 0, count: w) : random.array(w, 1, 50)
+                    let out = random.array(d * w, -3, 3)
+                    let pWords = (keys + 1) / 2 * w + 2 * w
+                    func run(_ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                      UnsafeMutablePointer<UInt32>, UnsafeMutablePointer<Float>) -> Void)
+                        -> (max: [Float], sum: [Float], p: [UInt32], out: [Float]) {
+                        var m = runningMax, s = runningSum, o = out
+                        var p = [UInt32](repeating: 0xDEAD_BEEF, count: pWords)
+                        scores.ptr { sp in m.withUnsafeMutableBufferPointer { mp in s.withUnsafeMutableBufferPointer { lp in
+                            p.withUnsafeMutableBufferPointer { pp in o.withUnsafeMutableBufferPointer { op in
+                                body(sp, mp.baseAddress!, lp.baseAddress!, pp.baseAddress!, op.baseAddress!)
+                            } }
+                        } } }
+                        return (m, s, p, o)
+                    }
+                    let twin = run { sp, mp, lp, pp, op in
+                        Attention.softmaxPackBF16(sp, keys: keys, firstBlock: firstBlock, runningMax: mp, runningSum: lp,
+                                                  p: pp, out: op, headDim: d)
+                    }
+                    let c = run { sp, mp, lp, pp, op in
+                        pd_softmax_pack_bf16_avx512(sp, Int32(keys), firstBlock ? 1 : 0, mp, lp, pp, op, Int32(d))
+                    }
+                    let name = "keys \(keys) first block \(firstBlock) d \(d)"
+                    if let e = bitwiseDifference(c.max, twin.max) { XCTFail("\(name), running max: \(e)") }
+                    if let e = bitwiseDifference(c.sum, twin.sum) { XCTFail("\(name), running sum: \(e)") }
+                    if let e = bitwiseDifference(c.out, twin.out) { XCTFail("\(name), O: \(e)") }
+                    if let i = (0..<pWords).first(where: { c.p[$0] != twin.p[$0] }) {
+                        XCTFail("\(name), P word \(i) (row \(i / w), column \(i % w)): "
+                                + "\(String(c.p[i], radix: 16)) vs twin \(String(twin.p[i], radix: 16))")
+                    }
                 }
             }
         }

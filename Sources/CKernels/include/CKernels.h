@@ -117,6 +117,32 @@ void pd_layer_norm_columns16_avx2(const float *x, ptrdiff_t columns, int channel
 void pd_softmax_block16_avx2(float *scores, int keys, const float *query_index, int first_key,
                              int causal, float masked, float *running_max, float *block_sum);
 
+/// The same kernels 16 wide for AVX-512 F/BW/VL (f32_vector_math_avx512.c), bitwise equal to
+/// the same Swift twins (the chunked sums keep the twins' two 8-lane accumulators and their
+/// lane order). Only call them where `pd_cpu_features()` reports PD_CPU_AVX512.
+void pd_half_to_float_avx512(const uint16_t *x, float *y, ptrdiff_t count);
+void pd_activate_avx512(int kind, const float *x, float *y, ptrdiff_t count);
+void pd_geglu_avx512(const float *x, const float *gate, float *y, ptrdiff_t count);
+double pd_sum_shifted_avx512(const float *x, ptrdiff_t count, float shift, ptrdiff_t chunk);
+double pd_sum_of_squares_avx512(const float *x, ptrdiff_t count, float mean, ptrdiff_t chunk);
+void pd_normalize_avx512(const float *x, float mean, float scale, float beta, int with_silu,
+                         ptrdiff_t count, float *y);
+/// LayerNorm of `blocks` (1–4) consecutive blocks of 16 columns, each as
+/// pd_layer_norm_columns16_avx2 (more per call: fewer TLB and cache-line misses per row).
+void pd_layer_norm_blocks16_avx512(const float *x, ptrdiff_t columns, int channels, int blocks, float eps,
+                                   const float *gamma, const float *beta, float *y);
+void pd_softmax_block16_avx512(float *scores, int keys, const float *query_index, int first_key,
+                               int causal, float masked, float *running_max, float *block_sum);
+/// The bf16 attention's softmax of one key block over one panel of PD_BF16_PANEL_COLUMNS (32)
+/// queries (Attention.softmaxPackBF16): with scores [keys][32] (log2 units) and the running
+/// maxima raised to the block's, p_j = VectorMath.exp2NonPositiveBF16(score_j − max) are
+/// summed per column and packed as bf16 pairs (p_2i low, p_2i+1 high; an odd last key paired
+/// with 0) into p [⌈keys/2⌉][32] with BF16Gemm.pair's integer rounding. With first_block the
+/// sums are stored into running_sum; else running_sum and O (out, [head_dim][32]) are first
+/// scaled by exp2(old max − new max) and the sums added.
+void pd_softmax_pack_bf16_avx512(const float *scores, int keys, int first_block, float *running_max,
+                                 float *running_sum, uint32_t *p, float *out, int head_dim);
+
 /// The tiles of a Winograd F(2×2, 3×3) convolution (SDKernels' `Winograd.Tiles`).
 typedef struct {
     int channels, width, height;   ///< input channels and image size
