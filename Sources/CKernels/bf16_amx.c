@@ -4,10 +4,14 @@
 // the tile instructions, and on a scalar model of them (tile configuration, loads, stores
 // and the dot product as the Intel SDM defines them) that any CPU runs, which is how the
 // tests check the body on machines without AMX. Linux hands out the tile state only on
-// request (arch_prctl(ARCH_REQ_XCOMP_PERM)); pd_amx_bf16_available asks for it once.
+// request (arch_prctl(ARCH_REQ_XCOMP_PERM)); pd_amx_bf16_available asks for it once, and
+// then runs the kernel once on a product with a known exact result before any model uses
+// it (a hypervisor can list AMX in cpuid and still fault on the tiles).
 
 #include "CKernels.h"
 
+#include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -155,6 +159,90 @@ static void epilogue_row_scalar(const float *x, int columns, const float *s, con
 #undef PD_TILE_RELEASE
 #undef PD_AMX_EPILOGUE_ROW
 
+// MARK: the start-up probe
+
+typedef void (*pd_bf16_block_fn)(int, int, int, const uint32_t *, ptrdiff_t, const uint32_t *, ptrdiff_t, float *,
+                                 ptrdiff_t, const float *, const float *, const float *);
+
+static sigjmp_buf probe_escape;
+
+static void probe_escape_handler(int signal) {
+    (void)signal;
+    siglongjmp(probe_escape, 1);
+}
+
+static uint32_t bf16_pair_of_integers(int low, int high) {
+    float f[2] = {(float)low, (float)high};  // small integers: exact in bf16, so truncation is exact
+    uint32_t u[2];
+    memcpy(u, f, sizeof u);
+    return (u[0] >> 16) | (u[1] & 0xFFFF0000u);
+}
+
+// 1 when `kernel` computes a 17 × 33 × 34 product (two row tiles, a partial second panel, a
+// tail step) with scale, bias and an addend aliasing C exactly: every operand a small
+// integer, so every order of summation gives the same floats. 0 when it differs or the
+// kernel raises SIGILL (caught here, the previous handler restored).
+static int probe(pd_bf16_block_fn kernel) {
+    enum { ROWS = 17, COLUMNS = 33, PAIRS = 17, PADDED_ROWS = 24, PANELS = 2 };
+    uint32_t a[PADDED_ROWS * PAIRS] = {0}, b[PANELS * PAIRS * 32] = {0};
+    float c[ROWS * COLUMNS], expected[ROWS * COLUMNS], scale[ROWS], bias[ROWS];
+    for (int m = 0; m < ROWS; m++) {
+        scale[m] = 0.5f;
+        bias[m] = (float)(m - 8);
+        for (int i = 0; i < PAIRS; i++) a[m * PAIRS + i] = bf16_pair_of_integers((m + 6 * i) % 7 - 3, (m + 6 * i + 3) % 7 - 3);
+    }
+    for (int n = 0; n < COLUMNS; n++)
+        for (int i = 0; i < PAIRS; i++)
+            b[(n / 32) * PAIRS * 32 + i * 32 + n % 32] = bf16_pair_of_integers((4 * i + n) % 5 - 2, (4 * i + n + 1) % 5 - 2);
+    for (int m = 0; m < ROWS; m++)
+        for (int n = 0; n < COLUMNS; n++) {
+            int sum = 0;
+            for (int i = 0; i < PAIRS; i++)
+                sum += ((m + 6 * i) % 7 - 3) * ((4 * i + n) % 5 - 2) + ((m + 6 * i + 3) % 7 - 3) * ((4 * i + n + 1) % 5 - 2);
+            c[m * COLUMNS + n] = (float)(m * n % 9);
+            expected[m * COLUMNS + n] = (float)sum * 0.5f + bias[m] + c[m * COLUMNS + n];
+        }
+    struct sigaction guard, saved;
+    memset(&guard, 0, sizeof guard);
+    guard.sa_handler = probe_escape_handler;
+    sigemptyset(&guard.sa_mask);
+    if (sigaction(SIGILL, &guard, &saved) != 0) return 0;
+    volatile int finished = 0;
+    if (sigsetjmp(probe_escape, 1) == 0) {
+        kernel(ROWS, COLUMNS, PAIRS, a, PAIRS, b, PAIRS * 32, c, COLUMNS, scale, bias, c);
+        finished = 1;
+    }
+    sigaction(SIGILL, &saved, NULL);
+    return finished && memcmp(c, expected, sizeof c) == 0;
+}
+
+static void probe_writes_zeros(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda, const uint32_t *b,
+                               ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc, const float *scale,
+                               const float *bias, const float *addend) {
+    (void)pairs; (void)a; (void)lda; (void)b; (void)b_panel_stride; (void)scale; (void)bias; (void)addend;
+    for (int r = 0; r < rows; r++) memset(c + r * ldc, 0, (size_t)columns * sizeof(float));
+}
+
+static void probe_illegal_instruction(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda,
+                                      const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                                      const float *scale, const float *bias, const float *addend) {
+    (void)rows; (void)columns; (void)pairs; (void)a; (void)lda; (void)b; (void)b_panel_stride; (void)c; (void)ldc;
+    (void)scale; (void)bias; (void)addend;
+#if defined(__x86_64__)
+    __asm__ volatile("ud2");  // what a tile instruction the CPU or hypervisor refuses raises
+#else
+    raise(SIGILL);
+#endif
+}
+
+int pd_amx_probe_selftest(int kernel) {
+    switch (kernel) {
+    case 0: return probe(pd_bf16_gemm_block_amx_emulated);
+    case 1: return probe(probe_writes_zeros);
+    default: return probe(probe_illegal_instruction);
+    }
+}
+
 // MARK: the hardware build (x86_64)
 
 #if defined(__x86_64__)
@@ -176,7 +264,7 @@ int pd_amx_bf16_available(void) {
     int known = atomic_load(&state);
     if (known >= 0) return known;
     const unsigned needed = PD_CPU_AMX_BF16 | PD_CPU_AVX512_BF16;
-    int available = (pd_cpu_features() & needed) == needed && request_tile_state();
+    int available = (pd_cpu_features() & needed) == needed && request_tile_state() && probe(pd_bf16_gemm_block_amx);
     atomic_store(&state, available);
     return available;
 }

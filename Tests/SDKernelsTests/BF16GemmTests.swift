@@ -305,6 +305,24 @@ final class BF16GemmTests: XCTestCase {
         XCTAssertEqual(pd_amx_emulation_faults(), faultsBefore, "tile operations the hardware would refuse")
     }
 
+    /// The probe `pd_amx_bf16_available` runs on the AMX kernel before `amx` counts as
+    /// supported, on stand-in kernels: it accepts a correct one (the AMX body on the tile
+    /// model), refuses a wrong product and an illegal instruction (the SIGILL caught, the
+    /// handler that was there before restored), and the process goes on.
+    func testAMXStartupProbe() {
+        func currentSIGILLHandler() -> UnsafeMutableRawPointer? {
+            var action = sigaction()
+            sigaction(SIGILL, nil, &action)
+            return unsafeBitCast(action.__sigaction_handler.sa_handler, to: UnsafeMutableRawPointer?.self)
+        }
+        let before = currentSIGILLHandler()
+        XCTAssertEqual(pd_amx_probe_selftest(0), 1, "a correct kernel passes")
+        XCTAssertEqual(pd_amx_probe_selftest(1), 0, "a wrong product fails")
+        XCTAssertEqual(pd_amx_probe_selftest(2), 0, "an illegal instruction fails, caught")
+        XCTAssertEqual(currentSIGILLHandler(), before, "the previous SIGILL handler is restored")
+        XCTAssertEqual(pd_amx_probe_selftest(0), 1, "and a correct kernel still passes after it")
+    }
+
     /// The same on the tile instructions, where the CPU has AMX (their rounding is not
     /// documented to the bit, so the native kernel's bound).
     func testAMXKernelMatchesTwin() throws {

@@ -40,9 +40,15 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs,
 /// pd_bf16_native_available() is 1.
 void pd_bf16_pack_q8_row(const int8_t *src, int count, uint32_t *dst);
 
-/// 1 when this CPU has AMX-BF16 (and AVX-512 BF16) and the OS granted this process the
-/// tile state (Linux: arch_prctl(ARCH_REQ_XCOMP_PERM), requested on the first call), else 0.
+/// 1 when this CPU has AMX-BF16 (and AVX-512 BF16), the OS granted this process the tile
+/// state (Linux: arch_prctl(ARCH_REQ_XCOMP_PERM), requested on the first call), and the
+/// AMX kernel then computed a small product with a known exact result (a SIGILL from the
+/// tiles is caught), else 0.
 int pd_amx_bf16_available(void);
+/// The start-up probe on a stand-in kernel, for the tests: 0 the AMX body on the tile model
+/// (returns 1), 1 a kernel that writes zeros (0), 2 one that executes an illegal
+/// instruction (0, the SIGILL caught and the previous handler restored).
+int pd_amx_probe_selftest(int kernel);
 
 /// `pd_bf16_gemm_block`'s contract on AMX tiles (bf16_amx.c): 2 × 2 tiles of 16 × 16 per 32
 /// rows and B panel. Only where pd_amx_bf16_available() is 1. Each call configures the
