@@ -121,6 +121,10 @@ public enum KernelVariant: String, CaseIterable, Sendable {
             switch self {
             case .unknown(let name):
                 return "unknown kernel variant '\(name)' (expected one of: \(KernelVariant.choices.joined(separator: ", ")))"
+            case .unsupported(.amx) where KernelVariant.cpuFeatures & UInt32(PD_CPU_AMX_BF16) != 0:
+                return "kernel variant 'amx': this CPU lists AMX-BF16 but the tiles could not be used (Linux did "
+                    + "not grant the tile state, or the start-up check of the AMX kernel failed); supported: auto, "
+                    + "\(KernelVariant.supported.map(\.rawValue).joined(separator: ", "))"
             case .unsupported(let v):
                 return "kernel variant '\(v.rawValue)' needs CPU features this machine lacks (it has: "
                     + "\(KernelVariant.featureNames); supported: auto, "
