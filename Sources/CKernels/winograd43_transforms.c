@@ -115,18 +115,21 @@ enum { MAX_GROUPS = PD_WINOGRAD43_MAX_LANES / 16 };
 
 // Patch row r of the 16 lanes at p (= channel + start + r·width): out[c] lane l = q = 4l + c.
 PD_AVX512 static inline void load_row(const float *p, const __mmask16 m[5], v16 out[6]) {
-    const __m512i i0 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
-    const __m512i one = _mm512_set1_epi32(1);
+    // A 16 × 4 transpose of the first 64 positions in two rounds of permutes: columns
+    // (0, 1) and (2, 3) of tiles 0–7 (a0, a1) and 8–15 (a2, a3), then each column's halves.
+    const __m512i pairs01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i pairs23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i low = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i high = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     v16 a0 = _mm512_maskz_loadu_ps(m[0], p), a1 = _mm512_maskz_loadu_ps(m[1], p + 16);
     v16 a2 = _mm512_maskz_loadu_ps(m[2], p + 32), a3 = _mm512_maskz_loadu_ps(m[3], p + 48);
     v16 a4 = _mm512_maskz_loadu_ps(m[4], p + 64);
-    __m512i index = i0;
-    for (int c = 0; c < 4; c++) {
-        // Lanes 0–7 from q < 32 (a0, a1), lanes 8–15 from 32 ≤ q < 64 (a2, a3).
-        v16 lo = _mm512_permutex2var_ps(a0, index, a1), hi = _mm512_permutex2var_ps(a2, index, a3);
-        out[c] = _mm512_mask_blend_ps((__mmask16)0xFF00, lo, hi);
-        index = _mm512_add_epi32(index, one);
-    }
+    v16 b0 = _mm512_permutex2var_ps(a0, pairs01, a1), b1 = _mm512_permutex2var_ps(a0, pairs23, a1);
+    v16 b2 = _mm512_permutex2var_ps(a2, pairs01, a3), b3 = _mm512_permutex2var_ps(a2, pairs23, a3);
+    out[0] = _mm512_permutex2var_ps(b0, low, b2);
+    out[1] = _mm512_permutex2var_ps(b0, high, b2);
+    out[2] = _mm512_permutex2var_ps(b1, low, b3);
+    out[3] = _mm512_permutex2var_ps(b1, high, b3);
     // Columns 4 and 5: those of 0 and 1 one lane on, the last lane's (q = 64, 65) from a4.
     __m512i e = _mm512_castps_si512(a4);
     out[4] = _mm512_castsi512_ps(_mm512_alignr_epi32(e, _mm512_castps_si512(out[0]), 1));
@@ -334,7 +337,10 @@ PD_AVX512 static inline void weight_block(int type, const void *data, float scal
             __m128i q = _mm_maskz_loadu_epi8(m, (const int8_t *)data + at + k);
             f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(scale));
         }
-        _mm512_mask_storeu_ps(out + k, m, f);
+        if (m == 0xFFFF)
+            _mm512_storeu_ps(out + k, f);
+        else
+            _mm512_mask_storeu_ps(out + k, m, f);
     }
 }
 
@@ -343,6 +349,7 @@ void pd_winograd43_weights_avx512(int type, const void *data, const float *scale
                                   int count, float *u) {
     const int cin = cols / 9, blocks = (cin + 15) / 16;
     const ptrdiff_t xi_stride = (ptrdiff_t)count * cin;
+    const int size = type == 0 ? 4 : type == 1 ? 2 : 1;  // bytes per stored weight
     __m512i index[9];
     for (int e = 0; e < 9; e++)
         index[e] = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
@@ -363,6 +370,12 @@ void pd_winograd43_weights_avx512(int type, const void *data, const float *scale
                 const int next = ic + 16;
                 weight_block(type, data, scale, row + (ptrdiff_t)next * 9, cin - next < 16 ? cin - next : 16,
                              block[(b + 1) & 1]);
+            }
+            // The next row's weights of this block: the loads of the stored (often int8)
+            // weights waited on memory (`perf`), and each row is read once per tile block.
+            if (r + 1 < count) {
+                const char *ahead = (const char *)data + (row + cols + (ptrdiff_t)ic * 9) * size;
+                for (int k = 0; k < 9 * lanes * size; k += 64) _mm_prefetch(ahead + k, _MM_HINT_T0);
             }
             const __mmask16 valid = lanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
             v16 w[9];
