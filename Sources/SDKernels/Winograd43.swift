@@ -7,7 +7,9 @@ import CKernels
 /// patch at (4ty − 1, 4tx − 1)); per block of output channels, U = G g Gᵀ and 36 GEMMs
 /// M[ξ] = U[ξ] · V[ξ] by Gemm.microKernel; then y = Aᵀ M A. Its transforms have larger
 /// coefficients (up to 8 and 1/24), so it rounds more than F(2, 3): `MaxNMSE.winograd43`.
-/// bf16 products keep F(2, 3), whose error stays below the bf16 rounding.
+/// bf16 products keep F(2, 3), whose error stays below the bf16 rounding. Under the AVX-512
+/// variants the three transforms run in C (`pd_winograd43_*_avx512`, 16 tiles or channels per
+/// zmm), bitwise equal to the Swift code below, which every other variant runs.
 ///
 /// Matrices (Lavin & Gray 2015, points 0, ±1, ±2):
 ///   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
