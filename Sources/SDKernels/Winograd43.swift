@@ -1,3 +1,5 @@
+import CKernels
+
 /// Winograd F(4×4, 3×3) for 3×3, stride 1, padding 1, f32 products only: each 4×4 output
 /// tile costs 36 multiplies per (input, output) channel pair instead of 144 (direct) or 64
 /// (four F(2×2, 3×3) tiles), i.e. 1.78× fewer than `Winograd`. Same structure as
@@ -5,7 +7,9 @@
 /// patch at (4ty − 1, 4tx − 1)); per block of output channels, U = G g Gᵀ and 36 GEMMs
 /// M[ξ] = U[ξ] · V[ξ] by Gemm.microKernel; then y = Aᵀ M A. Its transforms have larger
 /// coefficients (up to 8 and 1/24), so it rounds more than F(2, 3): `MaxNMSE.winograd43`.
-/// bf16 products keep F(2, 3), whose error stays below the bf16 rounding.
+/// bf16 products keep F(2, 3), whose error stays below the bf16 rounding. Under the AVX-512
+/// variants the three transforms run in C (`pd_winograd43_*_avx512`, 16 tiles or channels per
+/// zmm), bitwise equal to the Swift code below, which every other variant runs.
 ///
 /// Matrices (Lavin & Gray 2015, points 0, ±1, ±2):
 ///   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
@@ -25,6 +29,17 @@ enum Winograd43 {
     static let roomyTransformedInput = 1 << 22
 
     typealias Tiles = Winograd.Tiles
+
+    /// The 4×4 tiles as the C transforms (winograd43_transforms.c) take them; nil where
+    /// the sizes would not fit their 32-bit fields.
+    static func cTiles(_ tiling: Tiles) -> pd_winograd_tiles? {
+        let g = tiling.g
+        guard tiling.size == 4, g.channels <= Int(Int32.max), g.width <= Int(Int32.max),
+              g.height <= Int(Int32.max) else { return nil }
+        return pd_winograd_tiles(channels: Int32(g.channels), width: Int32(g.width), height: Int32(g.height),
+                                 tiles_x: Int32(tiling.tilesX), tiles_y: Int32(tiling.tilesY), plane_size: g.planeSize,
+                                 channel_stride: g.channelStride)
+    }
 
     /// Where F(4, 3) measured faster than F(2, 3) (`pocketsd bench --precision f32`, 2
     /// threads, GFLOP/s of the direct algorithm): 459 vs 396 at 320 ch 64×64, 408 vs 347 at
@@ -118,6 +133,11 @@ enum Winograd43 {
     static func transformInput(_ tiling: Tiles, _ x: UnsafePointer<Float>, firstTile t0: Int, count tb: Int,
                                panels: Int, into vp: UnsafeMutablePointer<Float>, patch: UnsafeMutablePointer<Float>) {
         let v = V.scalarCount, w = 2 * v
+        if Kernels.variant.usesAVX512Transforms, w % 16 == 0, panels * w <= Int(PD_WINOGRAD43_MAX_LANES),
+           var c = cTiles(tiling) {
+            pd_winograd43_input_avx512(&c, x, t0, Int32(tb), Int32(panels), Int32(w), vp, panels * tiling.g.channels * w)
+            return
+        }
         let g = tiling.g, cin = g.channels, width = g.width, height = g.height, cs = g.channelStride
         let xiStride = panels * cin * w, total = cin * cs
         let laneIndex = V.laneIndex
@@ -196,6 +216,11 @@ enum Winograd43 {
     /// vectorised over input channels as in `Winograd.transformWeights`.
     static func transformWeights(_ weight: WeightMatrix, firstRow n0: Int, count mc: Int,
                                  into u: UnsafeMutablePointer<Float>, rowBuffer t: UnsafeMutablePointer<Float>) {
+        if Kernels.variant.usesAVX512Transforms {
+            pd_winograd43_weights_avx512(Int32(weight.type.rawValue), weight.data, weight.scales, Int32(weight.cols),
+                                         n0, Int32(mc), u)
+            return
+        }
         let v = V.scalarCount
         let cin = weight.cols / 9
         let cinPadded = (cin + v - 1) / v * v
@@ -239,6 +264,11 @@ enum Winograd43 {
                                 bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                                 output y: UnsafeMutablePointer<Float>, patch: UnsafeMutablePointer<Float>) {
         let v = V.scalarCount
+        if Kernels.variant.usesAVX512Transforms, ldm % 16 == 0, tb <= Int(PD_WINOGRAD43_MAX_LANES),
+           var c = cTiles(tiling) {
+            pd_winograd43_output_avx512(&c, m, ldm, n0, Int32(mc), t0, Int32(tb), bias, residual, y)
+            return
+        }
         let g = tiling.g, width = g.width, height = g.height, cs = g.channelStride
         let xiStride = mc * ldm
         for r in 0..<mc {

@@ -182,6 +182,27 @@ void pd_winograd23_weights_bf16_avx512(int type, const void *data, const float *
 void pd_winograd23_weights_f32_avx512(int type, const void *data, const float *scales, int cols, long first_row,
                                       int count, float *u, ptrdiff_t xi_stride);
 
+/// Winograd F(4×4, 3×3) transforms for AVX-512 (winograd43_transforms.c; `g` describes 4×4
+/// tiles: tiles_x = ⌈width/4⌉), 16 tiles or input channels per vector, bitwise equal to their
+/// Swift twins (`Winograd43.transformInput`, `.transformOutput`, `.transformWeights`). Only
+/// call them where `pd_cpu_features()` reports PD_CPU_AVX512.
+///   input:  V of tiles first_tile ..< first_tile + count, all channels, into `panels` panels
+///           of `panel_width` (a multiple of 16) lanes: dst[ξ·xi_stride + panel·Cin·panel_width
+///           + ic·panel_width + lane], ξ < 36; lanes past `count` 0.
+///   output: y (+ bias[first_row + r], + residual) from m[ξ][r][tile] (row stride ldm, a
+///           multiple of 16: whole groups of 16 tiles are read), r < rows.
+///   weights: U = G g Gᵀ of weight rows first_row ..< first_row + count (`type` 0 f32, 1 f16,
+///           2 int8 times scales[row]; rows of `cols` = 9·Cin values) into f32
+///           u[ξ·count·Cin + r·Cin + ic].
+enum { PD_WINOGRAD43_MAX_LANES = 512 };  ///< panels × panel_width of an input call, count of an output call, at most
+void pd_winograd43_input_avx512(const pd_winograd_tiles *g, const float *x, long first_tile, int count,
+                                int panels, int panel_width, float *dst, ptrdiff_t xi_stride);
+void pd_winograd43_output_avx512(const pd_winograd_tiles *g, const float *m, ptrdiff_t ldm, long first_row,
+                                 int rows, long first_tile, int count, const float *bias, const float *residual,
+                                 float *y);
+void pd_winograd43_weights_avx512(int type, const void *data, const float *scales, int cols, long first_row,
+                                  int count, float *u);
+
 /// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
 /// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
 /// `lda` apart, B packed as [depth/4][columns][4] int8 (depth a multiple of 4, columns a
