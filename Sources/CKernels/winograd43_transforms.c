@@ -26,13 +26,9 @@
 #include "CKernels.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "winograd_avx512.h"
 
 #pragma clang fp contract(off)
-
-#define PD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-
-typedef __m512 v16;
 
 // Bits q (0 ≤ q < 16) with lo ≤ q < hi.
 static inline __mmask16 span_mask(ptrdiff_t lo, ptrdiff_t hi) {
@@ -41,17 +37,6 @@ static inline __mmask16 span_mask(ptrdiff_t lo, ptrdiff_t hi) {
     if (hi <= lo) return 0;
     unsigned bits = (hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1);
     return (__mmask16)bits;
-}
-
-// Where tile t starts: image plane offset, tile row, tile column.
-typedef struct { ptrdiff_t plane; int ty, tx; } tile_origin;
-
-static inline tile_origin locate(const pd_winograd_tiles *g, long t) {
-    long per_image = (long)g->tiles_y * g->tiles_x;
-    long b = t / per_image, rest = t - b * per_image;
-    int ty = (int)(rest / g->tiles_x);
-    tile_origin o = { b * g->plane_size, ty, (int)(rest - (long)ty * g->tiles_x) };
-    return o;
 }
 
 // MARK: the 1-D transforms (Winograd43.bt, .at, .gt)
@@ -321,66 +306,28 @@ void pd_winograd43_output_avx512(const pd_winograd_tiles *g, const float *m, ptr
 
 // MARK: weight transform
 
-// The [channel][3][3] weights of channels ic ..< ic + lanes of a row as floats (q8: times
-// the row's scale) into out[9 · lanes] (as `Winograd.transposedRow` converts them).
-PD_AVX512 static inline void weight_block(int type, const void *data, float scale, ptrdiff_t at, int lanes,
-                                          float *out) {
-    const int values = 9 * lanes;
-    for (int k = 0; k < values; k += 16) {
-        const __mmask16 m = values - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (values - k)) - 1);
-        v16 f;
-        if (type == 0) {
-            f = _mm512_maskz_loadu_ps(m, (const float *)data + at + k);
-        } else if (type == 1) {
-            f = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)data + at + k));
-        } else {
-            __m128i q = _mm_maskz_loadu_epi8(m, (const int8_t *)data + at + k);
-            f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(scale));
-        }
-        if (m == 0xFFFF)
-            _mm512_storeu_ps(out + k, f);
-        else
-            _mm512_mask_storeu_ps(out + k, m, f);
-    }
-}
-
 PD_AVX512
 void pd_winograd43_weights_avx512(int type, const void *data, const float *scales, int cols, long first_row,
                                   int count, float *u) {
-    const int cin = cols / 9, blocks = (cin + 15) / 16;
+    const int cin = cols / 9;
     const ptrdiff_t xi_stride = (ptrdiff_t)count * cin;
     const int size = type == 0 ? 4 : type == 1 ? 2 : 1;  // bytes per stored weight
-    __m512i index[9];
-    for (int e = 0; e < 9; e++)
-        index[e] = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-                                                                         14, 15), _mm512_set1_epi32(9)),
-                                    _mm512_set1_epi32(e));
-    // Two blocks of 16 channels in flight, as in pd_winograd23_weights_bf16_avx512: block
-    // b + 1 is loaded and converted while block b is gathered.
-    float block[2][144];
+    weight_row_reader reader;
+    weight_reader_init(&reader, type, data, cols);
     for (int r = 0; r < count; r++) {
-        const long n = first_row + r;
-        const float scale = type == 2 ? scales[n] : 1.0f;
-        const ptrdiff_t row = n * (ptrdiff_t)cols;
+        const ptrdiff_t row = (first_row + r) * (ptrdiff_t)cols;
         float *dst = u + (ptrdiff_t)r * cin;
-        weight_block(type, data, scale, row, cin < 16 ? cin : 16, block[0]);
-        for (int b = 0; b < blocks; b++) {
+        weight_reader_row(&reader, first_row + r, scales);
+        for (int b = 0; b < reader.blocks; b++) {
             const int ic = 16 * b, lanes = cin - ic < 16 ? cin - ic : 16;
-            if (b + 1 < blocks) {
-                const int next = ic + 16;
-                weight_block(type, data, scale, row + (ptrdiff_t)next * 9, cin - next < 16 ? cin - next : 16,
-                             block[(b + 1) & 1]);
-            }
             // The next row's weights of this block: the loads of the stored (often int8)
             // weights waited on memory (`perf`), and each row is read once per tile block.
             if (r + 1 < count) {
                 const char *ahead = (const char *)data + (row + cols + (ptrdiff_t)ic * 9) * size;
                 for (int k = 0; k < 9 * lanes * size; k += 64) _mm_prefetch(ahead + k, _MM_HINT_T0);
             }
-            const __mmask16 valid = lanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
             v16 w[9];
-            for (int e = 0; e < 9; e++)
-                w[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index[e], block[b & 1], 4);
+            const __mmask16 valid = weight_reader_block(&reader, b, w);
             // G down each kernel column (q[i][k]), then along each row: u[6i + j].
             v16 q[3][6];
             for (int k = 0; k < 3; k++) gt(w[k], w[3 + k], w[6 + k], q[k]);

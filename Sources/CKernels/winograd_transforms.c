@@ -22,13 +22,9 @@
 #include "CKernels.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "winograd_avx512.h"
 
 #pragma clang fp contract(off)
-
-#define PD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-
-typedef __m512 v16;
 
 // Lanes s + i (i < 16) with 0 ≤ s + i < limit.
 PD_AVX512 static inline __mmask16 range_mask(ptrdiff_t s, ptrdiff_t limit) {
@@ -37,17 +33,6 @@ PD_AVX512 static inline __mmask16 range_mask(ptrdiff_t s, ptrdiff_t limit) {
     if (hi <= lo) return 0;
     unsigned bits = (hi >= 16 ? 0xFFFFu : (1u << hi) - 1) & ~((1u << lo) - 1);
     return (__mmask16)bits;
-}
-
-// Where tile t starts: image plane offset, tile row, tile column.
-typedef struct { ptrdiff_t plane; int ty, tx; } tile_origin;
-
-static inline tile_origin locate(const pd_winograd_tiles *g, long t) {
-    long per_image = (long)g->tiles_y * g->tiles_x;
-    long b = t / per_image, rest = t - b * per_image;
-    int ty = (int)(rest / g->tiles_x);
-    tile_origin o = { b * g->plane_size, ty, (int)(rest - (long)ty * g->tiles_x) };
-    return o;
 }
 
 // Bᵀ d B on the 16 values of a 4×4 patch d[4r + c], in place (Winograd.inputTile).
@@ -303,44 +288,17 @@ PD_AVX512 static inline void weight_tile(const v16 g[9], v16 u[16]) {
 #undef GT
 }
 
-// The [channel][3][3] weights of channels ic ..< ic + lanes of row n as floats (q8: times
-// the row's scale) into out[9 · lanes].
-PD_AVX512 static inline void weight_block(int type, const void *data, float scale, ptrdiff_t at, int lanes,
-                                          float *out) {
-    const int values = 9 * lanes;
-    for (int k = 0; k < values; k += 16) {
-        const __mmask16 m = values - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (values - k)) - 1);
-        v16 f;
-        if (type == 0) {
-            f = _mm512_maskz_loadu_ps(m, (const float *)data + at + k);
-        } else if (type == 1) {
-            f = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)data + at + k));
-        } else {
-            __m128i q = _mm_maskz_loadu_epi8(m, (const int8_t *)data + at + k);
-            f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(scale));
-        }
-        _mm512_mask_storeu_ps(out + k, m, f);
-    }
-}
-
 // U = G g Gᵀ of weight rows first_row ..< first_row + count into f32 rows of `cin` (`bf16` 0:
 // Winograd.transformWeights' u[ξ][r][ic]) or bf16 pair rows of ⌈cin/2⌉, rows up to a whole
 // PD_BF16_TILE_ROWS zero (`bf16` 1: Winograd.transformWeightsBF16's A rows).
 PD_AVX512 static inline void transform_weight_rows(int type, const void *data, const float *scales, int cols,
                                                    long first_row, int count, void *out, ptrdiff_t xi_stride,
                                                    int bf16) {
-    const int cin = cols / 9, pairs = (cin + 1) / 2, blocks = (cin + 15) / 16;
+    const int cin = cols / 9, pairs = (cin + 1) / 2;
     const int row_words = bf16 ? pairs : cin;
     const int padded = bf16 ? (count + PD_BF16_TILE_ROWS - 1) / PD_BF16_TILE_ROWS * PD_BF16_TILE_ROWS : count;
-    __m512i index[9];
-    for (int e = 0; e < 9; e++)
-        index[e] = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-                                                                         14, 15), _mm512_set1_epi32(9)),
-                                    _mm512_set1_epi32(e));
-    // Two blocks of 16 channels in flight: block b + 1 is loaded and converted while block b
-    // is gathered, so the gathers do not wait on the stores just made (store forwarding does
-    // not serve gathers) and the weight loads overlap the arithmetic.
-    float block[2][144];
+    weight_row_reader reader;
+    weight_reader_init(&reader, type, data, cols);
     for (int r = 0; r < padded; r++) {
         uint32_t *dst = (uint32_t *)out + (ptrdiff_t)r * row_words;  // 4-byte words either way
         if (r >= count) {
@@ -348,21 +306,11 @@ PD_AVX512 static inline void transform_weight_rows(int type, const void *data, c
                 for (int i = 0; i < pairs; i++) dst[xi * xi_stride + i] = 0;
             continue;
         }
-        const long n = first_row + r;
-        const float scale = type == 2 ? scales[n] : 1.0f;
-        const ptrdiff_t row = n * (ptrdiff_t)cols;
-        weight_block(type, data, scale, row, cin < 16 ? cin : 16, block[0]);
-        for (int b = 0; b < blocks; b++) {
+        weight_reader_row(&reader, first_row + r, scales);
+        for (int b = 0; b < reader.blocks; b++) {
             const int ic = 16 * b, lanes = cin - ic < 16 ? cin - ic : 16;
-            if (b + 1 < blocks) {
-                const int next = ic + 16;
-                weight_block(type, data, scale, row + (ptrdiff_t)next * 9, cin - next < 16 ? cin - next : 16,
-                             block[(b + 1) & 1]);
-            }
-            const __mmask16 valid = lanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
             v16 g[9], u[16];
-            for (int e = 0; e < 9; e++)
-                g[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, index[e], block[b & 1], 4);
+            const __mmask16 valid = weight_reader_block(&reader, b, g);
             weight_tile(g, u);
             if (!bf16) {
                 for (int xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps((float *)dst + xi * xi_stride + ic, valid, u[xi]);

@@ -146,3 +146,24 @@ func outputBuffer(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) -
     out.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
     return out
 }
+
+/// The kernel-variant tests' shared steps: run under a forced variant, compare bit for bit.
+extension XCTestCase {
+    /// Runs `body` with `Kernels.variant` set to `v`, restoring the previous variant after.
+    func with<R>(_ v: KernelVariant, _ body: () -> R) -> R {
+        let saved = Kernels.variant
+        Kernels.variant = v
+        defer { Kernels.variant = saved }
+        return body()
+    }
+
+    /// The first element whose bits differ from the portable result, or nil when all agree
+    /// (a count mismatch fails the test).
+    func firstDifference(_ a: [Float], _ b: [Float]) -> String? {
+        XCTAssertEqual(a.count, b.count)
+        for i in 0..<min(a.count, b.count) where a[i].bitPattern != b[i].bitPattern {
+            return "element \(i): \(a[i]) vs portable \(b[i])"
+        }
+        return nil
+    }
+}

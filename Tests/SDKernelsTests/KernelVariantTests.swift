@@ -19,21 +19,6 @@ final class KernelVariantTests: XCTestCase {
         guard Gemm.nativeBlockFits else { throw XCTSkip("this build's vector width has no C block product") }
     }
 
-    /// Runs `body` with `Kernels.variant` set to `v`, restoring the previous variant after.
-    func with<R>(_ v: KernelVariant, _ body: () -> R) -> R {
-        let saved = Kernels.variant
-        Kernels.variant = v
-        defer { Kernels.variant = saved }
-        return body()
-    }
-
-    func firstDifference(_ a: [Float], _ b: [Float]) -> String? {
-        for i in 0..<a.count where a[i].bitPattern != b[i].bitPattern {
-            return "element \(i): \(a[i]) vs portable \(b[i])"
-        }
-        return nil
-    }
-
     /// One block product: rows (tails of the 6- and 14-row tiles), columns (partial panels,
     /// odd panel counts for the 32-column AVX-512 tile), depth (1, odd, deep), C strided,
     /// with and without bias and addend (separate, and aliasing C).

@@ -15,21 +15,6 @@ final class Winograd43VariantTests: XCTestCase {
         }
     }
 
-    func with<R>(_ v: KernelVariant, _ body: () -> R) -> R {
-        let saved = Kernels.variant
-        Kernels.variant = v
-        defer { Kernels.variant = saved }
-        return body()
-    }
-
-    func firstDifference(_ a: [Float], _ b: [Float]) -> String? {
-        XCTAssertEqual(a.count, b.count)
-        for i in 0..<min(a.count, b.count) where a[i].bitPattern != b[i].bitPattern {
-            return "element \(i): \(a[i]) vs portable \(b[i])"
-        }
-        return nil
-    }
-
     /// Shapes: whole tile rows of ≥ 16 tiles (64 wide), rows longer than 16 tiles starting
     /// mid-row (130 wide), rows shorter than 16 (32 wide: 8 tiles, 15 wide: 4 tiles) so that
     /// groups cross rows and images, odd sizes (width/height not multiples of 4), odd
