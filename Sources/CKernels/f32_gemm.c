@@ -27,7 +27,7 @@ unsigned pd_cpu_features(void) {
     if (!osxsave || !avx) return 0;
     unsigned long long xcr0 = read_xcr0();
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    unsigned ebx7 = b, edx7 = d;
+    unsigned ebx7 = b, c7 = c, edx7 = d;
     int avx2 = (ebx7 >> 5) & 1;
     if ((xcr0 & XCR0_YMM) == XCR0_YMM && avx2 && fma && f16c) features |= PD_CPU_AVX2_FMA;
     int avx512 = ((ebx7 >> 16) & 1) && ((ebx7 >> 30) & 1) && ((ebx7 >> 31) & 1);  // F, BW, VL
@@ -35,6 +35,11 @@ unsigned pd_cpu_features(void) {
         features |= PD_CPU_AVX512;
         __get_cpuid_count(7, 1, &a, &b, &c, &d);
         if ((a >> 5) & 1) features |= PD_CPU_AVX512_BF16;
+        if ((c7 >> 11) & 1) features |= PD_CPU_AVX512_VNNI;
+    }
+    if (features & PD_CPU_AVX2_FMA) {
+        __get_cpuid_count(7, 1, &a, &b, &c, &d);
+        if ((a >> 4) & 1) features |= PD_CPU_AVX_VNNI;
     }
     // AMX: the tile state also needs arch_prctl(ARCH_REQ_XCOMP_PERM) before the first tile
     // instruction, which pd_amx_bf16_available (bf16_amx.c) asks for.

@@ -71,6 +71,8 @@ enum {
     PD_CPU_AVX512 = 2,        ///< AVX-512 F/BW/VL, zmm and opmask state saved
     PD_CPU_AVX512_BF16 = 4,   ///< AVX512_BF16 (vdpbf16ps)
     PD_CPU_AMX_BF16 = 8,      ///< AMX-TILE + AMX-BF16, tile state enabled in XCR0 (pd_amx_bf16_available also asks Linux for it)
+    PD_CPU_AVX512_VNNI = 16,  ///< AVX512_VNNI (vpdpbusd on zmm), with PD_CPU_AVX512
+    PD_CPU_AVX_VNNI = 32,     ///< AVX-VNNI (vpdpbusd on ymm, VEX), with PD_CPU_AVX2_FMA
 };
 
 /// The PD_CPU_* features of this CPU (0 off x86_64; ARM64 features come from getauxval).
@@ -202,6 +204,38 @@ void pd_winograd43_output_avx512(const pd_winograd_tiles *g, const float *m, ptr
                                  float *y);
 void pd_winograd43_weights_avx512(int type, const void *data, const float *scales, int cols, long first_row,
                                   int count, float *u);
+
+/// int8 products (`Kernels.Precision.int8`, SDKernels' `I8Gemm`): the file's per-row int8
+/// weights times activations quantised per column and per block of 32 k (symmetric, scale
+/// max|x| / 127: stable-diffusion.cpp's q8_0 for activations), exact int32 sums per block.
+enum {
+    PD_I8_BLOCK_DEPTH = 32,      ///< k per activation scale
+    PD_I8_TILE_ROWS = 12,        ///< A rows readable past `rows`, up to a multiple of this
+    PD_I8_PANEL_COLUMNS = 32,    ///< columns per B panel
+    /// Bytes of one block of one B panel: q[8][32][4] int8 (the quad k = 4i … 4i+3 of column
+    /// p at [i][p]), then scale[32] float, then corr[32] int32 = 128 · Σ_k q[k][p].
+    PD_I8_PANEL_BLOCK_BYTES = 32 * 32 + 32 * 4 + 32 * 4,
+};
+
+/// C[r, p] = f · scale[r] + bias[r] + addend[r·ldc + p] for r < rows, p < columns, each
+/// operation rounded on its own (no fused multiply-add in the epilogue), where
+///   f = Σ_b float(s_b) · xscale_b[p] over the blocks b = 0 ..< blocks in order, f starting
+///       at +0.0 and each term added by one fused multiply-add: f = fma(float(s_b), xscale_b[p], f);
+///   s_b = Σ_{k in block b} A[r, k] · q_b[k, p] − corr_b[p], exact in int32 (= Σ w_q · x_q:
+///       A holds each int8 weight plus 128 as uint8, the form x86's u8 × s8 dot products take;
+///       corr_b removes the 128s; arm64's s8 × s8 `sdot` flips A back and skips corr).
+///   a: rows of blocks · 32 uint8, `lda` bytes apart (a multiple of 4); 128 (weight 0) past
+///      the real depth; rows up to the next multiple of PD_I8_TILE_ROWS must be readable (their
+///      results are dropped).
+///   b: column panels of `blocks` records of PD_I8_PANEL_BLOCK_BYTES each, `b_panel_stride`
+///      bytes apart (64-byte aligned); q, scale and corr are 0 for columns past `columns` and
+///      q for k past the real depth.
+///   scale, bias, addend may be NULL (1, 0, 0); addend has row stride ldc and may be c.
+/// `portable` is plain C for every CPU and the reference of the others, which are bitwise equal
+/// to it (integer sums are exact in any order; the f32 steps are fixed above).
+void pd_i8_gemm_block_portable(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+                               const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                               const float *scale, const float *bias, const float *addend);
 
 /// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
 /// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
