@@ -27,7 +27,7 @@ enum Attention {
                           output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         if tq == 0 || heads == 0 || batch == 0 || d == 0 { return }
         precondition(tk > 0, "attention needs at least one key")
-        if pool.precision == .bf16 && !causal {
+        if pool.precision.elsewhere == .bf16 && !causal {
             attentionBF16(query: q, key: k, value: v, heads: heads, headDim: d, batch: batch, queryTokens: tq,
                           keyTokens: tk, output: y, pool: pool)
             return

@@ -10,6 +10,19 @@ extension Kernels {
         /// significant bits, about twice the multiply-adds per cycle where the CPU has
         /// bf16 dot products.
         case bf16
+        /// int8 activations times the file's int8 weights, exact int32 sums (`I8Gemm`): the
+        /// activations quantised per column and per block of 32 k as stable-diffusion.cpp's
+        /// q8_0 does, twice bf16's multiply-adds per cycle where the CPU has int8 dot products
+        /// (AVX512-VNNI, AVX-VNNI, arm64 `sdot`). Covers the linear layers and the convolutions
+        /// that run as implicit GEMM, for weights stored as int8; attention, the Winograd 3×3
+        /// convolutions and other weights run at `elsewhere`.
+        case int8
+
+        /// The precision of the products `int8` does not cover: bf16 where the kernel variant
+        /// has native bf16 products, else f32. Every other precision is its own.
+        var elsewhere: Kernels.Precision {
+            self == .int8 ? (Kernels.variant.hasNativeBF16 ? .bf16 : .f32) : self
+        }
     }
 }
 

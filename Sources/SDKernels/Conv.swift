@@ -21,7 +21,7 @@ enum Conv {
                        pool: ThreadPool, blocking: Gemm.Blocking? = nil,
                        algorithm: Kernels.ConvAlgorithm = .direct) {
         precondition(weight.cols == g.channels * g.kernel * g.kernel, "conv weight is not [Cout, Cin·k·k]")
-        let f32 = pool.precision == .f32
+        let f32 = pool.precision.elsewhere == .f32
         if Winograd.applies(to: g) && f32 && (algorithm == .winograd43
                                               || algorithm == .automatic && Winograd43.pays(for: g, outChannels: weight.rows)) {
             Winograd43.conv3x3(weight, geometry: g, input: x, bias: bias, residual: residual, output: y, pool: pool)
@@ -41,14 +41,17 @@ enum Conv {
         }
         // Gemm's blocking in bf16 too: wider column blocks would grow the f32 im2col block.
         let blocking = blocking ?? Gemm.blocking
-        let bf16 = pool.precision == .bf16
-        let w = bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount, n = weight.rows
+        let int8 = pool.precision == .int8 && weight.type == .q8
+        let bf16 = !int8 && pool.precision.elsewhere == .bf16
+        let w = int8 ? I8Gemm.panelColumns : bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount, n = weight.rows
         let parts = Gemm.partCount(rows: n, columns: columns, tileColumns: w, threads: pool.threads)
         pool.run(parts: parts) { part in
             let (rows, cols) = Gemm.partition(rows: n, columns: columns, tileColumns: w, threads: pool.threads,
                                               part: part, parts: parts)
             if rows.isEmpty || cols.isEmpty { return }
-            let gemmFloats = bf16
+            let gemmFloats = int8
+                ? I8Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking, f32Panels: true)
+                : bf16
                 ? BF16Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking, f32Panels: true)
                 : Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking)
             let scratch = pool.scratch(part: part, count: gemmFloats)
@@ -56,13 +59,17 @@ enum Conv {
             let blockColumns = min(cols.count, blocking.maxColumns)
             let origins = UnsafeMutablePointer<ColumnOrigin>.allocate(capacity: blockColumns)
             defer { origins.deallocate() }
+            let im2col: BF16Gemm.BSource = .f32Panels({ k0, kc, p0, np, dst in
+                packIm2col(g, x, row: k0, depth: kc, column: p0, count: np, into: dst, origins: origins)
+            })
+            if int8 {
+                I8Gemm.multiply(weight, rows: rows, columns: cols, output: y, rowStride: columns, bias: bias,
+                                residual: residual, scratch: scratch, blocking: blocking, source: im2col)
+                return
+            }
             if bf16 {
                 BF16Gemm.multiply(weight, rows: rows, columns: cols, output: y, rowStride: columns, bias: bias,
-                                  residual: residual, scratch: scratch, blocking: blocking,
-                                  source: .f32Panels({ k0, kc, p0, np, dst in
-                                      packIm2col(g, x, row: k0, depth: kc, column: p0, count: np, into: dst,
-                                                 origins: origins)
-                                  }))
+                                  residual: residual, scratch: scratch, blocking: blocking, source: im2col)
                 return
             }
             Gemm.multiply(weight, rows: rows, columns: cols, output: y, rowStride: columns,

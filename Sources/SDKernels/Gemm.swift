@@ -354,7 +354,12 @@ enum Gemm {
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
                        blocking: Blocking? = nil) {
-        if pool.precision == .bf16 {
+        if pool.precision == .int8 && weight.type == .q8 {
+            I8Gemm.linear(weight, input: x, columns: p, bias: bias, residual: residual, output: y, pool: pool,
+                          blocking: blocking ?? I8Gemm.blocking)
+            return
+        }
+        if pool.precision.elsewhere == .bf16 {
             BF16Gemm.linear(weight, input: x, columns: p, bias: bias, residual: residual, output: y, pool: pool,
                             blocking: blocking ?? BF16Gemm.blocking)
             return

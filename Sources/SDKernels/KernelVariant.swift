@@ -49,6 +49,29 @@ public enum KernelVariant: String, CaseIterable, Sendable {
         }
     }
 
+    /// The kernel behind `I8Gemm.block` (`--precision int8`) under this variant: `vpdpbusd`
+    /// 16 wide where the variant runs AVX-512 and the CPU has AVX512-VNNI, 8 wide where it has
+    /// AVX-VNNI, on arm64 `sdot` where the CPU has the dot-product extension (any variant:
+    /// arm64 has only `portable`), else the portable C reference. (AMX-INT8 is not used: with
+    /// an activation scale per 32 k, each tile product would be followed by a store and a
+    /// vector pass over its 16 × 16 sums, which the zmm kernel does in registers.)
+    var i8Implementation: I8Gemm.Implementation {
+        #if arch(arm64)
+        return pd_i8_sdot_available() != 0 ? .sdot : .portable
+        #else
+        let f = Self.cpuFeatures
+        switch self {
+        case .portable: return .portable
+        case .avx512, .avx512BF16, .amx where f & UInt32(PD_CPU_AVX512_VNNI) != 0: return .avx512VNNI
+        case .avx2, .avx512, .avx512BF16, .amx: return f & UInt32(PD_CPU_AVX_VNNI) != 0 ? .avxVNNI : .portable
+        }
+        #endif
+    }
+
+    /// The name of the kernel that runs int8 products under this variant: "avx512-vnni",
+    /// "avx-vnni", "sdot" or "portable".
+    public var int8KernelName: String { i8Implementation.name }
+
     /// AMX-BF16 present and the tile state granted by the OS (asked for once, at the first
     /// use: the request is process-wide).
     private static let amxGranted = pd_amx_bf16_available() != 0
@@ -100,7 +123,8 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     public static var featureNames: String {
         let f = cpuFeatures
         let names = [(PD_CPU_AVX2_FMA, "avx2+fma+f16c"), (PD_CPU_AVX512, "avx512f/bw/vl"),
-                     (PD_CPU_AVX512_BF16, "avx512-bf16"), (PD_CPU_AMX_BF16, "amx-bf16")]
+                     (PD_CPU_AVX512_BF16, "avx512-bf16"), (PD_CPU_AVX512_VNNI, "avx512-vnni"),
+                     (PD_CPU_AVX_VNNI, "avx-vnni"), (PD_CPU_AMX_BF16, "amx-bf16")]
             .filter { f & UInt32($0.0) != 0 }.map(\.1)
         #if arch(arm64)
         return names.isEmpty ? "neon" : names.joined(separator: " ")
@@ -168,7 +192,10 @@ extension Kernels {
     /// The variant every block product runs (process-wide, like `precision`); set it before
     /// a run, not during one. Starts as `POCKETSD_KERNELS` or the best the CPU supports.
     nonisolated(unsafe) public static var variant: KernelVariant = initialVariant.0 {
-        didSet { BF16Gemm.implementation = variant.bf16Implementation }
+        didSet {
+            BF16Gemm.implementation = variant.bf16Implementation
+            I8Gemm.implementation = variant.i8Implementation
+        }
     }
 
     /// Why `POCKETSD_KERNELS` was ignored, if it was.

@@ -87,7 +87,7 @@ enum Winograd {
         let tiling = Tiles(g: g)
         let n = weight.rows, tileCount = tiling.count
         if n == 0 || tileCount == 0 { return }
-        let bf16 = pool.precision == .bf16
+        let bf16 = pool.precision.elsewhere == .bf16
         let w = bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount
         let parts = Gemm.partCount(rows: n, columns: tileCount, tileColumns: w, threads: pool.threads)
         // bf16 with the tiles split across parts: every part needs every U row, so U is

@@ -14,6 +14,11 @@ public enum PrecisionChoice: String, CaseIterable, Sendable {
     case f32
     /// bfloat16 operands, f32 accumulation (the portable twin where the CPU lacks bf16).
     case bf16
+    /// int8 activations (per column and block of 32, as stable-diffusion.cpp's q8_0) times the
+    /// file's int8 weights with int32 sums, for the linear layers and implicit-GEMM
+    /// convolutions (`Kernels.Precision.int8`); the rest as `auto` would run it. Only for int8
+    /// model files (`unsupportedReason`).
+    case int8
 }
 
 extension StableDiffusionPipeline {
@@ -22,8 +27,17 @@ extension StableDiffusionPipeline {
         switch choice {
         case .f32: return .f32
         case .bf16: return .bf16
+        case .int8: return .int8
         case .auto: return Self.unetWeightType(file) == .q8 && Kernels.variant.hasNativeBF16 ? .bf16 : .f32
         }
+    }
+
+    /// Why `choice` cannot run this model file, or nil when it can: int8 products take the
+    /// file's int8 weights as they are, so they need a file converted to int8.
+    public func unsupportedReason(_ choice: PrecisionChoice) -> String? {
+        let stored = Self.unetWeightType(file)
+        guard choice == .int8, stored != .q8 else { return nil }
+        return "int8 products need a model converted with --weights int8 (this file's UNet weights are \(stored == .f16 ? "fp16" : "fp32"))"
     }
 
     /// Sets the precision this pipeline's following runs use.

@@ -65,7 +65,7 @@ struct BenchCommand: ParsableCommand {
         let openStart = now()
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
         if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
-        pipeline.usePrecision(try PrecisionChoice.parse(precision))
+        try pipeline.usePrecision(option: precision)
         let openSeconds = now() - openStart
         let file = pipeline.file, pool = pipeline.pool
         let type = StableDiffusionPipeline.unetWeightType(file)
@@ -91,6 +91,7 @@ struct BenchCommand: ParsableCommand {
             Terminal.printJSON(.object([
                 ("model", .string(model)), ("weights", .string(weights)), ("kernel_weight_type", .string("\(type)")),
                 ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
+                ("int8_kernel", .string(Kernels.variant.int8KernelName)),
                 ("cpu_model", KernelVariant.cpuModelName.map { .string($0) } ?? .null),
                 ("cpu_features", .string(KernelVariant.featureNames)),
                 ("fma_peak_lanes", .number(Double(KernelBenchmark.peakLanes))),
@@ -118,7 +119,7 @@ struct BenchCommand: ParsableCommand {
             ]))
             return
         }
-        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(pipeline.precision.rawValue)), \(width)×\(height) (latent \(w)×\(h)), "
+        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(pipeline.precision.rawValue)\(int8Kernel(pipeline.precision))), \(width)×\(height) (latent \(w)×\(h)), "
               + "\(pool.threads) threads, load average \(load.map { format($0, 2) }.joined(separator: " ")) at start")
         print("CPU: \(KernelVariant.cpuModelName ?? "unknown") (\(KernelVariant.featureNames)); kernels: \(Kernels.variant.rawValue)")
         if !skipKernels {

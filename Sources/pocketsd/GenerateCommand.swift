@@ -223,7 +223,7 @@ struct GenerateCommand: ParsableCommand {
         var described = request
         described.scheduler = try pipeline.schedulerKind(for: request)
         if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
-        pipeline.usePrecision(try PrecisionChoice.parse(precision))
+        try pipeline.usePrecision(option: precision)
         if let vaeTile { pipeline.memoryPlan.vaeTiling = vaeTile == 0 ? nil : VAETiling(tileSize: vaeTile) }
         let loadSeconds = now() - start
         let loadMemory = MemoryStats.current()
@@ -304,6 +304,7 @@ struct GenerateCommand: ParsableCommand {
                 ("prediction_type", .string(pipeline.schedulerConfig(for: request).predictionType)),
                 ("width", .number(Double(request.width))), ("height", .number(Double(request.height))),
                 ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
+                ("int8_kernel", .string(Kernels.variant.int8KernelName)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),
@@ -317,7 +318,7 @@ struct GenerateCommand: ParsableCommand {
         if stats {
             let tiles = result.memoryPlan.vaeTiling.map { "\($0.tileSize) px tiles" } ?? "one piece"
             print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: "
-                  + "\(pipeline.precision.rawValue); kernels: \(Kernels.variant.rawValue); VAE decode: \(tiles)")
+                  + "\(pipeline.precision.rawValue)\(int8Kernel(pipeline.precision)); kernels: \(Kernels.variant.rawValue); VAE decode: \(tiles)")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
                   + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
             func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {

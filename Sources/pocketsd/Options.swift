@@ -1,9 +1,10 @@
 import ArgumentParser
+import SDKernels
 import SDPipeline
 
 extension PrecisionChoice {
     /// The help text of `--precision`, shared by generate and bench.
-    static let help = "Matrix-product precision: auto (bf16 for int8 model files when the kernels in use have bf16 dot products, avx512-bf16 or amx; else f32), f32 (exact) or bf16 (activations rounded to bfloat16; faster only with bf16 dot products)."
+    static let help = "Matrix-product precision: auto (bf16 for int8 model files when the kernels in use have bf16 dot products, avx512-bf16 or amx; else f32), f32 (exact), bf16 (activations rounded to bfloat16; faster only with bf16 dot products) or int8 (int8 model files: linear layers and 1×1 convolutions on int8 activations, per block of 32 as stable-diffusion.cpp's q8_0; faster with int8 dot products, AVX512-VNNI, AVX-VNNI or arm64 sdot)."
 
     /// `--precision`'s value, or a usage error that lists the choices.
     static func parse(_ text: String) throws -> PrecisionChoice {
@@ -12,4 +13,18 @@ extension PrecisionChoice {
         }
         return choice
     }
+}
+
+extension StableDiffusionPipeline {
+    /// Parses `--precision` and applies it, refusing a choice this model file cannot run.
+    func usePrecision(option text: String) throws {
+        let choice = try PrecisionChoice.parse(text)
+        if let reason = unsupportedReason(choice) { throw PipelineError.invalidRequest("--precision \(text): \(reason)") }
+        usePrecision(choice)
+    }
+}
+
+/// " (int8 products: NAME)" under `--precision int8`, for the reports; else "".
+func int8Kernel(_ precision: Kernels.Precision) -> String {
+    precision == .int8 ? " (int8 products: \(Kernels.variant.int8KernelName))" : ""
 }

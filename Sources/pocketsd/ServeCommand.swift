@@ -57,7 +57,7 @@ struct ServeCommand: ParsableCommand {
         }
         let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
                                                    memory: MemoryPolicy(rawValue: memory)!)
-        pipeline.usePrecision(try PrecisionChoice.parse(precision))
+        try pipeline.usePrecision(option: precision)
         var configuration = ServerConfiguration()
         configuration.host = host
         configuration.port = port

@@ -72,6 +72,8 @@ final class CLITests: XCTestCase {
         try assertFails(generate(["--images", "1000000"]), status: 2, "at most")
         try assertFails(generate(["--grid", "3x3"]), status: 2, "--grid")
         try assertFails(generate(["--precision", "fp8"]), status: 2, "--precision must be one of auto, f32, bf16")
+        try assertFails(generate(["--precision", "int8"]), status: 2,
+                        "--precision int8: int8 products need a model converted with --weights int8 (this file's UNet weights are fp16)")
         try assertFails(generate(["--memory", "lots"]), status: 2, "--memory must be one of")
         try assertFails(generate(["--vae-tile", "100"]), status: 2, "--vae-tile must be 0 or a multiple of 8")
         try assertFails(generate(["--vae-tile", "8"]), status: 2, "--vae-tile")

@@ -141,6 +141,38 @@ final class PipelineGoldenTests: XCTestCase {
         }
     }
 
+    /// `--precision int8` (int8 activations in the linear layers and implicit-GEMM
+    /// convolutions; attention and Winograd at bf16 where native, else f32) on int8 files:
+    /// measured on these cases, latents move by 2.1e-2 to 3.0e-2 (bf16: up to 1.14e-2): an
+    /// activation rounded to a step of its block's max / 127 errs about 3.5× as much as one
+    /// rounded to bf16's 8 significant bits, per product.
+    static let int8ActivationLatentTolerance: Float = 4.5e-2
+
+    func testInt8Precision() throws {
+        let cases = try Self.cases().filter { ["a-euler", "b-pndm", "a-dpm++2m-karras"].contains($0.name) }
+        XCTAssertEqual(cases.count, 3)
+        for c in cases {
+            let golden = try NPYArray(path: c.folder + "/latents.npy").floats
+            let pipeline = try StableDiffusionPipeline(modelPath: Self.modelFile(c.model, .int8), threads: 2)
+            XCTAssertNil(pipeline.unsupportedReason(.int8))
+            pipeline.usePrecision(.int8)
+            defer { pipeline.usePrecision(.f32) }
+            XCTAssertEqual(pipeline.precision, .int8)
+            let latents = try pipeline.generate(c.request).latents
+            let error = Self.relativeRMS(latents, golden)
+            print("\(c.name) int8 activations: latents relative RMS \(error)")
+            XCTAssertLessThanOrEqual(error, Self.int8ActivationLatentTolerance, "\(c.name) int8 activations")
+            pipeline.usePrecision(.auto)
+            let auto = try pipeline.generate(c.request).latents
+            XCTAssertGreaterThan(Self.relativeRMS(latents, auto), 1e-6, "\(c.name): int8 activations should differ from auto")
+        }
+        // Files without int8 weights are refused, with the reason.
+        let fp16 = try StableDiffusionPipeline(modelPath: Self.modelFile("tiny-sd-a", .fp16), threads: 1)
+        let reason = try XCTUnwrap(fp16.unsupportedReason(.int8))
+        XCTAssertTrue(reason.contains("--weights int8") && reason.contains("fp16"), reason)
+        XCTAssertNil(fp16.unsupportedReason(.bf16))
+    }
+
     /// The AMX kernel's body (on its scalar model of the tiles, so any CPU runs it) through a
     /// whole bf16 run: every linear, convolution, Winograd and attention product of the UNet,
     /// text encoder and VAE. It sums in the twin's order, so the latents are the twin's.

@@ -1,0 +1,255 @@
+import XCTest
+import CKernels
+@testable import SDKernels
+
+/// The int8 products (`Kernels.Precision.int8`) through `Gemm.linear` and `Kernels.conv2d`:
+///   1. the activations' quantisation, byte for byte against its definition written here;
+///   2. the products against the f32 reference run on the quantised operands (only the
+///      summation order differs: `MaxNMSE.linear`), which checks packing, blocking and kernel;
+///   3. against the exact f32 reference, within `maxNMSEExact`: what the mode costs;
+///   4. what int8 leaves to other precisions (other weights, Winograd convolutions).
+/// The per-ISA kernels are held bitwise to the portable one in I8GemmKernelTests.
+final class I8GemmTests: XCTestCase {
+    /// A uniform activation rounded to a step of max/127 errs by step²/12 in variance against
+    /// its own max²/3: 1 / (4 · 127²) ≈ 1.6e-5 relative; outputs average that over k.
+    /// Measured worst over these tests: see testLinearAwkwardShapes' report.
+    static let maxNMSEExact = 6e-5
+
+    override func tearDown() {
+        for pool in testPools { pool.precision = .f32 }
+    }
+
+    func withInt8<R>(_ body: () -> R) -> R {
+        for pool in testPools { pool.precision = .int8 }
+        defer { for pool in testPools { pool.precision = .f32 } }
+        return body()
+    }
+
+    /// The quantisation rule, scalar: per column, per block of 32 k from k = 0.
+    static func quantized(_ x: [Float], depth k: Int, columns p: Int) -> (q: [Int32], dequantized: [Float], scales: [Float]) {
+        var q = [Int32](repeating: 0, count: k * p), d = [Float](repeating: 0, count: k * p)
+        var scales: [Float] = []
+        for k0 in stride(from: 0, to: k, by: 32) {
+            for j in 0..<p {
+                var m: Float = 0
+                for i in k0..<min(k, k0 + 32) { m = max(m, abs(x[i * p + j])) }
+                let scale = m / 127
+                scales.append(scale)
+                for i in k0..<min(k, k0 + 32) where m > 0 {
+                    let v = Int32((x[i * p + j] * (127 / m)).rounded(.toNearestOrEven))
+                    q[i * p + j] = v
+                    d[i * p + j] = Float(v) * scale
+                }
+            }
+        }
+        return (q, d, scales)
+    }
+
+    /// One B block packed from rows, every byte against the rule: quads, scales, corrections,
+    /// zeros past the columns and the depth; and the same block packed from Gemm's f32
+    /// micro-panels (the implicit-GEMM convolutions' source) is the same bytes.
+    func testActivationPacking() {
+        var random = SeededRandom(seed: 31_000)
+        for (k, p) in [(32, 32), (70, 45), (5, 3), (64, 100), (33, 1)] {
+            // Magnitudes that differ by block and column, a zero column, an exact ±max.
+            var x = random.array(k * p)
+            for i in 0..<k { for j in 0..<p { x[i * p + j] *= Float(1 << ((i / 32 + j) % 7)) * 0.01 } }
+            for i in 0..<k { x[i * p] = 0 }
+            if p > 1 { x[p + 1] = -1000 }
+            let (q, _, scales) = Self.quantized(x, depth: k, columns: p)
+            let blocks = (k + 31) / 32, panels = (p + 31) / 32
+            let stride = I8Gemm.panelStride(depth: k)
+            XCTAssertEqual(stride, blocks * 1280)
+            var fromRows = [UInt8](repeating: 0xAA, count: panels * stride)
+            fromRows.withUnsafeMutableBytes { dst in
+                x.ptr { I8Gemm.packRows($0, rowStride: p, row: 0, depth: k, column: 0, count: p, into: dst.baseAddress!) }
+            }
+            for panel in 0..<panels {
+                for block in 0..<blocks {
+                    let record = panel * stride + block * 1280
+                    for column in 0..<32 {
+                        let j = panel * 32 + column
+                        var sum: Int32 = 0
+                        for i in 0..<32 {
+                            let kk = block * 32 + i
+                            let expected: Int32 = j < p && kk < k ? q[kk * p + j] : 0
+                            sum += expected
+                            let byte = fromRows[record + ((i / 4) * 32 + column) * 4 + i % 4]
+                            XCTAssertEqual(Int32(Int8(bitPattern: byte)), expected, "k \(k) p \(p): q[\(kk), \(j)]")
+                        }
+                        let scale = fromRows.withUnsafeBytes { $0.load(fromByteOffset: record + 1024 + 4 * column, as: Float.self) }
+                        let corr = fromRows.withUnsafeBytes { $0.load(fromByteOffset: record + 1152 + 4 * column, as: Int32.self) }
+                        XCTAssertEqual(scale, j < p ? scales[block * p + j] : 0, "k \(k) p \(p): scale of block \(block), column \(j)")
+                        XCTAssertEqual(corr, 128 * sum, "k \(k) p \(p): correction of block \(block), column \(j)")
+                    }
+                }
+            }
+            // The same operand through Gemm's f32 panels.
+            let fw = 2 * NativeF32.scalarCount
+            var f32Panels = [Float](repeating: 0, count: k * ((p + fw - 1) / fw * fw))
+            f32Panels.withUnsafeMutableBufferPointer { panelsBuffer in
+                x.ptr { Gemm.packRows($0, rowStride: p, row: 0, depth: k, column: 0, count: p, into: panelsBuffer.baseAddress!) }
+            }
+            var fromPanels = [UInt8](repeating: 0x55, count: panels * stride)
+            fromPanels.withUnsafeMutableBytes { dst in
+                f32Panels.ptr { I8Gemm.packPanels($0, depth: k, count: p, into: dst.baseAddress!) }
+            }
+            XCTAssertEqual(fromPanels, fromRows, "k \(k) p \(p): packed from f32 panels")
+        }
+    }
+
+    /// Weight rows: each int8 value + 128, then 128s past the depth and in the padding rows.
+    func testWeightPacking() {
+        var random = SeededRandom(seed: 31_100)
+        let weights = TestWeights(rows: 5, cols: 70, type: .q8, random: &random)
+        let width = I8Gemm.rowBytes(depth: 37)
+        XCTAssertEqual(width, 64)
+        var packed = [UInt8](repeating: 0, count: 12 * width)
+        packed.withUnsafeMutableBufferPointer {
+            I8Gemm.packWeights(weights.matrix, row: 1, count: 4, column: 30, depth: 37, into: $0.baseAddress!)
+        }
+        for r in 0..<12 {
+            for i in 0..<width {
+                let expected = r < 4 && i < 37
+                    ? UInt8(Int(weights.matrix.data.load(fromByteOffset: (1 + r) * 70 + 30 + i, as: Int8.self)) + 128) : 128
+                XCTAssertEqual(packed[r * width + i], expected, "row \(r) byte \(i)")
+            }
+        }
+    }
+
+    func testLinearAwkwardShapes() {
+        let shapes: [(n: Int, k: Int, p: Int)] = [
+            (1, 1, 1), (1, 3, 7), (7, 1, 3), (3, 17, 1), (13, 17, 33), (25, 33, 65), (12, 32, 32),
+            (40, 77, 5), (19, 65, 48), (24, 400, 70), (100, 800, 40),
+        ]
+        var seed: UInt64 = 31_200, worst = 0.0
+        for (n, k, p) in shapes {
+            for blocking in testBlockings + [("deep", Gemm.Blocking(maxDepth: 100, maxRows: 24, maxColumns: 64))] {
+                seed += 1
+                var random = SeededRandom(seed: seed)
+                let weights = TestWeights(rows: n, cols: k, type: .q8, random: &random)
+                let x = random.array(k * p), b = random.array(n), r = random.array(n * p)
+                let useBias = seed % 2 == 0, useResidual = seed % 3 != 0
+                let pool = testPools[Int(seed % 3)]
+                let label = "N=\(n) K=\(k) P=\(p) blocking=\(blocking.0)"
+                func reference(_ x: [Float]) -> [Float] {
+                    outputBuffer(n * p) { y in
+                        x.ptr { xp in b.ptr { bp in r.ptr { rp in
+                            ReferenceKernels.linear(weights.matrix, input: xp, columns: p, bias: useBias ? bp : nil,
+                                                    residual: useResidual ? rp : nil, output: y)
+                        } } }
+                    }
+                }
+                let actual = withInt8 {
+                    outputBuffer(n * p) { y in
+                        x.ptr { xp in b.ptr { bp in r.ptr { rp in
+                            Gemm.linear(weights.matrix, input: xp, columns: p, bias: useBias ? bp : nil,
+                                        residual: useResidual ? rp : nil, output: y, pool: pool, blocking: blocking.1)
+                        } } }
+                    }
+                }
+                let same = nmse(actual, reference(Self.quantized(x, depth: k, columns: p).dequantized))
+                XCTAssertLessThan(same, MaxNMSE.linear(.q8), "\(label): vs quantised operands")
+                if !useResidual {  // the residual would hide the products' error
+                    let exact = nmse(actual, reference(x))
+                    worst = max(worst, exact)
+                    XCTAssertLessThan(exact, Self.maxNMSEExact, "\(label): vs exact")
+                    if k > 1 { XCTAssertGreaterThan(exact, 1e-9, "\(label): int8 rounding should be visible") }
+                }
+            }
+        }
+        print("I8GemmTests: worst NMSE against the exact product \(worst)")
+    }
+
+    /// Implicit-GEMM convolutions (strided, padded, 1×1) in int8 against the exact reference;
+    /// a 3×3 stride-1 convolution that runs as Winograd takes `elsewhere`'s path, bit for bit.
+    func testConvolutions() {
+        let cases: [(cin: Int, cout: Int, h: Int, w: Int, k: Int, s: Int, pad: Int)] = [
+            (3, 5, 9, 7, 3, 1, 1), (8, 13, 10, 11, 3, 2, 1), (40, 7, 6, 5, 1, 1, 0), (4, 4, 5, 5, 3, 1, 0),
+            (70, 24, 9, 11, 3, 2, 1),
+        ]
+        var seed: UInt64 = 31_300
+        for c in cases {
+            seed += 1
+            var random = SeededRandom(seed: seed)
+            let weights = TestWeights(rows: c.cout, cols: c.cin * c.k * c.k, type: .q8, random: &random)
+            let batch = 2
+            let x = random.array(c.cin * batch * c.h * c.w), b = random.array(c.cout)
+            let ho = (c.h + 2 * c.pad - c.k) / c.s + 1, wo = (c.w + 2 * c.pad - c.k) / c.s + 1
+            let count = c.cout * batch * ho * wo
+            let actual = withInt8 {
+                outputBuffer(count) { y in
+                    x.ptr { xp in b.ptr { bp in
+                        Kernels.convAlgorithm = .direct
+                        defer { Kernels.convAlgorithm = .automatic }
+                        Kernels.conv2d(weights.matrix, kernelSize: c.k, stride: c.s, padding: c.pad, input: xp,
+                                       channels: c.cin, batch: batch, height: c.h, width: c.w, bias: bp,
+                                       residual: nil, output: y, pool: testPools[Int(seed % 3)])
+                    } }
+                }
+            }
+            let exact = outputBuffer(count) { y in
+                x.ptr { xp in b.ptr { bp in
+                    ReferenceKernels.conv2d(weights.matrix, kernelSize: c.k, stride: c.s, padding: c.pad, input: xp,
+                                            channels: c.cin, batch: batch, height: c.h, width: c.w,
+                                            bias: bp, residual: nil, output: y)
+                } }
+            }
+            let error = nmse(actual, exact)
+            XCTAssertLessThan(error, Self.maxNMSEExact, "\(c): vs exact")
+            XCTAssertGreaterThan(error, 1e-9, "\(c): int8 rounding should be visible")
+        }
+    }
+
+    /// What int8 leaves to `elsewhere` runs exactly as `elsewhere` does: weights not stored as
+    /// int8 (linear), and Winograd 3×3 convolutions.
+    func testOtherProductsRunElsewhere() {
+        var random = SeededRandom(seed: 31_400)
+        let pool = testPools[1]
+        let f16 = TestWeights(rows: 20, cols: 50, type: .f16, random: &random)
+        let x = random.array(50 * 40)
+        func linear(_ precision: Kernels.Precision) -> [Float] {
+            pool.precision = precision
+            defer { pool.precision = .f32 }
+            return outputBuffer(20 * 40) { y in
+                x.ptr { Gemm.linear(f16.matrix, input: $0, columns: 40, bias: nil, residual: nil, output: y, pool: pool) }
+            }
+        }
+        let elsewhere = Kernels.Precision.int8.elsewhere
+        XCTAssertEqual(elsewhere, Kernels.variant.hasNativeBF16 ? .bf16 : .f32)
+        XCTAssertNil(firstDifference(linear(.int8), linear(elsewhere)), "f16 weights under int8")
+
+        let q8 = TestWeights(rows: 24, cols: 30 * 9, type: .q8, random: &random)
+        let image = random.array(30 * 16 * 17)
+        func conv(_ precision: Kernels.Precision) -> [Float] {
+            pool.precision = precision
+            Kernels.convAlgorithm = .winograd
+            defer { pool.precision = .f32; Kernels.convAlgorithm = .automatic }
+            return outputBuffer(24 * 16 * 17) { y in
+                image.ptr {
+                    Kernels.conv2d(q8.matrix, kernelSize: 3, stride: 1, padding: 1, input: $0, channels: 30, batch: 1,
+                                   height: 16, width: 17, bias: nil, residual: nil, output: y, pool: pool)
+                }
+            }
+        }
+        XCTAssertNil(firstDifference(conv(.int8), conv(elsewhere)), "Winograd convolution under int8")
+    }
+
+    /// A NaN or infinite activation is no crash (the rounding uses no trapping conversion);
+    /// it spoils its own column only.
+    func testNonFiniteActivations() {
+        var random = SeededRandom(seed: 31_500)
+        let weights = TestWeights(rows: 6, cols: 40, type: .q8, random: &random)
+        var x = random.array(40 * 8)
+        x[3 * 8 + 2] = .nan
+        x[35 * 8 + 5] = .infinity
+        let y = withInt8 {
+            outputBuffer(6 * 8) { y in
+                x.ptr { Gemm.linear(weights.matrix, input: $0, columns: 8, bias: nil, residual: nil, output: y, pool: testPools[0]) }
+            }
+        }
+        for n in 0..<6 {
+            for j in 0..<8 where j != 2 && j != 5 { XCTAssertTrue(y[n * 8 + j].isFinite, "row \(n) column \(j)") }
+        }
+    }
+}
