@@ -3,11 +3,13 @@
 // CKernels.h: every output float must be equal (`==` and bit for bit), and nothing outside
 // C's rows × columns may change. The reference is itself checked against a naive computation
 // of the contract's definition, from the unpacked operands, so a wrong reference cannot hide
-// a wrong kernel. A and B end at an unreadable page (no read past what the contract allows);
-// a separate addend too. Built and run by tools/test-arm64.sh (cross-compiled, run under
-// qemu-aarch64-static on x86_64 hosts), with -ffp-contract=off: the contract's epilogue has
-// no fused multiply-add.
+// a wrong kernel. A, B, a separate addend and C's trailing padding end at an unreadable page:
+// a read past what the contract allows (or a write far past C) is reported as a fault.
+// Built and run by tools/test-arm64.sh (cross-compiled, run under qemu-aarch64-static on
+// x86_64 hosts), with -ffp-contract=off: the contract's epilogue has no fused multiply-add.
 #include <math.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +69,22 @@ static float naive(int r, int p, int blocks, int depth, const int8_t *w, int wk,
 
 typedef struct { int scale, bias, addend, alias; } epilogue;
 
+static sigjmp_buf fault_jump;
+static void on_fault(int sig) { siglongjmp(fault_jump, sig); }
+
+// Both products on the same operands into their own C: 0, or 1 (sdot) or 2 (portable) when
+// that one touched an unreadable page.
+static int run_products(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda, const uint8_t *b,
+                        ptrdiff_t stride, float *ck, float *cp, ptrdiff_t ldc, const float *scale, const float *bias,
+                        const float *addend, int alias) {
+    volatile int stage = 1;
+    if (sigsetjmp(fault_jump, 1) != 0) return stage;
+    pd_i8_gemm_block_sdot(rows, columns, blocks, a, lda, b, stride, ck, ldc, scale, bias, alias ? ck : addend);
+    stage = 2;
+    pd_i8_gemm_block_portable(rows, columns, blocks, a, lda, b, stride, cp, ldc, scale, bias, alias ? cp : addend);
+    return 0;
+}
+
 int main(void) {
     if (!pd_i8_sdot_available()) {
         fprintf(stderr, "i8_sdot_test: the CPU (or emulator) reports no dot-product extension\n");
@@ -79,6 +97,13 @@ int main(void) {
     int ne = 0;
     for (int m = 0; m < 8; m++) epilogues[ne++] = (epilogue){m & 1, (m >> 1) & 1, (m >> 2) & 1, 0};
     for (int m = 0; m < 4; m++) epilogues[ne++] = (epilogue){m & 1, (m >> 1) & 1, 1, 1};
+
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_fault;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, NULL);
+    sigaction(SIGBUS, &action, NULL);
 
     int shapes = 0, failed = 0;
     long compared = 0;
@@ -107,6 +132,8 @@ int main(void) {
                 if (columns > 1) x[k * columns + 1] = 127;
             }
         }
+        if (columns > 2)  // a zero column: f = +0, × a negative row scale = −0, + bias 0 = +0
+            for (int k = 0; k < wk; k++) x[k * columns + 2] = 0;
         for (int i = 0; i < blocks * columns; i++) xs[i] = magnitude(-30, 6);  // activation scales: positive
         for (int r = 0; r < rows; r++) {
             scale[r] = (next_u32() & 1 ? -1.0f : 1.0f) * magnitude(-12, 2);
@@ -147,13 +174,14 @@ int main(void) {
                 memcpy(record + D * W + sizeof rscale, corr, sizeof corr);
             }
 
-        int bad_kernel = 0, bad_pad = 0, bad_ref = 0, overflow = 0;
+        int bad_kernel = 0, bad_pad = 0, bad_ref = 0, overflow = 0, faults = 0;
         long floats = 0;
         for (int e = 0; e < ne; e++) {
             epilogue ep = epilogues[e];
             ptrdiff_t ldc = e % 2 ? columns : columns + 5;
             size_t total = PAD + (size_t)rows * ldc + PAD;
-            uint32_t *ck = malloc(4 * total), *cp = malloc(4 * total);
+            mapping km, pm;
+            uint32_t *ck = guarded(4 * total, &km), *cp = guarded(4 * total, &pm);
             for (size_t i = 0; i < total; i++) ck[i] = sentinel;
             // The addend: C's own values (alias) or its own array ending at an unreadable page.
             mapping dm = {0};
@@ -178,9 +206,10 @@ int main(void) {
                     expect[r * columns + p] = naive(r, p, blocks, depth, w, wk, x, columns, xs, ep.scale ? scale : NULL,
                                                     ep.bias ? bias : NULL, ep.alias ? fp : add, ldc, &overflow);
             const float *sk = ep.scale ? scale : NULL, *bk = ep.bias ? bias : NULL;
-            pd_i8_gemm_block_sdot(rows, columns, blocks, a, lda, bpack, stride, fk, ldc, sk, bk, ep.alias ? fk : add);
-            pd_i8_gemm_block_portable(rows, columns, blocks, a, lda, bpack, stride, fp, ldc, sk, bk, ep.alias ? fp : add);
-            for (size_t i = 0; i < total; i++) {
+            int fault = run_products(rows, columns, blocks, a, lda, bpack, stride, fk, fp, ldc, sk, bk, add, ep.alias);
+            if (fault && faults++ == 0)
+                printf("  epilogue %d: %s touched an unreadable page\n", e, fault == 1 ? "sdot" : "portable");
+            for (size_t i = 0; !fault && i < total; i++) {
                 ptrdiff_t j = (ptrdiff_t)i - PAD, r = j >= 0 ? j / ldc : -1, p = j >= 0 ? j % ldc : -1;
                 if (j >= 0 && r < rows && p < columns) {
                     float kv = from_bits(ck[i]), pv = from_bits(cp[i]), nv = expect[r * columns + p];
@@ -198,13 +227,14 @@ int main(void) {
                         printf("  epilogue %d: portable wrote outside C at offset %td\n", e, j);
                 }
             }
-            free(expect); free(ck); free(cp);
+            free(expect);
+            munmap(km.map, km.length); munmap(pm.map, pm.length);
             if (dm.map) munmap(dm.map, dm.length);
         }
-        int fail = bad_kernel || bad_pad || bad_ref || overflow;
+        int fail = bad_kernel || bad_pad || bad_ref || overflow || faults;
         printf("%s rows %d columns %d blocks %d (depth %d): %d epilogues, %ld floats: %d differ from portable, "
-               "%d padding words changed, portable %s naive%s\n",
-               fail ? "FAIL" : "ok", rows, columns, blocks, depth, ne, floats, bad_kernel, bad_pad,
+               "%d padding words changed, %d faults, portable %s naive%s\n",
+               fail ? "FAIL" : "ok", rows, columns, blocks, depth, ne, floats, bad_kernel, bad_pad, faults,
                bad_ref ? "differs from" : "equals", overflow ? ", int32 overflow in a block sum" : "");
         shapes++;
         failed += fail;
