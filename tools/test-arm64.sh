@@ -9,9 +9,13 @@ json=0
 [ "${1:-}" = "--json" ] && json=1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-sources=(Sources/CKernels/i8_sdot.c Tests/arm64/i8_sdot_test.c)
+# The sdot kernel, the portable reference it must equal bit for bit, and the test.
+sources=(Sources/CKernels/i8_sdot.c Sources/CKernels/i8_gemm.c Tests/arm64/i8_sdot_test.c)
+# -ffp-contract=off: GCC ignores `#pragma STDC FP_CONTRACT OFF` and would fuse the contract's
+# separately rounded epilogue (multiply, then add) into fused multiply-adds.
+flags=(-O2 -ffp-contract=off -march=armv8.2-a+dotprod -I Sources/CKernels/include)
 if [ "$(uname -m)" = aarch64 ]; then
-  cc -O2 -march=armv8.2-a+dotprod -I Sources/CKernels/include "${sources[@]}" -o "$out/i8_sdot_test"
+  cc "${flags[@]}" "${sources[@]}" -lm -o "$out/i8_sdot_test"
   run=("$out/i8_sdot_test")
 else
   if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
@@ -21,8 +25,7 @@ else
     $sudo apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user-static >&2
   fi
-  aarch64-linux-gnu-gcc -O2 -static -march=armv8.2-a+dotprod -I Sources/CKernels/include "${sources[@]}" \
-    -o "$out/i8_sdot_test"
+  aarch64-linux-gnu-gcc -static "${flags[@]}" "${sources[@]}" -lm -o "$out/i8_sdot_test"
   # -cpu max: an emulated core with the dot-product extension (like a Cortex-A76).
   run=(qemu-aarch64-static -cpu max "$out/i8_sdot_test")
 fi

@@ -237,16 +237,14 @@ void pd_i8_gemm_block_portable(int rows, int columns, int blocks, const uint8_t 
                                const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                const float *scale, const float *bias, const float *addend);
 
-/// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
-/// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
-/// `lda` apart, B packed as [depth/4][columns][4] int8 (depth a multiple of 4, columns a
-/// multiple of 4). Returns 0 when the CPU lacks the dot-product extension (and off arm64).
+/// The same product with ARMv8.2's `sdot` (i8_sdot.c; 4-row × 16-column tiles), bitwise equal
+/// to `portable` and tested against it under qemu by tools/test-arm64.sh. Call it only where
+/// `pd_i8_sdot_available()` returns 1 (the CPU reports HWCAP_ASIMDDP); off arm64 the
+/// availability is 0 and the product a stub that does nothing.
 int pd_i8_sdot_available(void);
-int pd_i8_gemm_sdot(int rows, int columns, int depth, const int8_t *a, ptrdiff_t lda,
-                    const int8_t *b, int32_t *c, ptrdiff_t ldc);
-/// The scalar reference of `pd_i8_gemm_sdot` (same layouts), on every architecture.
-void pd_i8_gemm_reference(int rows, int columns, int depth, const int8_t *a, ptrdiff_t lda,
-                          const int8_t *b, int32_t *c, ptrdiff_t ldc);
+void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+                           const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                           const float *scale, const float *bias, const float *addend);
 
 #ifdef __cplusplus
 }
