@@ -236,6 +236,16 @@ enum {
 void pd_i8_gemm_block_portable(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
                                const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                const float *scale, const float *bias, const float *addend);
+/// The same product with vpdpbusd (i8_vnni.c), bitwise equal to `portable`: AVX512-VNNI on zmm
+/// (6 × 32 tiles) and AVX-VNNI on ymm (3 × 16 tiles). Only call them where `pd_cpu_features()`
+/// reports PD_CPU_AVX512_VNNI or PD_CPU_AVX_VNNI respectively (stubs off x86_64). B is read
+/// with unaligned loads, A a 32-bit quad at a time: neither needs more alignment than above.
+void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+                                 const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                                 const float *scale, const float *bias, const float *addend);
+void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+                              const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                              const float *scale, const float *bias, const float *addend);
 
 /// ARM64 `sdot` int8 product (i8_sdot.c), correctness-tested under qemu by
 /// tools/test-arm64.sh: C[r, p] = Σ_k A[r, k] · B[k, p] in int32, A rows of `depth` int8
