@@ -23,6 +23,8 @@
 #     loop clang cannot unroll puts them in memory; that once cost 20-45 % of its speed)
 #   - the C f32 block products (f32_gemm.c) contain vfmadd…ps on zmm (AVX-512) and ymm
 #     (AVX2), and the AVX-512 one keeps its 28 accumulators in registers
+#   - the C int8 block products (i8_vnni.c) contain vpdpbusd on zmm (AVX512-VNNI) and on ymm
+#     (AVX-VNNI), and the zmm one keeps its 24 accumulators (12 int32, 12 f32) in registers
 #   - the C softmax, activations and norms (f32_vector_math.c) contain vfmadd…ps on ymm and
 #     call nothing (their exponential and erf inlined, no libm); their 16-wide builds
 #     (f32_vector_math_avx512.c) the same on zmm
@@ -107,6 +109,17 @@ for o in "$build_path"/release/CKernels.build/*.o; do
         | grep -cE 'zmm.*\(%rsp\)|\(%rsp\).*zmm' || true)))
 done
 
+# The int8 block products (i8_vnni.c): vpdpbusd on zmm with the 6 × 32 tile's int32 and f32
+# sums in registers (no zmm stack traffic in the function), vpdpbusd on ymm in the AVX-VNNI one.
+i8zmm=0 i8ymm=0 i8spills=0
+for o in "$build_path"/release/CKernels.build/i8_vnni.c.o; do
+    dis=$(objdump -d --no-show-raw-insn "$o")
+    i8zmm=$(awk '/<pd_i8_gemm_block_avx512vnni>:/,/^$/' <<<"$dis" | grep -c 'vpdpbusd.*%zmm' || true)
+    i8ymm=$(awk '/<pd_i8_gemm_block_avxvnni>:/,/^$/' <<<"$dis" | grep -c 'vpdpbusd.*%ymm' || true)
+    i8spills=$(awk '/<pd_i8_gemm_block_avx512vnni>:/,/^$/' <<<"$dis" \
+        | grep -cE 'zmm.*\(%rsp\)|\(%rsp\).*zmm' || true)
+done
+
 # The softmax, activations and norms (f32_vector_math.c): FMAs on ymm, no calls at all.
 vmfma=0 vmcalls=0
 for o in "$build_path"/release/CKernels.build/f32_vector_math.c.o; do
@@ -138,6 +151,14 @@ if [[ $f32spills != 0 ]]; then
     echo "check-kernel-asm: the AVX-512 f32 block product moves zmm registers to or from the stack ($f32spills times)"
     status=1
 fi
+if [[ $i8zmm == 0 || $i8ymm == 0 ]]; then
+    echo "check-kernel-asm: int8 block products lack vpdpbusd (zmm: $i8zmm, ymm: $i8ymm): target attributes ignored?"
+    status=1
+fi
+if [[ $i8spills != 0 ]]; then
+    echo "check-kernel-asm: the AVX512-VNNI int8 block product moves zmm registers to or from the stack ($i8spills times)"
+    status=1
+fi
 if [[ -n "$bad" ]]; then
     echo "check-kernel-asm: per-lane library or generic-witness calls in kernel code:"
     sed 's/^BAD /  /' <<<"$bad" | head -40
@@ -160,6 +181,6 @@ if [[ $spills != 0 ]]; then
     status=1
 fi
 if [[ $status == 0 ]]; then
-    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16, f32 block vfmadd zmm/ymm: $f32zmm/$f32ymm, vector math vfmadd ymm/zmm: $vmfma/$vm16fma)"
+    echo "check-kernel-asm: OK (${#objects[@]} objects; micro-kernel vfmadd ymm: $fma, Gemm vcvtph2ps: $cvt, bf16 vdpbf16ps zmm: $dpbf16, f32 block vfmadd zmm/ymm: $f32zmm/$f32ymm, int8 vpdpbusd zmm/ymm: $i8zmm/$i8ymm, vector math vfmadd ymm/zmm: $vmfma/$vm16fma)"
 fi
 exit $status

@@ -236,6 +236,16 @@ enum {
 void pd_i8_gemm_block_portable(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
                                const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                const float *scale, const float *bias, const float *addend);
+/// The same product with vpdpbusd (i8_vnni.c), bitwise equal to `portable`: AVX512-VNNI on zmm
+/// (6 × 32 tiles) and AVX-VNNI on ymm (3 × 16 tiles). Only call them where `pd_cpu_features()`
+/// reports PD_CPU_AVX512_VNNI or PD_CPU_AVX_VNNI respectively (stubs off x86_64). B is read
+/// with unaligned loads, A a 32-bit quad at a time: neither needs more alignment than above.
+void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+                                 const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                                 const float *scale, const float *bias, const float *addend);
+void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+                              const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
+                              const float *scale, const float *bias, const float *addend);
 
 /// The same product with ARMv8.2's `sdot` (i8_sdot.c; 4-row × 16-column tiles), bitwise equal
 /// to `portable` and tested against it under qemu by tools/test-arm64.sh. Call it only where
