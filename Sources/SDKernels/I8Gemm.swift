@@ -65,13 +65,13 @@ public enum I8Gemm {
         let bytes = b.assumingMemoryBound(to: UInt8.self)
         switch implementation {
         case .avx512VNNI:
-            pd_i8_gemm_block_portable(/*pd_i8_gemm_block_avx512vnni*/Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
+            pd_i8_gemm_block_avx512vnni(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
                                         c, ldc, scale, bias, addend)
         case .avxVNNI:
-            pd_i8_gemm_block_portable(/*pd_i8_gemm_block_avxvnni*/Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
+            pd_i8_gemm_block_avxvnni(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
                                      c, ldc, scale, bias, addend)
         case .sdot:
-            pd_i8_gemm_block_portable(/*pd_i8_gemm_block_sdot*/Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
+            pd_i8_gemm_block_sdot(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
                                   c, ldc, scale, bias, addend)
         case .portable:
             pd_i8_gemm_block_portable(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,

@@ -235,6 +235,51 @@ final class I8GemmTests: XCTestCase {
         XCTAssertNil(firstDifference(conv(.int8), conv(elsewhere)), "Winograd convolution under int8")
     }
 
+    /// The int8 kernels this CPU runs besides the portable one.
+    static var nativeImplementations: [I8Gemm.Implementation] {
+        let f = KernelVariant.cpuFeatures
+        #if arch(arm64)
+        return pd_i8_sdot_available() != 0 ? [.sdot] : []
+        #else
+        return (f & UInt32(PD_CPU_AVX512_VNNI) != 0 ? [.avx512VNNI] : []) + (f & UInt32(PD_CPU_AVX_VNNI) != 0 ? [.avxVNNI] : [])
+        #endif
+    }
+
+    /// Whole products (threaded, blocked, packed in Swift) on each native kernel, bit for bit
+    /// the portable one's: linear layers and strided convolutions.
+    func testNativeKernelsMatchPortableThroughTheLayers() throws {
+        let natives = Self.nativeImplementations
+        try XCTSkipIf(natives.isEmpty, "no int8 dot products on this CPU (\(KernelVariant.featureNames))")
+        let saved = I8Gemm.implementation
+        defer { I8Gemm.implementation = saved }
+        var random = SeededRandom(seed: 31_600)
+        let weights = TestWeights(rows: 77, cols: 3 * 3 * 45, type: .q8, random: &random)
+        let x = random.array(45 * 2 * 13 * 11), b = random.array(77)
+        let xl = random.array(405 * 95), residual = random.array(77 * 95)
+        func layers(_ implementation: I8Gemm.Implementation) -> [Float] {
+            I8Gemm.implementation = implementation
+            return withInt8 {
+                let linear = outputBuffer(77 * 95) { y in
+                    xl.ptr { xp in b.ptr { bp in residual.ptr { rp in
+                        Gemm.linear(weights.matrix, input: xp, columns: 95, bias: bp, residual: rp, output: y,
+                                    pool: testPools[2], blocking: Gemm.Blocking(maxDepth: 100, maxRows: 24, maxColumns: 64))
+                    } } }
+                }
+                let conv = outputBuffer(77 * 2 * 7 * 6) { y in
+                    x.ptr { xp in b.ptr { bp in
+                        Kernels.conv2d(weights.matrix, kernelSize: 3, stride: 2, padding: 1, input: xp, channels: 45, batch: 2,
+                                       height: 13, width: 11, bias: bp, residual: nil, output: y, pool: testPools[1])
+                    } }
+                }
+                return linear + conv
+            }
+        }
+        let portable = layers(.portable)
+        for implementation in natives {
+            XCTAssertNil(firstDifference(layers(implementation), portable), "\(implementation)")
+        }
+    }
+
     /// A NaN or infinite activation is no crash (the rounding uses no trapping conversion);
     /// it spoils its own column only.
     func testNonFiniteActivations() {

@@ -173,6 +173,25 @@ final class PipelineGoldenTests: XCTestCase {
         XCTAssertNil(fp16.unsupportedReason(.bf16))
     }
 
+    /// A whole int8 run on the CPU's int8 dot-product kernel (AVX512-VNNI, else AVX-VNNI; sdot
+    /// on arm64) has the portable kernel's latents, bit for bit.
+    func testInt8NativeKernelMatchesPortable() throws {
+        let native = Kernels.variant.i8Implementation
+        try XCTSkipIf(native == .portable, "no int8 dot products under \(Kernels.variant.rawValue) on this CPU")
+        let c = try XCTUnwrap(try Self.cases().first { $0.name == "a-euler" })
+        let pipeline = try StableDiffusionPipeline(modelPath: Self.modelFile(c.model, .int8), threads: 2)
+        pipeline.usePrecision(.int8)
+        defer { pipeline.usePrecision(.f32); I8Gemm.implementation = native }
+        func latents(_ implementation: I8Gemm.Implementation) throws -> [Float] {
+            I8Gemm.implementation = implementation
+            return try pipeline.generate(c.request).latents
+        }
+        let fast = try latents(native), portable = try latents(.portable)
+        XCTAssertEqual(fast.count, portable.count)
+        let differing = zip(fast, portable).filter { $0.bitPattern != $1.bitPattern }.count
+        XCTAssertEqual(differing, 0, "\(native.name): latents differ from the portable kernel's in \(differing) of \(fast.count) elements")
+    }
+
     /// The AMX kernel's body (on its scalar model of the tiles, so any CPU runs it) through a
     /// whole bf16 run: every linear, convolution, Winograd and attention product of the UNet,
     /// text encoder and VAE. It sums in the twin's order, so the latents are the twin's.
