@@ -90,17 +90,18 @@ public enum I8Gemm {
     static func packWeights(_ w: WeightMatrix, row n0: Int, count mc: Int, column k0: Int, depth kc: Int,
                             into dst: UnsafeMutablePointer<UInt8>) {
         precondition(w.type == .q8, "int8 products need int8 weights")
-        typealias Bytes = SIMD32<UInt8>
-        let width = rowBytes(depth: kc), flip = Bytes(repeating: 0x80)
+        // Four bytes per lane: Swift's SIMD of UInt8 goes through memory byte by byte here.
+        typealias Bytes = NativeU32
+        let width = rowBytes(depth: kc), flip = Bytes(repeating: 0x8080_8080), step = 4 * Bytes.scalarCount
         for r in 0..<((mc + tileRows - 1) / tileRows * tileRows) {
             let row = dst + r * width
             var i = 0
             if r < mc {
                 let src = w.data + (n0 + r) * w.cols + k0
-                while i + Bytes.scalarCount <= kc {
+                while i + step <= kc {
                     let v = src.loadUnaligned(fromByteOffset: i, as: Bytes.self) ^ flip
                     UnsafeMutableRawPointer(row + i).storeBytes(of: v, as: Bytes.self)
-                    i += Bytes.scalarCount
+                    i += step
                 }
                 while i < kc { row[i] = src.load(fromByteOffset: i, as: UInt8.self) ^ 0x80; i += 1 }
             }
