@@ -61,4 +61,36 @@ final class KernelsCLITests: XCTestCase {
         XCTAssertEqual(stats.status, 0, stats.stderr)
         XCTAssertTrue(stats.stdout.contains("kernels: portable"), stats.stdout)
     }
+
+    /// `--precision int8` through the binary: it reports itself and its int8 kernel, differs
+    /// from the f32 run, and the variants whose other products are f32 (`portable`, `avx2`,
+    /// `avx512`: no native bf16) give the same latents, each on its own int8 kernel
+    /// (portable C, AVX-VNNI, AVX512-VNNI where the CPU has them).
+    func testInt8PrecisionReportsItsKernelAndMatchesAcrossVariants() throws {
+        var reference: Data?
+        var kernels: [String] = []
+        for variant in ["portable", "avx2", "avx512"] {
+            let latents = Self.scratch + "/int8-\(variant).npy"
+            let r = try CLITests.run(generate("int8-\(variant)", ["--kernels", variant, "--precision", "int8", "--json",
+                                                                 "--save-latents", latents]))
+            if r.status == 2 && r.stderr.contains("needs CPU features this machine lacks") { continue }
+            XCTAssertEqual(r.status, 0, "\(variant): \(r.stderr)")
+            let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+            XCTAssertEqual(json["precision"] as? String, "int8")
+            let kernel = try XCTUnwrap(json["int8_kernel"] as? String)
+            XCTAssertTrue(["portable", "avx-vnni", "avx512-vnni", "sdot"].contains(kernel), kernel)
+            if variant == "portable" { XCTAssertTrue(kernel == "portable" || kernel == "sdot", kernel) }
+            kernels.append(kernel)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: latents))
+            if let reference { XCTAssertEqual(bytes, reference, "\(variant) (\(kernel)) latents differ from portable's") } else { reference = bytes }
+        }
+        XCTAssertFalse(kernels.isEmpty)
+        let exact = Self.scratch + "/int8-f32.npy"
+        XCTAssertEqual(try CLITests.run(generate("int8-f32", ["--kernels", "portable", "--precision", "f32",
+                                                               "--save-latents", exact])).status, 0)
+        XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: exact)), reference, "int8 activations change the run")
+        let stats = try CLITests.run(generate("int8-stats", ["--precision", "int8", "--stats"]))
+        XCTAssertEqual(stats.status, 0, stats.stderr)
+        XCTAssertTrue(stats.stdout.contains("precision: int8 (int8 products: "), stats.stdout)
+    }
 }
