@@ -282,12 +282,7 @@ public enum BF16Gemm {
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
                        blocking: Gemm.Blocking) {
-        let n = weight.rows, w = panelColumns
-        let parts = Gemm.partCount(rows: n, columns: p, tileColumns: w, threads: pool.threads)
-        pool.run(parts: parts) { part in
-            let (rows, columns) = Gemm.partition(rows: n, columns: p, tileColumns: w, threads: pool.threads,
-                                                 part: part, parts: parts)
-            if rows.isEmpty || columns.isEmpty { return }
+        Gemm.forEachPart(rows: weight.rows, columns: p, tileColumns: panelColumns, pool: pool) { part, rows, columns in
             let scratch = pool.scratch(part: part, count: scratchCount(depth: weight.cols, columns: columns.count,
                                                                        blocking: blocking, f32Panels: false))
             multiply(weight, rows: rows, columns: columns, output: y, rowStride: p, bias: bias, residual: residual,

@@ -44,11 +44,7 @@ enum Conv {
         let int8 = pool.precision == .int8 && weight.type == .q8
         let bf16 = !int8 && pool.precision.elsewhere == .bf16
         let w = int8 ? I8Gemm.panelColumns : bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount, n = weight.rows
-        let parts = Gemm.partCount(rows: n, columns: columns, tileColumns: w, threads: pool.threads)
-        pool.run(parts: parts) { part in
-            let (rows, cols) = Gemm.partition(rows: n, columns: columns, tileColumns: w, threads: pool.threads,
-                                              part: part, parts: parts)
-            if rows.isEmpty || cols.isEmpty { return }
+        Gemm.forEachPart(rows: n, columns: columns, tileColumns: w, pool: pool) { part, rows, cols in
             let gemmFloats = int8
                 ? I8Gemm.scratchCount(depth: weight.cols, columns: cols.count, blocking: blocking, f32Panels: true)
                 : bf16

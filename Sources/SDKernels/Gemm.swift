@@ -342,6 +342,18 @@ enum Gemm {
         p >= n && p >= threads * 4 * w
     }
 
+    /// Runs `body(part, rows, columns)` for each non-empty part of an N × P product on
+    /// `pool` (the split of `partition`): the threading of every blocked product driver.
+    static func forEachPart(rows n: Int, columns p: Int, tileColumns w: Int, pool: ThreadPool,
+                            _ body: (_ part: Int, _ rows: Range<Int>, _ columns: Range<Int>) -> Void) {
+        let parts = partCount(rows: n, columns: p, tileColumns: w, threads: pool.threads)
+        pool.run(parts: parts) { part in
+            let (rows, columns) = partition(rows: n, columns: p, tileColumns: w, threads: pool.threads,
+                                            part: part, parts: parts)
+            if !rows.isEmpty && !columns.isEmpty { body(part, rows, columns) }
+        }
+    }
+
     static func partCount(rows n: Int, columns p: Int, tileColumns w: Int, threads: Int) -> Int {
         let units = splitsColumns(rows: n, columns: p, tileColumns: w, threads: threads)
             ? (p + w - 1) / w : (n + tileRows - 1) / tileRows
@@ -367,10 +379,7 @@ enum Gemm {
         let blocking = blocking ?? Gemm.blocking
         let w = 2 * V.scalarCount
         let n = weight.rows
-        let parts = partCount(rows: n, columns: p, tileColumns: w, threads: pool.threads)
-        pool.run(parts: parts) { part in
-            let (rows, columns) = partition(rows: n, columns: p, tileColumns: w, threads: pool.threads,
-                                            part: part, parts: parts)
+        forEachPart(rows: n, columns: p, tileColumns: w, pool: pool) { part, rows, columns in
             let scratch = pool.scratch(part: part, count: scratchCount(depth: weight.cols,
                                                                        columns: columns.count, blocking: blocking))
             multiply(weight, rows: rows, columns: columns, output: y, rowStride: p,

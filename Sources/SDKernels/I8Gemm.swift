@@ -44,6 +44,18 @@ public enum I8Gemm {
         /// `pd_i8_gemm_block_sdot` (arm64 dot-product extension).
         case sdot
 
+        /// The C function (every one has the contract's signature).
+        var kernel: @convention(c) (Int32, Int32, Int32, UnsafePointer<UInt8>?, Int, UnsafePointer<UInt8>?, Int,
+                                    UnsafeMutablePointer<Float>?, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                    UnsafePointer<Float>?) -> Void {
+            switch self {
+            case .portable: return pd_i8_gemm_block_portable
+            case .avx512VNNI: return pd_i8_gemm_block_avx512vnni
+            case .avxVNNI: return pd_i8_gemm_block_avxvnni
+            case .sdot: return pd_i8_gemm_block_sdot
+            }
+        }
+
         /// Its name in reports (`pocketsd bench`, `generate --stats`, `--json`'s `int8_kernel`).
         var name: String {
             switch self {
@@ -62,21 +74,8 @@ public enum I8Gemm {
                       a: UnsafePointer<UInt8>, lda: Int, b: UnsafeRawPointer, panelStride: Int,
                       c: UnsafeMutablePointer<Float>, rowStride ldc: Int,
                       scale: UnsafePointer<Float>?, bias: UnsafePointer<Float>?, addend: UnsafePointer<Float>?) {
-        let bytes = b.assumingMemoryBound(to: UInt8.self)
-        switch implementation {
-        case .avx512VNNI:
-            pd_i8_gemm_block_avx512vnni(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
-                                        c, ldc, scale, bias, addend)
-        case .avxVNNI:
-            pd_i8_gemm_block_avxvnni(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
-                                     c, ldc, scale, bias, addend)
-        case .sdot:
-            pd_i8_gemm_block_sdot(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
-                                  c, ldc, scale, bias, addend)
-        case .portable:
-            pd_i8_gemm_block_portable(Int32(rows), Int32(columns), Int32(blocks), a, lda, bytes, panelStride,
-                                      c, ldc, scale, bias, addend)
-        }
+        implementation.kernel(Int32(rows), Int32(columns), Int32(blocks), a, lda, b.assumingMemoryBound(to: UInt8.self),
+                              panelStride, c, ldc, scale, bias, addend)
     }
 
     // MARK: packing
@@ -204,12 +203,7 @@ public enum I8Gemm {
     static func linear(_ weight: WeightMatrix, input x: UnsafePointer<Float>, columns p: Int,
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool, blocking: Gemm.Blocking) {
-        let n = weight.rows, w = panelColumns
-        let parts = Gemm.partCount(rows: n, columns: p, tileColumns: w, threads: pool.threads)
-        pool.run(parts: parts) { part in
-            let (rows, columns) = Gemm.partition(rows: n, columns: p, tileColumns: w, threads: pool.threads,
-                                                 part: part, parts: parts)
-            if rows.isEmpty || columns.isEmpty { return }
+        Gemm.forEachPart(rows: weight.rows, columns: p, tileColumns: panelColumns, pool: pool) { part, rows, columns in
             let scratch = pool.scratch(part: part, count: scratchCount(depth: weight.cols, columns: columns.count,
                                                                        blocking: blocking, f32Panels: false))
             multiply(weight, rows: rows, columns: columns, output: y, rowStride: p, bias: bias, residual: residual,
