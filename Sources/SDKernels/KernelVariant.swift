@@ -40,6 +40,9 @@ public enum KernelVariant: String, CaseIterable, Sendable {
     /// Whether bf16 products run natively (else on the slower portable twin).
     public var hasNativeBF16: Bool { bf16Implementation != .portable }
 
+    /// Whether int8 products run on int8 dot products (else on the slow portable C kernel).
+    public var hasNativeInt8: Bool { i8Implementation != .portable }
+
     /// The kernel behind `BF16Gemm.block` under this variant.
     var bf16Implementation: BF16Gemm.Implementation {
         switch self {

@@ -3,12 +3,14 @@ import SDKernels
 
 /// `--precision`: the operand precision of the matrix products (`Kernels.Precision`).
 public enum PrecisionChoice: String, CaseIterable, Sendable {
-    /// bf16 for int8 model files when the kernel variant has native bf16 dot products
-    /// (`KernelVariant.hasNativeBF16`), else f32: who
-    /// converted to int8 chose speed over exactness (on the parity tests' tiny models int8
-    /// weights move the final latents by ≤ 0.6 % relative RMS, int8 with bf16 by ≤ 1.2 %,
-    /// for ≈ 1.7× faster UNet steps and VAE decodes on SD 1.5); fp16/fp32
-    /// files keep the exact mode.
+    /// For int8 model files: bf16 when the kernel variant has native bf16 dot products
+    /// (`KernelVariant.hasNativeBF16`), else int8 when it has int8 dot products
+    /// (`hasNativeInt8`: AVX512-VNNI, AVX-VNNI, arm64 `sdot`), else f32: who converted to
+    /// int8 chose speed over exactness (on the parity tests' tiny models int8 weights move
+    /// the final latents by ≤ 0.6 % relative RMS, int8 with bf16 by ≤ 1.2 %, with int8
+    /// activations by ≤ 3 %; for ≈ 1.7× faster UNet steps and VAE decodes on SD 1.5 with
+    /// bf16, ≈ 1.35× faster UNet steps with int8 where bf16 is missing). fp16/fp32 files
+    /// keep the exact mode.
     case auto
     /// Exact: f32 operands (the diffusers parity of the tests).
     case f32
@@ -28,7 +30,9 @@ extension StableDiffusionPipeline {
         case .f32: return .f32
         case .bf16: return .bf16
         case .int8: return .int8
-        case .auto: return Self.unetWeightType(file) == .q8 && Kernels.variant.hasNativeBF16 ? .bf16 : .f32
+        case .auto:
+            guard Self.unetWeightType(file) == .q8 else { return .f32 }
+            return Kernels.variant.hasNativeBF16 ? .bf16 : Kernels.variant.hasNativeInt8 ? .int8 : .f32
         }
     }
 

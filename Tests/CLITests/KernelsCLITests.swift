@@ -89,6 +89,16 @@ final class KernelsCLITests: XCTestCase {
         XCTAssertEqual(try CLITests.run(generate("int8-f32", ["--kernels", "portable", "--precision", "f32",
                                                                "--save-latents", exact])).status, 0)
         XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: exact)), reference, "int8 activations change the run")
+        // auto on an int8 file under variants without bf16 products: int8 where the variant
+        // has an int8 dot-product kernel, else f32.
+        for variant in ["portable", "avx2", "avx512"] {
+            let r = try CLITests.run(generate("auto-\(variant)", ["--kernels", variant, "--json"]))
+            if r.status == 2 && r.stderr.contains("needs CPU features this machine lacks") { continue }
+            XCTAssertEqual(r.status, 0, "\(variant): \(r.stderr)")
+            let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+            let native = json["int8_kernel"] as? String != "portable"
+            XCTAssertEqual(json["precision"] as? String, native ? "int8" : "f32", "auto under \(variant)")
+        }
         let stats = try CLITests.run(generate("int8-stats", ["--precision", "int8", "--stats"]))
         XCTAssertEqual(stats.status, 0, stats.stderr)
         XCTAssertTrue(stats.stdout.contains("precision: int8 (int8 products: "), stats.stdout)
