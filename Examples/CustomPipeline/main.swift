@@ -6,7 +6,8 @@
 //
 // For the same settings its latents equal `pocketsd generate --scheduler lms
 // --seed-mode batch --precision f32` bit for bit: the built-in pipeline runs the same
-// stages (its pool is f32; `auto` means bf16 for int8 files on AVX-512 BF16 CPUs).
+// stages (its pool is f32; `auto` means bf16 or int8 products for int8 files on CPUs
+// with bf16 or int8 dot products).
 import Glibc
 import PocketDiffusion
 
