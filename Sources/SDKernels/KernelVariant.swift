@@ -62,13 +62,18 @@ public enum KernelVariant: String, CaseIterable, Sendable {
         #if arch(arm64)
         return pd_i8_sdot_available() != 0 ? .sdot : .portable
         #else
-        let f = Self.cpuFeatures
+        return i8Implementation(features: Self.cpuFeatures)
+        #endif
+    }
+
+    /// The x86 choice for a set of `pd_cpu_features()` bits (a function of them, for the tests).
+    func i8Implementation(features f: UInt32) -> I8Gemm.Implementation {
+        let zmm = f & UInt32(PD_CPU_AVX512_VNNI) != 0, ymm = f & UInt32(PD_CPU_AVX_VNNI) != 0
         switch self {
         case .portable: return .portable
-        case .avx512, .avx512BF16, .amx where f & UInt32(PD_CPU_AVX512_VNNI) != 0: return .avx512VNNI
-        case .avx2, .avx512, .avx512BF16, .amx: return f & UInt32(PD_CPU_AVX_VNNI) != 0 ? .avxVNNI : .portable
+        case .avx2: return ymm ? .avxVNNI : .portable
+        case .avx512, .avx512BF16, .amx: return zmm ? .avx512VNNI : ymm ? .avxVNNI : .portable
         }
-        #endif
     }
 
     /// The name of the kernel that runs int8 products under this variant: "avx512-vnni",

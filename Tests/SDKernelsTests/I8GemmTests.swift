@@ -280,6 +280,22 @@ final class I8GemmTests: XCTestCase {
         }
     }
 
+    /// Which int8 kernel each variant runs for a set of CPU features: a kernel only where its
+    /// instructions exist (an AVX-512 CPU without VNNI must not get `vpdpbusd`).
+    func testInt8KernelChoiceFollowsTheFeatures() {
+        let zmm = UInt32(PD_CPU_AVX512_VNNI), ymm = UInt32(PD_CPU_AVX_VNNI)
+        let cases: [(KernelVariant, UInt32, I8Gemm.Implementation)] = [
+            (.portable, zmm | ymm, .portable),
+            (.avx2, 0, .portable), (.avx2, zmm, .portable), (.avx2, ymm, .avxVNNI), (.avx2, zmm | ymm, .avxVNNI),
+            (.avx512, 0, .portable), (.avx512, ymm, .avxVNNI), (.avx512, zmm, .avx512VNNI),
+            (.avx512BF16, 0, .portable), (.avx512BF16, zmm | ymm, .avx512VNNI),
+            (.amx, 0, .portable), (.amx, zmm, .avx512VNNI),
+        ]
+        for (variant, features, expected) in cases {
+            XCTAssertEqual(variant.i8Implementation(features: features), expected, "\(variant) with features \(features)")
+        }
+    }
+
     /// A NaN or infinite activation is no crash (the rounding uses no trapping conversion);
     /// it spoils its own column only.
     func testNonFiniteActivations() {
