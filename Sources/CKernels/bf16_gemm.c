@@ -25,17 +25,18 @@ int pd_bf16_native_available(void) {
 
 #define PD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
-// One 12 × 32 tile: 24 zmm accumulators, 2 B loads and one broadcast per row and k pair.
+// One R × 32 tile (R = 12, or 4 for the last rows of a block: the attention's V · P has 40
+// rows, 3 × 12 + 4): 2R zmm accumulators, 2 B loads and one broadcast per row and k pair.
 // The A operand is a broadcast 32-bit pair, so each instruction adds
 // A[r,2i]·B[2i,p] + A[r,2i+1]·B[2i+1,p] to 16 columns. The 12 A rows are addressed from four
 // bases (rows 0, 3, 6, 9) plus 0, 1 or 2 row strides, which x86 addressing does for free.
 PD_TARGET
-static void tile(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda, const uint32_t *b,
-                 float *c, ptrdiff_t ldc, const float *scale, const float *bias,
-                 const float *addend) {
+static inline __attribute__((always_inline)) void
+tile_of(const int R, int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda, const uint32_t *b,
+        float *c, ptrdiff_t ldc, const float *scale, const float *bias, const float *addend) {
     __m512 acc[PD_BF16_TILE_ROWS][2];
 #pragma clang loop unroll(full)
-    for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
+    for (int r = 0; r < R; r++) {
         acc[r][0] = _mm512_setzero_ps();
         acc[r][1] = _mm512_setzero_ps();
     }
@@ -44,7 +45,7 @@ static void tile(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t 
         __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + k * PD_BF16_PANEL_COLUMNS);
         __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + k * PD_BF16_PANEL_COLUMNS + 16);
 #pragma clang loop unroll(full)
-        for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
+        for (int r = 0; r < R; r++) {
             __m512bh s = (__m512bh)_mm512_set1_epi32((int)base[r / 3][(r % 3) * lda + k]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], s, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], s, b1);
@@ -54,7 +55,7 @@ static void tile(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t 
     __mmask16 m1 = columns >= 32 ? (__mmask16)0xFFFF
                  : columns <= 16 ? (__mmask16)0 : (__mmask16)((1u << (columns - 16)) - 1);
 #pragma clang loop unroll(full)
-    for (int r = 0; r < PD_BF16_TILE_ROWS; r++) {
+    for (int r = 0; r < R; r++) {
         if (r >= rows) continue;  // (not break: the loop must unroll to keep acc in registers)
         __m512 x0 = acc[r][0], x1 = acc[r][1];
         if (scale) {
@@ -76,6 +77,19 @@ static void tile(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t 
     }
 }
 
+// The two sizes as functions of their own (`tile` is the one tools/check-kernel-asm.sh reads).
+PD_TARGET
+static void tile(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda, const uint32_t *b,
+                 float *c, ptrdiff_t ldc, const float *scale, const float *bias, const float *addend) {
+    tile_of(PD_BF16_TILE_ROWS, rows, columns, pairs, a, lda, b, c, ldc, scale, bias, addend);
+}
+
+PD_TARGET
+static void tile4(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda, const uint32_t *b,
+                  float *c, ptrdiff_t ldc, const float *scale, const float *bias, const float *addend) {
+    tile_of(4, rows, columns, pairs, a, lda, b, c, ldc, scale, bias, addend);
+}
+
 void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptrdiff_t lda,
                         const uint32_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                         const float *scale, const float *bias, const float *addend) {
@@ -85,9 +99,9 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs, const uint32_t *a, ptr
         int cols = columns - p0 < PD_BF16_PANEL_COLUMNS ? columns - p0 : PD_BF16_PANEL_COLUMNS;
         for (int r0 = 0; r0 < rows; r0 += PD_BF16_TILE_ROWS) {
             int rs = rows - r0 < PD_BF16_TILE_ROWS ? rows - r0 : PD_BF16_TILE_ROWS;
-            tile(rs, cols, pairs, a + r0 * lda, lda, bp, c + r0 * ldc + p0, ldc,
-                 scale ? scale + r0 : 0, bias ? bias + r0 : 0,
-                 addend ? addend + r0 * ldc + p0 : 0);
+            (rs <= 4 ? tile4 : tile)(rs, cols, pairs, a + r0 * lda, lda, bp, c + r0 * ldc + p0, ldc,
+                                     scale ? scale + r0 : 0, bias ? bias + r0 : 0,
+                                     addend ? addend + r0 * ldc + p0 : 0);
         }
     }
 }
