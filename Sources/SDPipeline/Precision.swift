@@ -18,8 +18,9 @@ public enum PrecisionChoice: String, CaseIterable, Sendable {
     case bf16
     /// int8 activations (per column and block of 32, as stable-diffusion.cpp's q8_0) times the
     /// file's int8 weights with int32 sums, for the linear layers and implicit-GEMM
-    /// convolutions (`Kernels.Precision.int8`); the rest as `auto` would run it. Only for int8
-    /// model files (`unsupportedReason`).
+    /// convolutions (`Kernels.Precision.int8`); attention and the Winograd convolutions in bf16
+    /// where the CPU has bf16 dot products, else f32. Only for int8 model files
+    /// (`unsupportedReason`).
     case int8
 }
 
