@@ -22,6 +22,9 @@ enum Conv {
                        algorithm: Kernels.ConvAlgorithm = .direct) {
         precondition(weight.cols == g.channels * g.kernel * g.kernel, "conv weight is not [Cout, Cin·k·k]")
         let f32 = pool.precision.elsewhere == .f32
+        let int8 = pool.precision == .int8 && weight.type == .q8
+        let algorithm = algorithm == .automatic && int8 && int8DirectPays(g, outChannels: weight.rows, winogradF32: f32)
+            ? .direct : algorithm
         if Winograd.applies(to: g) && f32 && (algorithm == .winograd43
                                               || algorithm == .automatic && Winograd43.pays(for: g, outChannels: weight.rows)) {
             Winograd43.conv3x3(weight, geometry: g, input: x, bias: bias, residual: residual, output: y, pool: pool)
@@ -41,7 +44,6 @@ enum Conv {
         }
         // Gemm's blocking in bf16 too: wider column blocks would grow the f32 im2col block.
         let blocking = blocking ?? Gemm.blocking
-        let int8 = pool.precision == .int8 && weight.type == .q8
         let bf16 = !int8 && pool.precision.elsewhere == .bf16
         let w = int8 ? I8Gemm.panelColumns : bf16 ? BF16Gemm.panelColumns : 2 * V.scalarCount, n = weight.rows
         Gemm.forEachPart(rows: n, columns: columns, tileColumns: w, pool: pool) { part, rows, cols in
@@ -73,6 +75,20 @@ enum Conv {
                 packIm2col(g, x, row: k0, depth: kc, column: p0, count: np, into: dst, origins: origins)
             }
         }
+    }
+
+    /// Where, in int8 mode, the direct conv beats Winograd: it multiplies the file's int8
+    /// weights with the int8 kernel and transforms nothing, while Winograd's products run
+    /// bf16 (native bf16) or f32 and re-transform the weights on every call. Measured on
+    /// every 3×3 conv shape of SD 1.5's UNet and VAE (docs/KERNELS.md, "int8 convolutions"):
+    /// against f32 Winograd the direct conv wins wherever both channel counts are ≥ 320
+    /// (UNet convs 0.52× of the time with AVX-512, 0.54× with AVX2); against bf16 Winograd
+    /// only with wide inputs on few tiles, where Winograd's per-block weight transforms
+    /// repeat (0.87× on those shapes).
+    static func int8DirectPays(_ g: Geometry, outChannels: Int, winogradF32: Bool) -> Bool {
+        guard Winograd.applies(to: g) else { return false }
+        if winogradF32 { return g.channels >= 320 && outChannels >= 320 }
+        return g.channels >= 960 && Winograd.Tiles(g: g).count < 2048
     }
 
     struct ColumnOrigin {

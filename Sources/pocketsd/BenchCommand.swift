@@ -41,6 +41,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Skip the pipeline phases.")
     var skipPhases = false
 
+    @Flag(help: "Also time each 3×3 convolution row as direct (implicit GEMM) and as Winograd, and a skip-connection conv of the UNet's decoder: the data behind the automatic choice.")
+    var convAlgorithms = false
+
     @Flag(help: "Print the result as JSON on stdout.")
     var json = false
 
@@ -168,32 +171,36 @@ struct BenchCommand: ParsableCommand {
             ("linear (mid block)", "\(ch[last])×\(ch[last]), P=\(lowTokens)",
              { KernelBenchmark.gemm(n: ch[last], k: ch[last], p: lowTokens, type: type, pool: pool, repeats: n) }),
         ]
+        // A 3×3 conv row as `conv2d` chooses; with --conv-algorithms also direct and Winograd.
+        func conv(_ name: String, _ cin: Int, _ cout: Int, _ hl: Int, _ wl: Int) {
+            let algorithms: [(String, Kernels.ConvAlgorithm)] =
+                [("", .automatic)] + (convAlgorithms ? [(" direct", .direct), (" winograd", .winograd)] : [])
+            for (suffix, algorithm) in algorithms {
+                cases.append((name + suffix, "\(cin)→\(cout), \(wl)×\(hl)", {
+                    KernelBenchmark.conv3x3(inChannels: cin, outChannels: cout, height: hl, width: wl, type: type,
+                                            pool: pool, repeats: n, algorithm: algorithm)
+                }))
+            }
+        }
         var seen: Set<Int> = []
         for (level, c) in ch.enumerated() where seen.insert(c).inserted {
-            let hl = max(1, h >> level), wl = max(1, w >> level)
-            cases.append(("conv3x3", "\(c)→\(c), \(wl)×\(hl)", {
-                KernelBenchmark.conv3x3(inChannels: c, outChannels: c, height: hl, width: wl, type: type, pool: pool, repeats: n)
-            }))
+            conv("conv3x3", c, c, max(1, h >> level), max(1, w >> level))
+        }
+        if convAlgorithms && last > 0 {
+            // The decoder's first conv on the deepest skip concatenation it upsamples to.
+            conv("conv3x3 (skip concat)", 2 * ch[last], ch[last], max(1, h >> (last - 1)), max(1, w >> (last - 1)))
         }
         // VAE decoder: widest block at latent size; the narrowest at half the image size
         // (its real plane is the full image: 4× these FLOPs at the same rate).
         let vaeWide = p.vaeConfig.blockOutChannels.last!, vaeNarrow = p.vaeConfig.blockOutChannels[0]
         let hh = max(1, height / 2), wh = max(1, width / 2)
-        cases.append(("VAE conv3x3", "\(vaeWide)→\(vaeWide), \(w)×\(h)", {
-            KernelBenchmark.conv3x3(inChannels: vaeWide, outChannels: vaeWide, height: h, width: w, type: type, pool: pool, repeats: n)
-        }))
-        cases.append(("VAE conv3x3", "\(vaeNarrow)→\(vaeNarrow), \(wh)×\(hh)", {
-            KernelBenchmark.conv3x3(inChannels: vaeNarrow, outChannels: vaeNarrow, height: hh, width: wh, type: type, pool: pool, repeats: n)
-        }))
+        conv("VAE conv3x3", vaeWide, vaeWide, h, w)
+        conv("VAE conv3x3", vaeNarrow, vaeNarrow, hh, wh)
         // TAESD's decoder, when the file carries one: its last level's convolutions at the
         // full image size (most of its work) and the level before at half.
         if p.hasTinyAutoencoder, let taesd = try? p.tinyAutoencoder() {
             let c = taesd.config.decoderBlockOutChannels.last!
-            for (hl, wl) in [(height, width), (hh, wh)] {
-                cases.append(("TAESD conv3x3", "\(c)→\(c), \(wl)×\(hl)", {
-                    KernelBenchmark.conv3x3(inChannels: c, outChannels: c, height: hl, width: wl, type: type, pool: pool, repeats: n)
-                }))
-            }
+            for (hl, wl) in [(height, width), (hh, wh)] { conv("TAESD conv3x3", c, c, hl, wl) }
         }
         let d = ch[attentionLevel] / heads
         cases.append(("attention self", "\(heads)×\(d), T=\(attentionTokens)", {

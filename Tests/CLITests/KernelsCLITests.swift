@@ -103,4 +103,21 @@ final class KernelsCLITests: XCTestCase {
         XCTAssertEqual(stats.status, 0, stats.stderr)
         XCTAssertTrue(stats.stdout.contains("precision: int8 (int8 products: "), stats.stdout)
     }
+
+    /// `bench --conv-algorithms`: each 3×3 conv row also as direct and Winograd, plus the
+    /// UNet's skip-concatenation conv (the fixture's 2 × 64 → 64 at the first level's size).
+    func testBenchTimesEachConvAlgorithm() throws {
+        let bench = try CLITests.run(["bench", "-m", Self.model, "--width", "64", "--height", "64", "--repeats", "1",
+                                      "--precision", "int8", "--skip-phases", "--conv-algorithms", "--json"])
+        XCTAssertEqual(bench.status, 0, bench.stderr)
+        let kernels = (try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any])?["kernels"]
+            as? [[String: Any]] ?? []
+        let rows = kernels.compactMap { k in (k["name"] as? String).map { "\($0): \(k["shape"] as? String ?? "")" } }
+        for suffix in ["", " direct", " winograd"] {
+            XCTAssertTrue(rows.contains("conv3x3\(suffix): 32→32, 32×32"), "\(rows)")
+            XCTAssertTrue(rows.contains("conv3x3 (skip concat)\(suffix): 128→64, 32×32"), "\(rows)")
+            XCTAssertTrue(rows.contains("VAE conv3x3\(suffix): 64→64, 32×32"), "\(rows)")
+        }
+        XCTAssertTrue(kernels.allSatisfy { ($0["median_seconds"] as? Double ?? 0) > 0 }, "\(kernels)")
+    }
 }

@@ -201,6 +201,53 @@ final class I8GemmTests: XCTestCase {
         }
     }
 
+    /// The measured rule for int8 mode's 3×3 convolutions (`Conv.int8DirectPays`) on SD 1.5
+    /// shapes, and `.automatic` following it: bit for bit the direct conv where it says so,
+    /// Winograd elsewhere.
+    func testAutomaticConvRunsDirectWhereItPays() {
+        func pays(_ cin: Int, _ cout: Int, _ size: Int, batch: Int = 2, stride: Int = 1, f32: Bool) -> Bool {
+            let g = Conv.Geometry(channels: cin, batch: batch, height: size, width: size, kernel: 3, stride: stride,
+                                  padding: 1)
+            return Conv.int8DirectPays(g, outChannels: cout, winogradF32: f32)
+        }
+        // Against f32 Winograd: every UNet conv; not the VAE's 256- and 128-channel ones.
+        for (cin, cout, size) in [(320, 320, 64), (640, 640, 32), (1280, 1280, 16), (2560, 1280, 8)] {
+            XCTAssertTrue(pays(cin, cout, size, f32: true), "\(cin)→\(cout) at \(size)², f32 Winograd")
+        }
+        XCTAssertFalse(pays(512, 256, 256, batch: 1, f32: true))
+        XCTAssertFalse(pays(128, 128, 512, batch: 1, f32: true))
+        // Against bf16 Winograd: wide inputs on few tiles only.
+        XCTAssertTrue(pays(2560, 1280, 16, f32: false))
+        XCTAssertTrue(pays(960, 640, 32, f32: false))
+        XCTAssertFalse(pays(960, 320, 64, f32: false), "2048 tiles")
+        XCTAssertFalse(pays(640, 640, 32, f32: false))
+        XCTAssertFalse(pays(512, 512, 64, batch: 1, f32: false))
+        XCTAssertFalse(pays(1280, 1280, 16, stride: 2, f32: true), "not a Winograd shape")
+
+        var random = SeededRandom(seed: 31_350)
+        let pool = testPools[2]
+        func conv(_ weights: TestWeights, _ x: [Float], cin: Int, _ algorithm: Kernels.ConvAlgorithm) -> [Float] {
+            pool.precision = .int8
+            Kernels.convAlgorithm = algorithm
+            defer { pool.precision = .f32; Kernels.convAlgorithm = .automatic }
+            return outputBuffer(weights.matrix.rows * 16 * 16) { y in
+                x.ptr {
+                    Kernels.conv2d(weights.matrix, kernelSize: 3, stride: 1, padding: 1, input: $0, channels: cin,
+                                   batch: 1, height: 16, width: 16, bias: nil, residual: nil, output: y, pool: pool)
+                }
+            }
+        }
+        // 960 → 320 on 64 tiles is direct by both rules; 64 → 64 by neither.
+        for (cin, cout, direct) in [(960, 320, true), (64, 64, false)] {
+            let weights = TestWeights(rows: cout, cols: cin * 9, type: .q8, random: &random)
+            let x = random.array(cin * 16 * 16)
+            let automatic = conv(weights, x, cin: cin, .automatic)
+            let (same, other) = direct ? (Kernels.ConvAlgorithm.direct, Kernels.ConvAlgorithm.winograd) : (.winograd, .direct)
+            XCTAssertNil(firstDifference(automatic, conv(weights, x, cin: cin, same)), "\(cin)→\(cout): as \(same)")
+            XCTAssertNotNil(firstDifference(automatic, conv(weights, x, cin: cin, other)), "\(cin)→\(cout)")
+        }
+    }
+
     /// What int8 leaves to `elsewhere` runs exactly as `elsewhere` does: weights not stored as
     /// int8 (linear), and Winograd 3×3 convolutions.
     func testOtherProductsRunElsewhere() {
