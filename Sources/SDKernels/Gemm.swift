@@ -363,19 +363,21 @@ enum Gemm {
     }
 
     /// y[N, P] = W[N, K] · x[K, P] (+ bias) (+ residual), threaded; `blocking` nil: the
-    /// precision's own (Gemm.blocking or BF16Gemm.blocking).
+    /// precision's own (Gemm.blocking or BF16Gemm.blocking). Rows of x are `inputStride`
+    /// apart, rows of y and of the residual `outputStride` (default: P each).
     static func linear(_ weight: WeightMatrix, input x: UnsafePointer<Float>, columns p: Int,
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                        output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
-                       blocking: Blocking? = nil) {
+                       blocking: Blocking? = nil, inputStride: Int? = nil, outputStride: Int? = nil) {
+        let ldb = inputStride ?? p, ldc = outputStride ?? p
         if pool.precision == .int8 && weight.type == .q8 {
             I8Gemm.linear(weight, input: x, columns: p, bias: bias, residual: residual, output: y, pool: pool,
-                          blocking: blocking ?? I8Gemm.blocking)
+                          blocking: blocking ?? I8Gemm.blocking, inputStride: ldb, outputStride: ldc)
             return
         }
         if pool.precision.elsewhere == .bf16 {
             BF16Gemm.linear(weight, input: x, columns: p, bias: bias, residual: residual, output: y, pool: pool,
-                            blocking: blocking ?? BF16Gemm.blocking)
+                            blocking: blocking ?? BF16Gemm.blocking, inputStride: ldb, outputStride: ldc)
             return
         }
         let blocking = blocking ?? Gemm.blocking
@@ -384,9 +386,9 @@ enum Gemm {
         forEachPart(rows: n, columns: p, tileColumns: w, pool: pool) { part, rows, columns in
             let scratch = pool.scratch(part: part, count: scratchCount(depth: weight.cols,
                                                                        columns: columns.count, blocking: blocking))
-            multiply(weight, rows: rows, columns: columns, output: y, rowStride: p,
+            multiply(weight, rows: rows, columns: columns, output: y, rowStride: ldc,
                      bias: bias, residual: residual, scratch: scratch, blocking: blocking) { k0, kc, p0, np, dst in
-                packRows(x, rowStride: p, row: k0, depth: kc, column: p0, count: np, into: dst)
+                packRows(x, rowStride: ldb, row: k0, depth: kc, column: p0, count: np, into: dst)
             }
         }
     }

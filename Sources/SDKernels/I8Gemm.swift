@@ -203,12 +203,13 @@ public enum I8Gemm {
     /// Gemm.linear with int8 products (weight.type must be .q8).
     static func linear(_ weight: WeightMatrix, input x: UnsafePointer<Float>, columns p: Int,
                        bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                       output y: UnsafeMutablePointer<Float>, pool: ThreadPool, blocking: Gemm.Blocking) {
+                       output y: UnsafeMutablePointer<Float>, pool: ThreadPool, blocking: Gemm.Blocking,
+                       inputStride ldb: Int, outputStride ldc: Int) {
         Gemm.forEachPart(rows: weight.rows, columns: p, tileColumns: panelColumns, pool: pool) { part, rows, columns in
             let scratch = pool.scratch(part: part, count: scratchCount(depth: weight.cols, columns: columns.count,
                                                                        blocking: blocking, f32Panels: false))
-            multiply(weight, rows: rows, columns: columns, output: y, rowStride: p, bias: bias, residual: residual,
-                     scratch: scratch, blocking: blocking, source: .rows(x, rowStride: p))
+            multiply(weight, rows: rows, columns: columns, output: y, rowStride: ldc, bias: bias, residual: residual,
+                     scratch: scratch, blocking: blocking, source: .rows(x, rowStride: ldb))
         }
     }
 

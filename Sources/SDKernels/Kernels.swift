@@ -11,12 +11,16 @@ import Darwin
 /// (NativeVector.swift).
 public enum Kernels {
     /// y[N, P] = W[N, K] · x[K, P] (+ bias[n]) (+ residual[n, p]); residual may alias y
-    /// (y must not alias x).
+    /// (y must not alias x). Rows of x are `inputStride` floats apart, rows of y and of the
+    /// residual `outputStride` (default: `columns` each): column ranges of wider tensors
+    /// are multiplied in place.
     public static func linear(_ w: WeightMatrix, input x: UnsafePointer<Float>, columns: Int,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                              output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                              output y: UnsafeMutablePointer<Float>, pool: ThreadPool,
+                              inputStride: Int? = nil, outputStride: Int? = nil) {
         if isPlanning { return }
-        Gemm.linear(w, input: x, columns: columns, bias: bias, residual: residual, output: y, pool: pool)
+        Gemm.linear(w, input: x, columns: columns, bias: bias, residual: residual, output: y, pool: pool,
+                    inputStride: inputStride, outputStride: outputStride)
     }
 
     /// How `conv2d` computes 3×3, stride 1, padding 1 convolutions.

@@ -95,4 +95,50 @@ final class LinearTests: XCTestCase {
         let error = nmse(actual, expected)
         XCTAssertLessThan(error, MaxNMSE.linear(.f16), "Kernels.linear f16 \(n)x\(k) P=\(p): nmse \(error)")
     }
+
+    /// A column range of wider tensors multiplied in place (`inputStride`, `outputStride`,
+    /// the residual aliasing the output as the attention and feed-forward chunks use it)
+    /// gives the bits the same product on contiguous copies gives, in every precision this
+    /// CPU runs, and leaves the columns outside the range untouched.
+    func testColumnRangeInPlaceMatchesCopies() {
+        var random = SeededRandom(seed: 8)
+        let (n, k, wide, first, p) = (20, 45, 700, 37, 400)
+        let precisions: [Kernels.Precision] = [.f32, .int8] + (Kernels.variant.hasNativeBF16 ? [.bf16] : [])
+        for type in [WeightType.f32, .f16, .q8] {
+            let weights = TestWeights(rows: n, cols: k, type: type, random: &random)
+            let x = random.array(k * wide), h = random.array(n * wide), b = random.array(n)
+            for precision in precisions {
+                for pool in testPools {
+                    pool.precision = precision
+                    defer { pool.precision = .f32 }
+                    let label = "\(type), \(precision), \(pool.threads) threads"
+                    // Copies of the columns first ..< first + p, multiplied contiguously.
+                    let xc = (0..<k).flatMap { x[($0 * wide + first)..<($0 * wide + first + p)] }
+                    var yc = (0..<n).flatMap { h[($0 * wide + first)..<($0 * wide + first + p)] }
+                    yc.withUnsafeMutableBufferPointer { y in
+                        xc.ptr { xp in b.ptr { bp in
+                            Kernels.linear(weights.matrix, input: xp, columns: p, bias: bp,
+                                           residual: UnsafePointer(y.baseAddress!), output: y.baseAddress!, pool: pool)
+                        } }
+                    }
+                    var inPlace = h
+                    inPlace.withUnsafeMutableBufferPointer { y in
+                        x.ptr { xp in b.ptr { bp in
+                            Kernels.linear(weights.matrix, input: xp + first, columns: p, bias: bp,
+                                           residual: UnsafePointer(y.baseAddress! + first), output: y.baseAddress! + first,
+                                           pool: pool, inputStride: wide, outputStride: wide)
+                        } }
+                    }
+                    for row in 0..<n {
+                        let range = (row * wide + first)..<(row * wide + first + p)
+                        XCTAssertEqual(Array(inPlace[range]), Array(yc[(row * p)..<(row * p + p)]), "\(label), row \(row)")
+                        XCTAssertEqual(Array(inPlace[(row * wide)..<(row * wide + first)]),
+                                       Array(h[(row * wide)..<(row * wide + first)]), "\(label): columns before")
+                        XCTAssertEqual(Array(inPlace[range.upperBound..<((row + 1) * wide)]),
+                                       Array(h[range.upperBound..<((row + 1) * wide)]), "\(label): columns after")
+                    }
+                }
+            }
+        }
+    }
 }

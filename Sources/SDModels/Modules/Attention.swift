@@ -51,30 +51,23 @@ struct Attention {
         precondition(source.batch == x.batch && residual.count == output.count && output.channels == toOut.outFeatures)
         let tq = x.pixels, tk = source.pixels, inner = toQ.outFeatures, dim = x.channels
         let chunk = memory.chunkColumns(rows: 2 * dim + 2 * inner, total: tq)
-        let whole = x.batch == 1 && chunk >= tq  // one piece: read and write the tensors in place
         if chunk < tq { PathCounters.record(.chunkedAttention) }
         let q = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
         let o = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
-        let xc = whole ? x : Tensor(channels: dim, batch: 1, height: chunk, width: 1)
-        let rc = whole ? output : Tensor(channels: output.channels, batch: 1, height: chunk, width: 1)
+        // Column chunks of x, the residual and the output are read and written in place
+        // (row strides of the whole tensors).
+        let stride = x.columns
         for b in 0..<x.batch {
             let kv = source.batchElement(b)
             let k = toK(kv, pool: pool), v = toV(kv, pool: pool)
-            for start in stride(from: 0, to: tq, by: chunk) {
-                let n = min(chunk, tq - start)
-                let columns = (b * tq + start)..<(b * tq + start + n)
-                if !whole { x.copyColumns(columns, into: xc.data) }
-                toQ.apply(xc.pointer, columns: n, residual: nil, into: q.data, pool: pool)
+            for start in Swift.stride(from: 0, to: tq, by: chunk) {
+                let n = min(chunk, tq - start), first = b * tq + start
+                toQ.apply(x.pointer + first, columns: n, residual: nil, into: q.data, pool: pool, inputStride: stride)
                 Kernels.attention(query: q.pointer, key: k.pointer, value: v.pointer, heads: heads,
                                   headDim: inner / heads, batch: 1, queryTokens: n, keyTokens: tk,
                                   causal: false, output: o.data, pool: pool)
-                if whole {
-                    toOut.apply(o.pointer, columns: n, residual: residual.pointer, into: output.data, pool: pool)
-                } else {
-                    residual.copyColumns(columns, into: rc.data)
-                    toOut.apply(o.pointer, columns: n, residual: rc.pointer, into: rc.data, pool: pool)
-                    output.setColumns(columns, from: rc.pointer)
-                }
+                toOut.apply(o.pointer, columns: n, residual: residual.pointer + first, into: output.data + first,
+                            pool: pool, outputStride: stride)
             }
         }
     }

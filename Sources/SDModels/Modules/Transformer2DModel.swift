@@ -82,8 +82,8 @@ struct FeedForward {
     /// h += net.2(geglu(net.0.proj(x))). x, h: [dim, cols].
     /// The [2·inner, cols] projection would be the UNet's largest intermediate (2560 × 8192
     /// floats, 80 MiB, for SD 1.5 at 512² with guidance), so the columns (tokens) go
-    /// through in chunks with one fixed scratch: x's chunk, its projection (GEGLU writes
-    /// into the value half in place) and h's chunk.
+    /// through in chunks with one fixed scratch, the chunk's projection (GEGLU writes into
+    /// the value half in place); x and h are read and written in place.
     func callAsFunction(_ x: Tensor, residualInto h: Tensor, pool: ThreadPool) {
         scope.using { run(x, residualInto: h, pool: pool) }
     }
@@ -91,20 +91,13 @@ struct FeedForward {
     private func run(_ x: Tensor, residualInto h: Tensor, pool: ThreadPool) {
         let cols = x.columns, dim = x.channels, inner = out.inFeatures
         let chunk = memory.chunkColumns(rows: 2 * inner + 2 * dim, total: cols)
-        let whole = chunk >= cols
         let projected = Tensor(channels: 2 * inner, batch: 1, height: chunk, width: 1)
-        let xc = whole ? x : Tensor(channels: dim, batch: 1, height: chunk, width: 1)
-        let hc = whole ? h : Tensor(channels: dim, batch: 1, height: chunk, width: 1)
         for start in stride(from: 0, to: cols, by: chunk) {
-            let n = min(chunk, cols - start), columns = start..<(start + n)
-            if !whole {
-                x.copyColumns(columns, into: xc.data)
-                h.copyColumns(columns, into: hc.data)
-            }
-            proj.apply(xc.pointer, columns: n, residual: nil, into: projected.data, pool: pool)
+            let n = min(chunk, cols - start)
+            proj.apply(x.pointer + start, columns: n, residual: nil, into: projected.data, pool: pool, inputStride: cols)
             Kernels.geglu(projected.pointer, features: inner, columns: n, output: projected.data, pool: pool)
-            out.apply(projected.pointer, columns: n, residual: hc.pointer, into: hc.data, pool: pool)
-            if !whole { h.setColumns(columns, from: hc.pointer) }
+            out.apply(projected.pointer, columns: n, residual: h.pointer + start, into: h.data + start, pool: pool,
+                      outputStride: cols)
         }
     }
 }

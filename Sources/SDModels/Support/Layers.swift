@@ -43,11 +43,15 @@ struct Linear {
         scope.using { apply(x.pointer, columns: x.columns, residual: residual?.pointer, into: y.data, pool: pool) }
     }
 
-    /// On raw `[in, columns]` → `[out, columns]` buffers (column chunks); `residual` may be `y`.
+    /// On raw `[in, columns]` → `[out, columns]` buffers; `residual` may be `y`. Column
+    /// ranges of wider tensors: rows of x `inputStride` apart, of y and the residual
+    /// `outputStride` (default: `columns`).
     func apply(_ x: UnsafePointer<Float>, columns: Int, residual: UnsafePointer<Float>?,
-               into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+               into y: UnsafeMutablePointer<Float>, pool: ThreadPool, inputStride: Int? = nil,
+               outputStride: Int? = nil) {
         withOptionalPointer(bias) { b in
-            Kernels.linear(weight, input: x, columns: columns, bias: b, residual: residual, output: y, pool: pool)
+            Kernels.linear(weight, input: x, columns: columns, bias: b, residual: residual, output: y, pool: pool,
+                           inputStride: inputStride, outputStride: outputStride)
         }
     }
 }

@@ -95,14 +95,6 @@ final class Tensor {
         }
     }
 
-    /// The reverse of `copyColumns`: `buffer` `[channels, range.count]` into columns `range`.
-    func setColumns(_ range: Range<Int>, from buffer: UnsafePointer<Float>) {
-        let n = range.count, cols = columns
-        for c in 0..<channels {
-            (data + c * cols + range.lowerBound).update(from: buffer + c * n, count: n)
-        }
-    }
-
     /// Batch element `b` as its own `[channels, 1, H, W]` tensor (itself when the batch is 1).
     func batchElement(_ b: Int) -> Tensor {
         if batch == 1 { return self }
