@@ -82,9 +82,9 @@ enum Conv {
     /// bf16 (native bf16) or f32 and re-transform the weights on every call. Measured on
     /// every 3×3 conv shape of SD 1.5's UNet and VAE (docs/KERNELS.md, "int8 convolutions"):
     /// against f32 Winograd the direct conv wins wherever both channel counts are ≥ 320
-    /// (UNet convs 0.52× of the time with AVX-512, 0.54× with AVX2); against bf16 Winograd
-    /// only with wide inputs on few tiles, where Winograd's per-block weight transforms
-    /// repeat (0.87× on those shapes).
+    /// (the UNet's convs in 0.53× of the time under `avx512`, 0.54× under `avx2`); against
+    /// bf16 Winograd only with wide inputs on few tiles, where Winograd's per-block weight
+    /// transforms repeat (the UNet's convs in 0.87× of the time).
     static func int8DirectPays(_ g: Geometry, outChannels: Int, winogradF32: Bool) -> Bool {
         guard Winograd.applies(to: g) else { return false }
         if winogradF32 { return g.channels >= 320 && outChannels >= 320 }

@@ -46,8 +46,9 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// How many rows ahead of the one being converted the packers prefetch: their loads of
-    /// the stored weights wait on memory. With 12, q8 → bf16 packing fell from 7.7 % to 3.2 %
-    /// of a bf16 SD 1.5 UNet step's samples in `perf` (AMD EPYC Zen 5; 1 row ahead: no change).
+    /// the stored weights wait on memory. With 12, q8 → bf16 packing fell from 7.7 % to
+    /// 2.4–3.2 % of a bf16 SD 1.5 UNet step's samples in `perf` (AMD EPYC Zen 5; 1 row ahead:
+    /// no change).
     static let prefetchDistance = 12
 
     /// Prefetches columns k0 ..< k0 + kc of row n + `prefetchDistance`, if there is one.

@@ -56,18 +56,18 @@ struct Attention {
         let o = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
         // Column chunks of x, the residual and the output are read and written in place
         // (row strides of the whole tensors).
-        let stride = x.columns
+        let rowStride = x.columns
         for b in 0..<x.batch {
             let kv = source.batchElement(b)
             let k = toK(kv, pool: pool), v = toV(kv, pool: pool)
-            for start in Swift.stride(from: 0, to: tq, by: chunk) {
+            for start in stride(from: 0, to: tq, by: chunk) {
                 let n = min(chunk, tq - start), first = b * tq + start
-                toQ.apply(x.pointer + first, columns: n, residual: nil, into: q.data, pool: pool, inputStride: stride)
+                toQ.apply(x.pointer + first, columns: n, residual: nil, into: q.data, pool: pool, inputStride: rowStride)
                 Kernels.attention(query: q.pointer, key: k.pointer, value: v.pointer, heads: heads,
                                   headDim: inner / heads, batch: 1, queryTokens: n, keyTokens: tk,
                                   causal: false, output: o.data, pool: pool)
                 toOut.apply(o.pointer, columns: n, residual: residual.pointer + first, into: output.data + first,
-                            pool: pool, outputStride: stride)
+                            pool: pool, outputStride: rowStride)
             }
         }
     }
