@@ -322,10 +322,7 @@ void pd_winograd43_weights_avx512(int type, const void *data, const float *scale
             const int ic = 16 * b, lanes = cin - ic < 16 ? cin - ic : 16;
             // The next row's weights of this block: the loads of the stored (often int8)
             // weights waited on memory (`perf`), and each row is read once per tile block.
-            if (r + 1 < count) {
-                const char *ahead = (const char *)data + (row + cols + (ptrdiff_t)ic * 9) * size;
-                for (int k = 0; k < 9 * lanes * size; k += 64) _mm_prefetch(ahead + k, _MM_HINT_T0);
-            }
+            if (r + 1 < count) pd_prefetch((const char *)data + (row + cols + (ptrdiff_t)ic * 9) * size, 9 * lanes * size);
             v16 w[9];
             const __mmask16 valid = weight_reader_block(&reader, b, w);
             // G down each kernel column (q[i][k]), then along each row: u[6i + j].
