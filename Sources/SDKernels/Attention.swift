@@ -6,9 +6,12 @@ import CKernels
 ///   Sᵀ[j, i] = Σ_e Kᵀ[j, e] · Q[e, i]     GEMM micro-kernel, rows = keys, depth = d
 ///   online softmax down the key rows       running max m[i] and sum l[i] are vectors
 ///   O[e, i] += Σ_j V[e, j] · P[j, i]       GEMM micro-kernel, rows = d, depth = keys,
-///                                          V read in place (rows contiguous along keys)
+///                                          V read in place (rows contiguous along keys),
+///                                          one call for all the tile's panels
 /// Work items are (batch, head, query tile); each thread transposes K for its current
-/// (batch, head) once into its scratch, [Tk × d], so the first product reads rows.
+/// (batch, head) once into its scratch, [Tk × d], so the first product reads rows. Under
+/// `--precision int8` without native bf16 the first product runs on the int8 kernel instead
+/// (AttentionInt8.swift); with native bf16 both run in bf16 (AttentionBF16.swift).
 enum Attention {
     typealias V = NativeF32
 
@@ -32,28 +35,41 @@ enum Attention {
                           keyTokens: tk, output: y, pool: pool)
             return
         }
+        // int8 mode without native bf16: the scores' product in int8 (AttentionInt8.swift).
+        let int8 = pool.precision == .int8 && !causal
         let w = 2 * V.scalarCount
         let tileQueries = panelsPerTile * w
         let tiles = (tq + tileQueries - 1) / tileQueries
         let items = batch * heads * tiles
         let parts = min(pool.threads, items)
-        // Scratch: Kᵀ [tk × d], packed Q [panels][d][w], Sᵀ/P [panels][blockKeys][w],
-        // O [panels][d][w], running max and sum [panels][w] each, edge tile [6 × w].
-        let kt = 0, qp = kt + tk * d, sp = qp + panelsPerTile * d * w
+        // Scratch: Kᵀ [tk × d] (f32 scores; the keys' means under int8), packed Q
+        // [panels][d][w], Sᵀ/P [panels][blockKeys][w], O [panels][d][w], running max and sum
+        // [panels][w] each, edge tile [6 × w]; under int8 then the Int8Keys regions.
+        let kt = 0, qp = kt + (int8 ? (d + 15) / 16 * 16 : tk * d), sp = qp + (int8 ? 0 : panelsPerTile * d * w)
         let op = sp + panelsPerTile * blockKeys * w, mp = op + panelsPerTile * d * w
         let lp = mp + panelsPerTile * w, ep = lp + panelsPerTile * w
-        let scratchFloats = ep + Gemm.tileRows * w
+        let i8 = (ep + Gemm.tileRows * w + 15) / 16 * 16
+        let scratchFloats = i8 + (int8 ? Int8Keys.bytes(keys: tk, headDim: d, tileQueries: tileQueries) / 4 : 0)
+        let scoreScale = 1.442_695_04 / Float(d).squareRoot()
         pool.run(parts: parts) { part in
             let scratch = pool.scratch(part: part, count: scratchFloats)
+            let int8Keys = int8 ? Int8Keys(base: UnsafeMutableRawPointer(scratch + i8), keys: tk, headDim: d,
+                                           tileQueries: tileQueries) : nil
             let layout = Scratch(keysT: scratch + kt, queries: scratch + qp, scores: scratch + sp, out: scratch + op,
-                                 runningMax: scratch + mp, runningSum: scratch + lp, edge: scratch + ep)
+                                 runningMax: scratch + mp, runningSum: scratch + lp, edge: scratch + ep,
+                                 int8: int8Keys)
             var packedHead = -1
             for item in items * part / parts ..< items * (part + 1) / parts {
                 let head = item / tiles, tile = item - head * tiles  // head = b·heads + h
                 let b = head / heads, h = head - b * heads
                 if head != packedHead {
-                    transposeKeys(k + h * d * batch * tk + b * tk, rowStride: batch * tk, headDim: d, keys: tk,
-                                  into: layout.keysT)
+                    let kHead = k + h * d * batch * tk + b * tk
+                    if let int8Keys {
+                        packKeysInt8(kHead, rowStride: batch * tk, headDim: d, keys: tk, scoreScale: scoreScale,
+                                     mean: layout.keysT, into: int8Keys)
+                    } else {
+                        transposeKeys(kHead, rowStride: batch * tk, headDim: d, keys: tk, into: layout.keysT)
+                    }
                     packedHead = head
                 }
                 queryTile(q: q + h * d * batch * tq + b * tq, v: v + h * d * batch * tk + b * tk,
@@ -67,6 +83,8 @@ enum Attention {
 
     struct Scratch {
         let keysT, queries, scores, out, runningMax, runningSum, edge: UnsafeMutablePointer<Float>
+        /// Set when the scores' product runs in int8.
+        let int8: Int8Keys?
     }
 
     /// kᵀ[j, e] = k[e·stride + j]: one head's keys as rows of d.
@@ -123,8 +141,12 @@ enum Attention {
         // Scores come out in log2 units (softmax then uses exp2): Q is pre-scaled by
         // log2(e)/√d.
         let scale = 1.442_695_04 / Float(d).squareRoot()
+        if let int8 = s.int8 {
+            // Q as int8 B panels (its scale is in the keys' row scales).
+            I8Gemm.packRows(q, rowStride: qStride, row: 0, depth: d, column: i0, count: nq, into: int8.queries)
+        }
         // Q panels [d][w], pre-scaled, zero past the last query.
-        for panel in 0..<panels {
+        for panel in 0..<panels where s.int8 == nil {
             let first = panel * w, count = min(w, nq - first)
             let dst = s.queries + panel * d * w
             for e in 0..<d {
@@ -138,7 +160,10 @@ enum Attention {
             }
         }
         for i in 0..<panels * w { s.runningMax[i] = masked; s.runningSum[i] = 0 }
-        for i in 0..<panels * d * w { s.out[i] = 0 }
+        // O: [d][tileQueries], the panels side by side, so that one block product covers them
+        // all (the AVX-512 kernel pairs panels in its 14 × 32 tile).
+        let ldo = panelsPerTile * w
+        for i in 0..<d * ldo { s.out[i] = 0 }
         // Query index of each lane, as Float, for the causal mask.
         let laneIndex = V.laneIndex
 
@@ -147,14 +172,19 @@ enum Attention {
         var j0 = 0
         while j0 < keyEnd {
             let nk = min(blockKeys, keyEnd - j0)
+            if let int8 = s.int8 {
+                int8Scores(int8, firstKey: j0, keys: nk, headDim: d, panels: panels, scores: s.scores)
+            }
             for panel in 0..<panels {
                 let firstQuery = i0 + panel * w
                 // Causal: a block wholly after the panel's last query contributes nothing.
                 if causal && j0 > firstQuery + w - 1 { continue }
                 let scores = s.scores + panel * blockKeys * w
-                let qPanel = UnsafePointer(s.queries + panel * d * w)
-                Gemm.block(depth: d, a: s.keysT + j0 * d, rowStride: d, rows: nk, b: qPanel, panelStride: d * w,
-                           columns: w, c: scores, rowStride: w, epilogue: Gemm.Epilogue(), edge: s.edge)
+                if s.int8 == nil {
+                    let qPanel = UnsafePointer(s.queries + panel * d * w)
+                    Gemm.block(depth: d, a: s.keysT + j0 * d, rowStride: d, rows: nk, b: qPanel, panelStride: d * w,
+                               columns: w, c: scores, rowStride: w, epilogue: Gemm.Epilogue(), edge: s.edge)
+                }
                 let needsMask = causal && j0 + nk - 1 > firstQuery
                 let q0 = laneIndex + V(repeating: Float(firstQuery)), q1 = q0 + V(repeating: Float(lanes))
                 let mp = s.runningMax + panel * w, lp = s.runningSum + panel * w
@@ -185,7 +215,7 @@ enum Attention {
                 }
                 max0.store(mp)
                 max1.store(mp + lanes)
-                let out = s.out + panel * d * w
+                let out = s.out + panel * w
                 if j0 == 0 {
                     // First block: O and l are still zero, nothing to rescale.
                     sum0.store(lp)
@@ -195,23 +225,30 @@ enum Attention {
                     (V.load(lp) * alpha0 + sum0).store(lp)
                     (V.load(lp + lanes) * alpha1 + sum1).store(lp + lanes)
                     for e in 0..<d {
-                        (V.load(out + e * w) * alpha0).store(out + e * w)
-                        (V.load(out + e * w + lanes) * alpha1).store(out + e * w + lanes)
+                        (V.load(out + e * ldo) * alpha0).store(out + e * ldo)
+                        (V.load(out + e * ldo + lanes) * alpha1).store(out + e * ldo + lanes)
                     }
                 }
-                Gemm.block(depth: nk, a: v + j0, rowStride: vStride, rows: d, b: UnsafePointer(scores),
-                           panelStride: nk * w, columns: w, c: out, rowStride: w,
-                           epilogue: Gemm.Epilogue(addend: UnsafePointer(out)), edge: s.edge)
+                if causal {  // (panels past the block were skipped above)
+                    Gemm.block(depth: nk, a: v + j0, rowStride: vStride, rows: d, b: UnsafePointer(scores),
+                               panelStride: nk * w, columns: w, c: out, rowStride: ldo,
+                               epilogue: Gemm.Epilogue(addend: UnsafePointer(out)), edge: s.edge)
+                }
+            }
+            if !causal {
+                Gemm.block(depth: nk, a: v + j0, rowStride: vStride, rows: d, b: UnsafePointer(s.scores),
+                           panelStride: blockKeys * w, columns: panels * w, c: s.out, rowStride: ldo,
+                           epilogue: Gemm.Epilogue(addend: UnsafePointer(s.out)), edge: s.edge)
             }
             j0 += nk
         }
         for panel in 0..<panels {
             let first = panel * w, count = min(w, nq - first)
-            let lp = s.runningSum + panel * w, out = s.out + panel * d * w
+            let lp = s.runningSum + panel * w, out = s.out + panel * w
             let inv0 = V(repeating: 1) / V.load(lp), inv1 = V(repeating: 1) / V.load(lp + lanes)
             for e in 0..<d {
                 let dst = y + e * qStride + i0 + first
-                let o0 = V.load(out + e * w) * inv0, o1 = V.load(out + e * w + lanes) * inv1
+                let o0 = V.load(out + e * ldo) * inv0, o1 = V.load(out + e * ldo + lanes) * inv1
                 if count == w {
                     o0.store(dst)
                     o1.store(dst + lanes)

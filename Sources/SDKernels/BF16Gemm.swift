@@ -14,8 +14,9 @@ extension Kernels {
         /// activations quantised per column and per block of 32 k as stable-diffusion.cpp's
         /// q8_0 does, twice bf16's multiply-adds per cycle where the CPU has int8 dot products
         /// (AVX512-VNNI, AVX-VNNI, arm64 `sdot`). Covers the linear layers and the convolutions
-        /// that run as implicit GEMM, for weights stored as int8; attention, the Winograd 3×3
-        /// convolutions and other weights run at `elsewhere`.
+        /// that run as implicit GEMM, for weights stored as int8; the Winograd 3×3 convolutions
+        /// and other weights run at `elsewhere`, and so does attention, except that where
+        /// `elsewhere` is f32 its scores (Q·Kᵀ) are int8 products too (AttentionInt8.swift).
         case int8
 
         /// The precision of the products `int8` does not cover: bf16 where the kernel variant
