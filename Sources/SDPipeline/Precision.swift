@@ -9,8 +9,8 @@ public enum PrecisionChoice: String, CaseIterable, Sendable {
     /// int8 chose speed over exactness (on the parity tests' tiny models int8 weights move
     /// the final latents by ≤ 0.6 % relative RMS, int8 with bf16 by ≤ 1.2 %, with int8
     /// activations by ≤ 3 %; for ≈ 1.7× faster UNet steps and VAE decodes on SD 1.5 with
-    /// bf16, ≈ 1.35× faster UNet steps with int8 where bf16 is missing). fp16/fp32 files
-    /// keep the exact mode.
+    /// bf16, ≈ 1.8–2× faster UNet steps with int8 where bf16 is missing: docs/BENCHMARKS.md).
+    /// fp16/fp32 files keep the exact mode.
     case auto
     /// Exact: f32 operands (the diffusers parity of the tests).
     case f32
@@ -19,7 +19,8 @@ public enum PrecisionChoice: String, CaseIterable, Sendable {
     /// int8 activations (per column and block of 32, as stable-diffusion.cpp's q8_0) times the
     /// file's int8 weights with int32 sums, for the linear layers and implicit-GEMM
     /// convolutions (`Kernels.Precision.int8`); attention and the Winograd convolutions in bf16
-    /// where the CPU has bf16 dot products, else f32. Only for int8 model files
+    /// where the CPU has bf16 dot products, else f32 with attention's scores in int8. Only for
+    /// int8 model files
     /// (`unsupportedReason`).
     case int8
 }
