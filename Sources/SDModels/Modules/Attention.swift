@@ -49,8 +49,10 @@ struct Attention {
     private func attendInChunks(_ x: Tensor, context: Tensor?, residual: Tensor, output: Tensor, pool: ThreadPool) {
         let source = context ?? x
         precondition(source.batch == x.batch && residual.count == output.count && output.channels == toOut.outFeatures)
-        let tq = x.pixels, tk = source.pixels, inner = toQ.outFeatures, dim = x.channels
-        let chunk = memory.chunkColumns(rows: 2 * dim + 2 * inner, total: tq)
+        let tq = x.pixels, tk = source.pixels, inner = toQ.outFeatures
+        // The chunk's intermediates are q and o (x, the residual and the output are read and
+        // written in place).
+        let chunk = memory.chunkColumns(rows: 2 * inner, total: tq)
         if chunk < tq { PathCounters.record(.chunkedAttention) }
         let q = Tensor(channels: inner, batch: 1, height: chunk, width: 1)
         let o = Tensor(channels: inner, batch: 1, height: chunk, width: 1)

@@ -89,8 +89,8 @@ struct FeedForward {
     }
 
     private func run(_ x: Tensor, residualInto h: Tensor, pool: ThreadPool) {
-        let cols = x.columns, dim = x.channels, inner = out.inFeatures
-        let chunk = memory.chunkColumns(rows: 2 * inner + 2 * dim, total: cols)
+        let cols = x.columns, inner = out.inFeatures
+        let chunk = memory.chunkColumns(rows: 2 * inner, total: cols)  // the projection alone
         let projected = Tensor(channels: 2 * inner, batch: 1, height: chunk, width: 1)
         for start in stride(from: 0, to: cols, by: chunk) {
             let n = min(chunk, cols - start)
