@@ -16,7 +16,7 @@ public struct MemoryOptions {
     /// on how the batch is split.
     public var maxBatch: Int
 
-    /// 2^20 floats = 4 MiB: SD 1.5's feed-forward at 512² then runs 320 tokens at a time,
+    /// 2^20 floats = 4 MiB: SD 1.5's feed-forward at 512² then runs 384 tokens at a time,
     /// wide enough that the GEMMs keep their speed.
     public static let defaultChunkFloats = 1 << 20
 
