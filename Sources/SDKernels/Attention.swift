@@ -43,8 +43,8 @@ enum Attention {
         let items = batch * heads * tiles
         let parts = min(pool.threads, items)
         // Scratch: Kᵀ [tk × d] (f32 scores; the keys' means under int8), packed Q
-        // [panels][d][w], Sᵀ/P [panels][blockKeys][w], O [panels][d][w], running max and sum
-        // [panels][w] each, edge tile [6 × w]; under int8 then the Int8Keys regions.
+        // [panels][d][w] (f32 scores), Sᵀ/P [panels][blockKeys][w], O [d][panels · w], running
+        // max and sum [panels][w] each, edge tile [6 × w]; under int8 then the Int8Keys regions.
         let kt = 0, qp = kt + (int8 ? (d + 15) / 16 * 16 : tk * d), sp = qp + (int8 ? 0 : panelsPerTile * d * w)
         let op = sp + panelsPerTile * blockKeys * w, mp = op + panelsPerTile * d * w
         let lp = mp + panelsPerTile * w, ep = lp + panelsPerTile * w
