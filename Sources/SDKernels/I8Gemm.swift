@@ -109,6 +109,11 @@ public enum I8Gemm {
         }
     }
 
+    /// Whether `packRows` and `packPanels` run the 16-wide C quantiser
+    /// (`pd_i8_quantize_record_avx512`, bitwise equal to `quantize`): under the AVX-512
+    /// variants, in builds whose f32 panels are 16 wide (8-wide Swift vectors).
+    static var quantizesInC: Bool { Kernels.variant.usesAVX512VectorMath && 2 * V.scalarCount == 16 }
+
     /// Quantises one block of `depth` (≤ 32) k by `V.scalarCount` columns into the columns
     /// `column ..< column + V.scalarCount` of a B record; `load(i)` gives row i of the block
     /// (zero in columns past the matrix). Rows past `depth` are zero.
@@ -146,12 +151,19 @@ public enum I8Gemm {
     /// column panels of ⌈kc / 32⌉ records, `panelStride(depth: kc)` bytes apart.
     static func packRows(_ x: UnsafePointer<Float>, rowStride ldb: Int, row k0: Int, depth kc: Int,
                          column p0: Int, count np: Int, into dst: UnsafeMutableRawPointer) {
-        let v = V.scalarCount, stride = panelStride(depth: kc)
+        let v = V.scalarCount, stride = panelStride(depth: kc), wide = quantizesInC
         for block in 0..<(kc + blockDepth - 1) / blockDepth {
             let depth = min(blockDepth, kc - block * blockDepth)
             let top = x + (k0 + block * blockDepth) * ldb + p0
             for panel in 0..<(np + panelColumns - 1) / panelColumns {
                 let record = dst + panel * stride + block * recordBytes
+                if wide {
+                    let first = top + panel * panelColumns
+                    pd_i8_quantize_record_avx512(first, first + 16, ldb, Int32(depth),
+                                                 Int32(min(panelColumns, np - panel * panelColumns)),
+                                                 record.assumingMemoryBound(to: UInt8.self))
+                    continue
+                }
                 for j in Swift.stride(from: 0, to: panelColumns, by: v) {
                     let column = panel * panelColumns + j
                     if column + v <= np {
@@ -172,11 +184,21 @@ public enum I8Gemm {
     /// Gemm's f32 micro-panels ([⌈np / 2V⌉][kc][2V], zero past np) quantised into B panels.
     static func packPanels(_ src: UnsafePointer<Float>, depth kc: Int, count np: Int,
                            into dst: UnsafeMutableRawPointer) {
-        let v = V.scalarCount, fw = 2 * v, stride = panelStride(depth: kc)
+        let v = V.scalarCount, fw = 2 * v, stride = panelStride(depth: kc), wide = quantizesInC
+        let paddedColumns = (np + fw - 1) / fw * fw
         for block in 0..<(kc + blockDepth - 1) / blockDepth {
             let depth = min(blockDepth, kc - block * blockDepth)
             for panel in 0..<(np + panelColumns - 1) / panelColumns {
                 let record = dst + panel * stride + block * recordBytes
+                if wide {
+                    // The record's two halves are two f32 panels (fw = 16 here); past the
+                    // last one, zeros.
+                    let low = src + 2 * panel * kc * fw + block * blockDepth * fw
+                    pd_i8_quantize_record_avx512(low, low + kc * fw, fw, Int32(depth),
+                                                 Int32(min(panelColumns, paddedColumns - panel * panelColumns)),
+                                                 record.assumingMemoryBound(to: UInt8.self))
+                    continue
+                }
                 for j in Swift.stride(from: 0, to: panelColumns, by: v) {
                     let column = panel * panelColumns + j
                     if column >= (np + fw - 1) / fw * fw {

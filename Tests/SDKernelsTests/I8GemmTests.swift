@@ -98,6 +98,52 @@ final class I8GemmTests: XCTestCase {
         }
     }
 
+    /// The 16-wide C quantiser of the AVX-512 variants against the Swift twin, byte for byte,
+    /// from rows and from f32 panels: partial panels and blocks, a column offset, zero columns,
+    /// NaN, ±∞, ±0, huge and subnormal values.
+    func testAVX512QuantizerMatchesTwin() throws {
+        try XCTSkipUnless(KernelVariant.avx512.isSupported, "needs AVX-512 (this CPU has: \(KernelVariant.featureNames))")
+        try XCTSkipUnless(2 * NativeF32.scalarCount == 16, "this build's f32 panels are not 16 wide")
+        XCTAssertTrue(with(.avx512) { I8Gemm.quantizesInC })
+        XCTAssertFalse(with(.portable) { I8Gemm.quantizesInC })
+        var random = SeededRandom(seed: 31_050)
+        let special: [Float] = [.nan, .infinity, -.infinity, 0, -0, 3e38, -3e38, 1e-40, -1e-42, 127, -0.5]
+        for (k, p, offset) in [(32, 32, 0), (70, 45, 3), (5, 3, 1), (64, 100, 0), (33, 1, 0), (100, 17, 2)] {
+            let width = p + offset + 5
+            var x = random.array(k * width, -4, 4)
+            for i in 0..<k { x[i * width + offset] = 0 }  // a zero column
+            // Each special value mid-column, most in a column of their own.
+            for (n, value) in special.enumerated() { x[((n * 7 + 3) % k) * width + offset + (1 + n) % p] = value }
+            func packed(_ variant: KernelVariant) -> ([UInt8], [UInt8]) {
+                with(variant) {
+                    let stride = I8Gemm.panelStride(depth: k), panels = (p + 31) / 32
+                    var fromRows = [UInt8](repeating: 0xAA, count: panels * stride)
+                    fromRows.withUnsafeMutableBytes { dst in
+                        x.ptr { I8Gemm.packRows($0, rowStride: width, row: 0, depth: k, column: offset, count: p,
+                                                into: dst.baseAddress!) }
+                    }
+                    var f32Panels = [Float](repeating: 0, count: k * ((p + 15) / 16 * 16))
+                    f32Panels.withUnsafeMutableBufferPointer { panelsBuffer in
+                        x.ptr { Gemm.packRows($0, rowStride: width, row: 0, depth: k, column: offset, count: p,
+                                              into: panelsBuffer.baseAddress!) }
+                    }
+                    var fromPanels = [UInt8](repeating: 0x55, count: panels * stride)
+                    fromPanels.withUnsafeMutableBytes { dst in
+                        f32Panels.ptr { I8Gemm.packPanels($0, depth: k, count: p, into: dst.baseAddress!) }
+                    }
+                    return (fromRows, fromPanels)
+                }
+            }
+            let twin = packed(.portable), c = packed(.avx512)
+            for (name, a, b) in [("from rows", c.0, twin.0), ("from f32 panels", c.1, twin.1)] {
+                XCTAssertEqual(a.count, b.count)
+                if let i = a.indices.first(where: { a[$0] != b[$0] }) {
+                    XCTFail("k \(k) p \(p) offset \(offset) \(name): byte \(i) is \(a[i]), the twin's \(b[i])")
+                }
+            }
+        }
+    }
+
     /// Weight rows: each int8 value + 128, then 128s past the depth and in the padding rows.
     func testWeightPacking() {
         var random = SeededRandom(seed: 31_100)

@@ -253,6 +253,14 @@ void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *
                               const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                               const float *scale, const float *bias, const float *addend);
 
+/// One B record of the activations' quantisation (I8Gemm.quantize's rule, 16 columns per
+/// zmm; i8_quantize_avx512.c), bitwise equal to the Swift twin: columns 0–15 from
+/// `low_half`, 16–31 from `high_half`, row i < depth at + i · row_stride; columns at or past
+/// `columns` are zero and not read, as are rows at or past `depth` (≤ 32). AVX-512 F only
+/// (stub off x86_64).
+void pd_i8_quantize_record_avx512(const float *low_half, const float *high_half, ptrdiff_t row_stride, int depth,
+                                  int columns, uint8_t *record);
+
 /// The same product with ARMv8.2's `sdot` (i8_sdot.c; 4-row × 16-column tiles), bitwise equal
 /// to `portable` and tested against it under qemu by tools/test-arm64.sh. Call it only where
 /// `pd_i8_sdot_available()` returns 1 (the CPU reports HWCAP_ASIMDDP); off arm64 the
