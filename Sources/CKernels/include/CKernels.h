@@ -84,6 +84,11 @@ enum {
 /// The PD_CPU_* features of this CPU (0 off x86_64; ARM64 features come from getauxval).
 unsigned pd_cpu_features(void);
 
+/// 1 when this x86_64 runs code compiled for `-target-cpu haswell` (AVX2, FMA, F16C, BMI1/2,
+/// LZCNT, MOVBE; startup_check.c, whose constructor refuses to start a Haswell build on any
+/// other with a one-line error); 0 elsewhere.
+int pd_cpu_runs_haswell_code(void);
+
 /// Columns of one packed B micro-panel of the f32 block products (Swift's Gemm: 2 × SIMD8).
 enum { PD_F32_PANEL_COLUMNS = 16 };
 
