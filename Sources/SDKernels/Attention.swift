@@ -30,13 +30,15 @@ enum Attention {
                           output y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         if tq == 0 || heads == 0 || batch == 0 || d == 0 { return }
         precondition(tk > 0, "attention needs at least one key")
-        if pool.precision.elsewhere == .bf16 && !causal {
+        // Causal attention (CLIP's) always runs the f32 path.
+        let products = causal ? .f32 : pool.precision.attention
+        if products == .bf16 {
             attentionBF16(query: q, key: k, value: v, heads: heads, headDim: d, batch: batch, queryTokens: tq,
                           keyTokens: tk, output: y, pool: pool)
             return
         }
         // int8 mode without native bf16: the scores' product in int8 (AttentionInt8.swift).
-        let int8 = pool.precision == .int8 && !causal
+        let int8 = products == .int8Scores
         let w = 2 * V.scalarCount
         let tileQueries = panelsPerTile * w
         let tiles = (tq + tileQueries - 1) / tileQueries

@@ -19,6 +19,25 @@ extension Kernels {
         /// `elsewhere` is f32 its scores (Q·Kᵀ) are int8 products too (AttentionInt8.swift).
         case int8
 
+        /// What attention's two products run in (non-causal attention; causal attention,
+        /// CLIP's, always runs f32).
+        public enum AttentionProducts: String, Sendable {
+            case f32
+            case bf16
+            /// Q·Kᵀ on the int8 kernel, P·V f32 (AttentionInt8.swift).
+            case int8Scores = "int8 Q·Kᵀ, f32 P·V"
+        }
+
+        /// Under this precision and the current kernel variant: bf16 where `elsewhere` is,
+        /// int8 scores under int8 without native bf16, else f32. `Attention.attention`
+        /// dispatches on it and the reports (`bench`, `generate --stats`/`--json`) name it.
+        public var attention: AttentionProducts {
+            switch elsewhere {
+            case .bf16: return .bf16
+            case .f32, .int8: return self == .int8 ? .int8Scores : .f32
+            }
+        }
+
         /// The precision of the products `int8` does not cover: bf16 where the kernel variant
         /// has native bf16 products, else f32. Every other precision is its own.
         var elsewhere: Kernels.Precision {

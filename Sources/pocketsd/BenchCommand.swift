@@ -95,6 +95,7 @@ struct BenchCommand: ParsableCommand {
                 ("model", .string(model)), ("weights", .string(weights)), ("kernel_weight_type", .string("\(type)")),
                 ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
                 ("int8_kernel", .string(Kernels.variant.int8KernelName)),
+                ("attention_products", .string(pipeline.precision.attention.rawValue)),
                 ("cpu_model", KernelVariant.cpuModelName.map { .string($0) } ?? .null),
                 ("cpu_features", .string(KernelVariant.featureNames)),
                 ("fma_peak_lanes", .number(Double(KernelBenchmark.peakLanes))),

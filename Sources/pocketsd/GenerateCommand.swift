@@ -305,6 +305,7 @@ struct GenerateCommand: ParsableCommand {
                 ("width", .number(Double(request.width))), ("height", .number(Double(request.height))),
                 ("precision", .string(pipeline.precision.rawValue)), ("kernel_variant", .string(Kernels.variant.rawValue)),
                 ("int8_kernel", .string(Kernels.variant.int8KernelName)),
+                ("attention_products", .string(pipeline.precision.attention.rawValue)),
                 ("vae_tile_pixels", .number(Double(result.memoryPlan.vaeTiling?.tileSize ?? 0))),
                 ("memory", .string(result.memoryPlan.policy.rawValue)), ("memory_reason", .string(result.memoryPlan.reason)),
                 ("peak_rss_bytes", .number(Double(phases.map(\.2.peakResident).max() ?? 0))),

@@ -4,7 +4,7 @@ import SDPipeline
 
 extension PrecisionChoice {
     /// The help text of `--precision`, shared by generate and bench.
-    static let help = "Matrix-product precision: auto (for int8 model files bf16 when the kernels in use have bf16 dot products, avx512-bf16 or amx; else int8 where the CPU has int8 dot products; else f32), f32 (exact), bf16 (activations rounded to bfloat16; faster only with bf16 dot products) or int8 (int8 model files: linear layers and 1×1 convolutions on int8 activations, per block of 32 as stable-diffusion.cpp's q8_0; faster with int8 dot products, AVX512-VNNI, AVX-VNNI or arm64 sdot)."
+    static let help = "Matrix-product precision: auto (for int8 model files bf16 when the kernels in use have bf16 dot products, avx512-bf16 or amx; else int8 where the CPU has int8 dot products; else f32), f32 (exact), bf16 (activations rounded to bfloat16; faster only with bf16 dot products) or int8 (int8 model files: linear layers and convolutions run as GEMM on int8 activations, per block of 32 as stable-diffusion.cpp's q8_0, and attention's Q·Kᵀ too where bf16 dot products are missing; faster with int8 dot products, AVX512-VNNI, AVX-VNNI or arm64 sdot)."
 
     /// `--precision`'s value, or a usage error that lists the choices.
     static func parse(_ text: String) throws -> PrecisionChoice {
@@ -24,7 +24,9 @@ extension StableDiffusionPipeline {
     }
 }
 
-/// " (int8 products: NAME)" under `--precision int8`, for the reports; else "".
+/// " (int8 products: NAME; attention: PRODUCTS)" under `--precision int8`, for the reports;
+/// else "".
 func int8Kernel(_ precision: Kernels.Precision) -> String {
-    precision == .int8 ? " (int8 products: \(Kernels.variant.int8KernelName))" : ""
+    precision == .int8
+        ? " (int8 products: \(Kernels.variant.int8KernelName); attention: \(precision.attention.rawValue))" : ""
 }

@@ -80,6 +80,7 @@ final class KernelsCLITests: XCTestCase {
             let kernel = try XCTUnwrap(json["int8_kernel"] as? String)
             XCTAssertTrue(["portable", "avx-vnni", "avx512-vnni", "sdot"].contains(kernel), kernel)
             if variant == "portable" { XCTAssertTrue(kernel == "portable" || kernel == "sdot", kernel) }
+            XCTAssertEqual(json["attention_products"] as? String, "int8 Q·Kᵀ, f32 P·V", variant)
             kernels.append(kernel)
             let bytes = try Data(contentsOf: URL(fileURLWithPath: latents))
             if let reference { XCTAssertEqual(bytes, reference, "\(variant) (\(kernel)) latents differ from portable's") } else { reference = bytes }
@@ -102,6 +103,9 @@ final class KernelsCLITests: XCTestCase {
         let stats = try CLITests.run(generate("int8-stats", ["--precision", "int8", "--stats"]))
         XCTAssertEqual(stats.status, 0, stats.stderr)
         XCTAssertTrue(stats.stdout.contains("precision: int8 (int8 products: "), stats.stdout)
+        // (bf16 attention where the variant in use has native bf16 products, int8 scores elsewhere)
+        XCTAssertTrue(stats.stdout.contains("; attention: bf16)") || stats.stdout.contains("; attention: int8 Q·Kᵀ, f32 P·V)"),
+                      stats.stdout)
     }
 
     /// `bench --conv-algorithms`: each 3×3 conv row also as direct and Winograd, plus the

@@ -27,8 +27,9 @@ final class AttentionTests: XCTestCase {
     @discardableResult
     /// `keyOffset`: each key channel shifted by a multiple of it (−2…2), the per-channel bias
     /// real models' keys carry.
+    /// `floor`: an error the result must exceed (a rounding path that must have run).
     func check(_ c: Case, pool: ThreadPool, seed: UInt64, scale: Float = 1, keyOffset: Float = 0,
-               bound: Double = MaxNMSE.attention) -> [Float] {
+               bound: Double = MaxNMSE.attention, floor: Double = 0) -> [Float] {
         var random = SeededRandom(seed: seed)
         let rows = c.heads * c.headDim
         let q = random.array(rows * c.batch * c.tq, -scale, scale)
@@ -50,6 +51,7 @@ final class AttentionTests: XCTestCase {
         }
         let error = nmse(actual, expected)
         XCTAssertLessThan(error, bound, "attention \(c) scale=\(scale) threads=\(pool.threads): nmse \(error)")
+        if floor > 0 { XCTAssertGreaterThan(error, floor, "attention \(c): as exact as f32, the rounding did not run") }
         if ProcessInfo.processInfo.environment["PRINT_NMSE"] != nil { print("nmse \(c) scale \(scale): \(error)") }
         return actual
     }
@@ -111,13 +113,15 @@ final class AttentionTests: XCTestCase {
                 var outputs: [[Float]] = []
                 for (i, c) in (cases + extra).enumerated() {
                     let scale: Float = i < cases.count ? 1 : 4
+                    // (Causal cases stay f32; one key gives weight 1 whatever the scores.)
                     outputs.append(check(c, pool: testPools[i % 3], seed: 2400 + UInt64(i), scale: scale,
-                                         bound: c.causal ? MaxNMSE.attention : Self.maxNMSEInt8))
+                                         bound: c.causal ? MaxNMSE.attention : Self.maxNMSEInt8,
+                                         floor: c.causal || c.tk == 1 ? 0 : 1e-8))
                 }
                 // Keys with channel offsets 20× their spread: without the smoothing the
                 // quantisation step would follow the offsets.
                 outputs.append(check(Case(heads: 2, headDim: 40, batch: 2, tq: 50, tk: 130, causal: false),
-                                     pool: testPools[1], seed: 2450, keyOffset: 20, bound: Self.maxNMSEInt8))
+                                     pool: testPools[1], seed: 2450, keyOffset: 20, bound: Self.maxNMSEInt8, floor: 1e-8))
                 if reference.isEmpty {
                     reference = outputs
                 } else {
@@ -125,6 +129,18 @@ final class AttentionTests: XCTestCase {
                         XCTAssertNil(firstDifference(out, reference[i]), "\(variant.rawValue) \(implementation.name): case \(i)")
                     }
                 }
+            }
+        }
+    }
+
+    /// What the reports name is what runs: the products by precision and variant.
+    func testAttentionProductsFollowPrecisionAndVariant() {
+        for variant in KernelVariant.supported {
+            with(variant) {
+                XCTAssertEqual(Kernels.Precision.f32.attention, .f32)
+                XCTAssertEqual(Kernels.Precision.bf16.attention, .bf16)
+                XCTAssertEqual(Kernels.Precision.int8.attention, variant.hasNativeBF16 ? .bf16 : .int8Scores,
+                               variant.rawValue)
             }
         }
     }
