@@ -36,8 +36,9 @@ version=$(qemu-x86_64-static -cpu max "$haswell" --version)
 echo "test-baseline-x86: Haswell build: refused on Nehalem ($(cat "$tmp/err" | cut -c1-60)…), runs on -cpu max ($version)"
 
 # 2. A baseline build runs the whole pipeline there, computing what the Haswell build computes.
+export POCKETSD_SWIFT_CPU=x86-64  # the override a user sets to build for such a board elsewhere
 . tools/swift-flags.sh
-POCKETSD_SWIFT_CPU=x86-64 swift build -c release --scratch-path .build-baseline --product pocketsd >&2
+swift build "${swift_release_flags[@]}" --scratch-path .build-baseline --product pocketsd >&2
 baseline=.build-baseline/release/pocketsd
 "${old_cpu[@]}" "$baseline" convert Tests/Fixtures/tiny-sd-a -o "$tmp/tiny.pdm" > /dev/null
 run=(generate -m "$tmp/tiny.pdm" -p "a photo of a cat" --steps 3 --seed 5 --kernels portable --precision f32)

@@ -24,6 +24,11 @@ enum Attention {
     /// (≈1e-38), negligible next to the real key's weight ≥ 1.
     static let masked: Float = -1e30
 
+    /// log2(e)/√d: the factor that puts the scores in log2 units (the softmax uses exp2),
+    /// applied to Q (f32 and bf16 paths) or to the keys' row scales (int8 scores).
+    @inline(__always)
+    static func logitScale(headDim d: Int) -> Float { 1.442_695_04 / Float(d).squareRoot() }
+
     static func attention(query q: UnsafePointer<Float>, key k: UnsafePointer<Float>,
                           value v: UnsafePointer<Float>, heads: Int, headDim d: Int,
                           batch: Int, queryTokens tq: Int, keyTokens tk: Int, causal: Bool,
@@ -52,7 +57,7 @@ enum Attention {
         let lp = mp + panelsPerTile * w, ep = lp + panelsPerTile * w
         let i8 = (ep + Gemm.tileRows * w + 15) / 16 * 16
         let scratchFloats = i8 + (int8 ? Int8Keys.bytes(keys: tk, headDim: d, tileQueries: tileQueries) / 4 : 0)
-        let scoreScale = 1.442_695_04 / Float(d).squareRoot()
+        let scoreScale = logitScale(headDim: d)
         pool.run(parts: parts) { part in
             let scratch = pool.scratch(part: part, count: scratchFloats)
             let int8Keys = int8 ? Int8Keys(base: UnsafeMutableRawPointer(scratch + i8), keys: tk, headDim: d,
@@ -140,9 +145,8 @@ enum Attention {
                           scratch s: Scratch) {
         let lanes = V.scalarCount, w = 2 * lanes
         let panels = (nq + w - 1) / w
-        // Scores come out in log2 units (softmax then uses exp2): Q is pre-scaled by
-        // log2(e)/√d.
-        let scale = 1.442_695_04 / Float(d).squareRoot()
+        // Q pre-scaled so that the scores come out in log2 units.
+        let scale = logitScale(headDim: d)
         if let int8 = s.int8 {
             // Q as int8 B panels (its scale is in the keys' row scales).
             I8Gemm.packRows(q, rowStride: qStride, row: 0, depth: d, column: i0, count: nq, into: int8.queries)

@@ -99,8 +99,8 @@ extension Attention {
         let lanes = V.scalarCount, bw = BF16Gemm.panelColumns
         let panels = (nq + bw - 1) / bw, groups = bw / lanes
         let dPairs = (d + 1) / 2, keyPairs = (tk + 1) / 2
-        // Scores in log2 units (softmax uses exp2): Q pre-scaled by log2(e)/√d.
-        let scale = 1.442_695_04 / Float(d).squareRoot()
+        // Q pre-scaled so that the scores come out in log2 units.
+        let scale = logitScale(headDim: d)
         for panel in 0..<panels {
             let first = panel * bw, count = min(bw, nq - first)
             let dst = s.q + panel * dPairs * bw

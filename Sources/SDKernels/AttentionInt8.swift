@@ -32,8 +32,11 @@ extension Attention {
             return regions.reduce(0) { $0 + I8Gemm.roundUp64($1) }
         }
 
+        /// Key rows up to a whole I8Gemm tile (the kernel reads them).
+        static func paddedRows(keys tk: Int) -> Int { (tk + I8Gemm.tileRows - 1) / I8Gemm.tileRows * I8Gemm.tileRows }
+
         private static func regionBytes(keys tk: Int, headDim d: Int, tileQueries: Int) -> [Int] {
-            let rows = (tk + I8Gemm.tileRows - 1) / I8Gemm.tileRows * I8Gemm.tileRows
+            let rows = paddedRows(keys: tk)
             let panels = (tileQueries + I8Gemm.panelColumns - 1) / I8Gemm.panelColumns
             return [rows * I8Gemm.rowBytes(depth: d), 4 * rows, panels * I8Gemm.panelStride(depth: d),
                     4 * blockKeys * I8Gemm.panelColumns]
@@ -47,7 +50,7 @@ extension Attention {
                 offsets.append(offset)
                 offset += I8Gemm.roundUp64(size)
             }
-            let rows = (tk + I8Gemm.tileRows - 1) / I8Gemm.tileRows * I8Gemm.tileRows
+            let rows = Self.paddedRows(keys: tk)
             rowBytes = I8Gemm.rowBytes(depth: d)
             keys = (base + offsets[0]).bindMemory(to: UInt8.self, capacity: rows * rowBytes)
             scales = (base + offsets[1]).bindMemory(to: Float.self, capacity: rows)
@@ -105,7 +108,7 @@ extension Attention {
             }
             j0 += count
         }
-        let rows = (tk + I8Gemm.tileRows - 1) / I8Gemm.tileRows * I8Gemm.tileRows
+        let rows = Int8Keys.paddedRows(keys: tk)
         (s.keys + tk * width).initialize(repeating: 128, count: (rows - tk) * width)
         (s.scales + tk).initialize(repeating: 0, count: rows - tk)
     }

@@ -32,10 +32,8 @@ extension Kernels {
         /// int8 scores under int8 without native bf16, else f32. `Attention.attention`
         /// dispatches on it and the reports (`bench`, `generate --stats`/`--json`) name it.
         public var attention: AttentionProducts {
-            switch elsewhere {
-            case .bf16: return .bf16
-            case .f32, .int8: return self == .int8 ? .int8Scores : .f32
-            }
+            if elsewhere == .bf16 { return .bf16 }
+            return self == .int8 ? .int8Scores : .f32
         }
 
         /// The precision of the products `int8` does not cover: bf16 where the kernel variant

@@ -123,7 +123,7 @@ struct BenchCommand: ParsableCommand {
             ]))
             return
         }
-        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(pipeline.precision.rawValue)\(int8Kernel(pipeline.precision))), \(width)×\(height) (latent \(w)×\(h)), "
+        print("pocketsd bench: \(model) (weights \(weights), kernels run \(type), precision \(pipeline.precision.rawValue)\(int8Details(pipeline.precision))), \(width)×\(height) (latent \(w)×\(h)), "
               + "\(pool.threads) threads, load average \(load.map { format($0, 2) }.joined(separator: " ")) at start")
         print("CPU: \(KernelVariant.cpuModelName ?? "unknown") (\(KernelVariant.featureNames)); kernels: \(Kernels.variant.rawValue)")
         if !skipKernels {

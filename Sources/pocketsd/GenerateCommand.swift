@@ -319,7 +319,7 @@ struct GenerateCommand: ParsableCommand {
         if stats {
             let tiles = result.memoryPlan.vaeTiling.map { "\($0.tileSize) px tiles" } ?? "one piece"
             print("memory: \(result.memoryPlan.policy.rawValue) (\(result.memoryPlan.reason)); precision: "
-                  + "\(pipeline.precision.rawValue)\(int8Kernel(pipeline.precision)); kernels: \(Kernels.variant.rawValue); VAE decode: \(tiles)")
+                  + "\(pipeline.precision.rawValue)\(int8Details(pipeline.precision)); kernels: \(Kernels.variant.rawValue); VAE decode: \(tiles)")
             print(pad("phase", 14) + pad("seconds", 10, right: true) + pad("peak RSS", 12, right: true) + pad("anon", 12, right: true)
                   + pad("file", 12, right: true) + pad("arena", 12, right: true) + pad("peak live", 12, right: true))
             func line(_ name: String, _ seconds: Double, _ m: MemoryStats, _ a: ActivationReport?) {

@@ -26,7 +26,7 @@ extension StableDiffusionPipeline {
 
 /// " (int8 products: NAME; attention: PRODUCTS)" under `--precision int8`, for the reports;
 /// else "".
-func int8Kernel(_ precision: Kernels.Precision) -> String {
+func int8Details(_ precision: Kernels.Precision) -> String {
     precision == .int8
         ? " (int8 products: \(Kernels.variant.int8KernelName); attention: \(precision.attention.rawValue))" : ""
 }
