@@ -97,8 +97,23 @@ enum Conv {
         var x0: Int           // ox·stride − padding
     }
 
+    /// Lanes `lane ..< lane + count` of a B micro-panel that read one source row: output
+    /// columns x0, x0 + s, … of output row y0 in one batch plane, ≤ V lanes.
+    struct Run {
+        var lane: Int, count: Int, y0: Int, x0: Int
+        /// planeOffset + y0·W + x0: where lane 0 reads for (ic, ky, kx) = (0, 0, 0).
+        var offset: Int
+    }
+
     /// B[k, p] = x[ic, b, oy·s + ky − pad, ox·s + kx − pad] (0 outside) for k = (ic·k + ky)·k + kx,
     /// p = (b·Ho + oy)·Wo + ox, rows k0 ..< k0+kc and columns p0 ..< p0+np, into micro-panels.
+    ///
+    /// Each panel's lanes are cut into runs that lie in one output row (`Run`), so a B row of
+    /// a run is one source row read at ix, ix + s, … (s ≤ 2): one vector load for a run of V
+    /// lanes, masked at the image's left and right borders. Panels within one output row
+    /// take the two-vector path below; rows narrower than a panel (the UNet's 8 × 8 level,
+    /// small images) are cut into runs, which made their direct convs 1.2–1.4× faster
+    /// (docs/KERNELS.md, "The direct conv's gather on narrow images").
     @inline(__always)
     static func packIm2col(_ g: Geometry, _ x: UnsafePointer<Float>,
                            row k0: Int, depth kc: Int, column p0: Int, count np: Int,
@@ -115,10 +130,13 @@ enum Conv {
         }
         let panels = (np + w - 1) / w
         let total = g.channels * g.channelStride
-        let stride = g.stride, width = g.width
+        let stride = g.stride, width = g.width, height = g.height
+        let vectorRuns = stride <= 2
         let index0 = V.laneIndex, index1 = index0 + V(repeating: Float(v))
         // (ic, ky, kx) of row k0; the loops below advance them without divisions.
         let ic0 = k0 / (ks * ks), ky0 = (k0 / ks) % ks, kx0 = k0 % ks
+        let runs = UnsafeMutablePointer<Run>.allocate(capacity: w)
+        defer { runs.deallocate() }
         for panel in 0..<panels {
             var d = dst + panel * kc * w
             let first = panel * w, count = min(w, np - first)
@@ -173,25 +191,55 @@ enum Conv {
                 }
                 continue
             }
-            // General path (panel across output rows, or the zero-padded tail panel).
-            var ic = ic0, ky = ky0, kx = kx0
-            for _ in 0..<kc {
-                let channel = ic * g.channelStride
-                for j in 0..<count {
-                    let c = origins[first + j]
-                    let iy = c.y0 + ky, ix = c.x0 + kx
-                    let inside = iy >= 0 && iy < g.height && ix >= 0 && ix < width
-                    d[j] = inside ? x[channel + c.planeOffset + iy * width + ix] : 0
+            // Panels across output rows, and the zero-padded tail panel: by runs.
+            var runCount = 0, j = 0
+            while j < count {
+                let o = origins[first + j]
+                var n = 1
+                while n < v && j + n < count {
+                    let c = origins[first + j + n]
+                    guard c.planeOffset == o.planeOffset && c.y0 == o.y0 && c.x0 == o.x0 + stride * n else { break }
+                    n += 1
                 }
-                for j in count..<w { d[j] = 0 }
+                runs[runCount] = Run(lane: j, count: n, y0: o.y0, x0: o.x0,
+                                     offset: o.planeOffset + o.y0 * width + o.x0)
+                runCount += 1
+                j += n
+            }
+            var ky = ky0, kx = kx0
+            var base = ic0 * g.channelStride + ky * width + kx
+            for _ in 0..<kc {
+                for r in 0..<runCount {
+                    let run = runs[r], out = d + run.lane
+                    let iy = run.y0 + ky, ix = run.x0 + kx, offset = base + run.offset
+                    if iy < 0 || iy >= height {
+                        for l in 0..<run.count { out[l] = 0 }
+                    } else if vectorRuns && run.count == v && ix >= 0 && ix + stride * v <= width {
+                        (stride == 1 ? V.load(x + offset) : V.loadEven(x + offset)).store(out)
+                    } else if vectorRuns && run.count == v && offset >= 0 && offset + stride * v <= total {
+                        // Border: lane l reads column ix + s·l; keep −ix/s ≤ l < (W − ix)/s.
+                        let lo = Float(-ix) / Float(stride), hi = Float(width - ix) / Float(stride)
+                        (stride == 1 ? V.load(x + offset) : V.loadEven(x + offset))
+                            .keeping(index: index0, from: lo, below: hi).store(out)
+                    } else {
+                        // Short runs, and loads that would leave x (its first or last row).
+                        for l in 0..<run.count {
+                            let c = ix + stride * l
+                            out[l] = c >= 0 && c < width ? x[offset + stride * l] : 0
+                        }
+                    }
+                }
+                for l in count..<w { d[l] = 0 }
                 d += w
+                base += 1
                 kx += 1
                 if kx == ks {
                     kx = 0
+                    base += width - ks
                     ky += 1
                     if ky == ks {
                         ky = 0
-                        ic += 1
+                        base += g.channelStride - ks * width
                     }
                 }
             }

@@ -221,27 +221,6 @@ public enum KernelBenchmark {
                     blocking: blocking)
     }
 
-    /// Only the im2col gathers of a conv (what `conv2d` packs, block by block).
-    static func im2colOnly(geometry g: Conv.Geometry, input x: UnsafePointer<Float>, blocking: Gemm.Blocking) {
-        let w = 2 * NativeF32.scalarCount
-        let k = g.channels * g.kernel * g.kernel, p = g.batch * g.outHeight * g.outWidth
-        let kcMax = blocking.depth(for: k), ncMax = min(p, blocking.maxColumns)
-        let dst = UnsafeMutablePointer<Float>.allocate(capacity: kcMax * ((ncMax + w - 1) / w) * w)
-        let origins = UnsafeMutablePointer<Conv.ColumnOrigin>.allocate(capacity: ncMax)
-        defer { dst.deallocate(); origins.deallocate() }
-        var jc = 0
-        while jc < p {
-            let nc = min(ncMax, p - jc)
-            var pc = 0
-            while pc < k {
-                let kc = min(kcMax, k - pc)
-                Conv.packIm2col(g, x, row: pc, depth: kc, column: jc, count: nc, into: dst, origins: origins)
-                pc += kc
-            }
-            jc += nc
-        }
-    }
-
     // MARK: helpers
 
     static func time(flops: Double, repeats: Int, _ body: () -> Void) -> Result {

@@ -113,3 +113,56 @@ final class ConvTests: XCTestCase {
         XCTAssertLessThan(error, MaxNMSE.conv(.f16), "Kernels.conv2d 3x3 s2 f16: nmse \(error)")
     }
 }
+
+/// The im2col gather against its definition, element for element: it is a copy, so any
+/// difference is a bug (a wrong lane, a missed border, a stale value in padding).
+final class Im2colTests: XCTestCase {
+    func testGatherMatchesDefinition() {
+        let w = 2 * NativeF32.scalarCount
+        // Output rows narrower than, as wide as and wider than a panel; stride 2; no
+        // padding; one-row and one-column images; batch 2 so panels cross batch planes.
+        let geometries: [(h: Int, w: Int, k: Int, s: Int, pad: Int)] = [
+            (8, 8, 3, 1, 1), (16, 16, 3, 1, 1), (4, 4, 3, 1, 1), (5, 3, 3, 1, 1), (1, 1, 3, 1, 1),
+            (6, 40, 3, 1, 1), (3, 33, 3, 2, 1), (9, 18, 3, 2, 1), (7, 7, 3, 1, 0), (6, 12, 1, 1, 0),
+            (2, 2 * w, 3, 1, 1), (3, w, 3, 2, 1),
+        ]
+        var random = SeededRandom(seed: 1400)
+        for (h, wd, k, s, pad) in geometries {
+            let g = Conv.Geometry(channels: 3, batch: 2, height: h, width: wd, kernel: k, stride: s, padding: pad)
+            let x = random.array(g.channels * g.channelStride)
+            let depth = g.channels * k * k, columns = g.batch * g.outHeight * g.outWidth
+            func expected(_ row: Int, _ column: Int) -> Float {
+                let ic = row / (k * k), ky = row / k % k, kx = row % k
+                let b = column / (g.outHeight * g.outWidth), oy = column / g.outWidth % g.outHeight
+                let iy = oy * s + ky - pad, ix = column % g.outWidth * s + kx - pad
+                guard iy >= 0 && iy < h && ix >= 0 && ix < wd else { return 0 }
+                return x[ic * g.channelStride + b * g.planeSize + iy * wd + ix]
+            }
+            // Blocks that start inside a channel's 3 × 3 and mid-panel-row.
+            for (k0, p0) in [(0, 0), (min(4, depth - 1), 0), (1, min(5, columns - 1)), (depth / 2, columns / 3)] {
+                let kc = depth - k0, np = columns - p0
+                let panels = (np + w - 1) / w
+                var dst = [Float](repeating: .nan, count: panels * kc * w)
+                let origins = UnsafeMutablePointer<Conv.ColumnOrigin>.allocate(capacity: np)
+                defer { origins.deallocate() }
+                x.ptr { xp in
+                    dst.withUnsafeMutableBufferPointer {
+                        Conv.packIm2col(g, xp, row: k0, depth: kc, column: p0, count: np, into: $0.baseAddress!,
+                                        origins: origins)
+                    }
+                }
+                var wrong = 0
+                for panel in 0..<panels {
+                    for r in 0..<kc {
+                        for lane in 0..<w {
+                            let column = p0 + panel * w + lane
+                            let want = column < columns ? expected(k0 + r, column) : 0
+                            if dst[(panel * kc + r) * w + lane].bitPattern != want.bitPattern { wrong += 1 }
+                        }
+                    }
+                }
+                XCTAssertEqual(wrong, 0, "im2col \(g) from row \(k0), column \(p0): \(wrong) wrong elements")
+            }
+        }
+    }
+}
