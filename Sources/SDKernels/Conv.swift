@@ -82,12 +82,17 @@ enum Conv {
     /// bf16 (native bf16) or f32 and re-transform the weights on every call. Measured on
     /// every 3×3 conv shape of SD 1.5's UNet and VAE (docs/KERNELS.md, "int8 convolutions"):
     /// against f32 Winograd the direct conv wins wherever both channel counts are ≥ 320
-    /// (the UNet's convs in 0.53× of the time under `avx512`, 0.54× under `avx2`); against
-    /// bf16 Winograd only with wide inputs on few tiles, where Winograd's per-block weight
-    /// transforms repeat (the UNet's convs in 0.87× of the time).
+    /// (the UNet's convs in 0.53× of the time under `avx512`, 0.54× under `avx2`), and with
+    /// the 8-lane int8 kernels down to 128 channels too (the VAE decoder's 128- and
+    /// 256-channel levels: its decode in 0.94× of the time under `avx2`, level under
+    /// `avx512`); against bf16 Winograd only with wide inputs on few tiles, where Winograd's
+    /// per-block weight transforms repeat (the UNet's convs in 0.87× of the time).
     static func int8DirectPays(_ g: Geometry, outChannels: Int, winogradF32: Bool) -> Bool {
         guard Winograd.applies(to: g) else { return false }
-        if winogradF32 { return g.channels >= 320 && outChannels >= 320 }
+        if winogradF32 {
+            let least = I8Gemm.implementation == .avx512VNNI ? 320 : 128
+            return g.channels >= least && outChannels >= least
+        }
         return g.channels >= 960 && Winograd.Tiles(g: g).count < 2048
     }
 

@@ -256,12 +256,21 @@ final class I8GemmTests: XCTestCase {
                                   padding: 1)
             return Conv.int8DirectPays(g, outChannels: cout, winogradF32: f32)
         }
-        // Against f32 Winograd: every UNet conv; not the VAE's 256- and 128-channel ones.
-        for (cin, cout, size) in [(320, 320, 64), (640, 640, 32), (1280, 1280, 16), (2560, 1280, 8)] {
-            XCTAssertTrue(pays(cin, cout, size, f32: true), "\(cin)→\(cout) at \(size)², f32 Winograd")
+        // Against f32 Winograd: every UNet conv; the VAE's 256- and 128-channel ones only with
+        // the 8-lane int8 kernels; never below 128 channels.
+        let kernel = I8Gemm.implementation
+        defer { I8Gemm.implementation = kernel }
+        for implementation in [I8Gemm.Implementation.avx512VNNI, .avxVNNI, .sdot] {
+            I8Gemm.implementation = implementation
+            for (cin, cout, size) in [(320, 320, 64), (640, 640, 32), (1280, 1280, 16), (2560, 1280, 8)] {
+                XCTAssertTrue(pays(cin, cout, size, f32: true), "\(cin)→\(cout) at \(size)², f32 Winograd, \(implementation)")
+            }
+            let narrow = implementation != .avx512VNNI
+            XCTAssertEqual(pays(512, 256, 256, batch: 1, f32: true), narrow, "\(implementation)")
+            XCTAssertEqual(pays(128, 128, 512, batch: 1, f32: true), narrow, "\(implementation)")
+            XCTAssertFalse(pays(128, 64, 512, batch: 1, f32: true), "\(implementation)")
         }
-        XCTAssertFalse(pays(512, 256, 256, batch: 1, f32: true))
-        XCTAssertFalse(pays(128, 128, 512, batch: 1, f32: true))
+        I8Gemm.implementation = kernel
         // Against bf16 Winograd: wide inputs on few tiles only.
         XCTAssertTrue(pays(2560, 1280, 16, f32: false))
         XCTAssertTrue(pays(960, 640, 32, f32: false))
