@@ -43,10 +43,8 @@ public final class ThreadPool: @unchecked Sendable {
     private let state: PoolState
     private var workers: [pthread_t] = []
 
-    /// Online CPU count: the default for `--threads`.
-    public static var defaultThreadCount: Int {
-        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-    }
+    /// The CPUs this process may keep busy (`CPUBudget`): the default for `--threads`.
+    public static var defaultThreadCount: Int { CPUBudget.threads }
 
     /// A pool of `threads` parts (values below 1 count as 1) running products at `precision`
     /// with `scratch` as its scratch policy.

@@ -26,7 +26,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed repetitions per kernel, after one warm-up run.")
     var repeats: Int = 3
 
-    @Option(help: "Worker threads (default: all cores).")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
@@ -66,7 +66,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let openStart = now()
-        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount())
+        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? ThreadPool.defaultThreadCount)
         if let kernels { Kernels.variant = try KernelVariant.parseOption(kernels) }  // before precision's auto
         try pipeline.usePrecision(option: precision)
         let openSeconds = now() - openStart

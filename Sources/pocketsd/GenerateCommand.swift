@@ -71,7 +71,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Save all images as one grid, ROWSxCOLS (e.g. 2x2).")
     var grid: String?
 
-    @Option(help: "Worker threads (default: all cores).")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Option(name: .shortAndLong, help: "Output PNG; with several images and no grid, -N is added before .png.")
@@ -212,7 +212,7 @@ struct GenerateCommand: ParsableCommand {
         if let preview { try OutputFiles.check(preview, inputs: inputs + outputs.paths) }
 
         let start = now()
-        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
+        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? ThreadPool.defaultThreadCount,
                                                    memory: MemoryPolicy(rawValue: memory)!)
         (request.width, request.height) = resolveGenerationSize(width: width, height: height, initImage: request.imageInput?.image,
                                                                 modelDefault: pipeline.defaultImageSize)
@@ -403,4 +403,3 @@ func randomSeed() -> UInt64 {
     UInt64(UInt32.random(in: 0...UInt32.max))
 }
 
-func defaultThreadCount() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }

@@ -15,6 +15,10 @@ extension PrecisionChoice {
     }
 }
 
+/// The help text of `--threads`, shared by generate, bench and serve.
+let threadsHelp = ArgumentHelp(stringLiteral:
+    "Worker threads (default: the CPUs this process may use: the online ones, fewer under an affinity mask such as taskset's or a cgroup CPU quota such as docker --cpus).")
+
 extension StableDiffusionPipeline {
     /// Parses `--precision` and applies it, refusing a choice this model file cannot run.
     func usePrecision(option text: String) throws {

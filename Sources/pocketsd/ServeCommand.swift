@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Dispatch
+import SDKernels
 import SDPipeline
 import SDServer
 
@@ -31,7 +32,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Weight residency: keep, stream or auto (as for generate).")
     var memory: String = "auto"
 
-    @Option(help: "Worker threads (default: all cores).")
+    @Option(help: threadsHelp)
     var threads: Int?
 
     @Option(help: ArgumentHelp(stringLiteral: PrecisionChoice.help))
@@ -55,7 +56,7 @@ struct ServeCommand: ParsableCommand {
                 throw ValidationError("--output-dir \(outputDir) is not a folder")
             }
         }
-        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? defaultThreadCount(),
+        let pipeline = try StableDiffusionPipeline(modelPath: model, threads: threads ?? ThreadPool.defaultThreadCount,
                                                    memory: MemoryPolicy(rawValue: memory)!)
         try pipeline.usePrecision(option: precision)
         var configuration = ServerConfiguration()

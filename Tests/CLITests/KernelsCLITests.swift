@@ -20,6 +20,24 @@ final class KernelsCLITests: XCTestCase {
          "-o", Self.scratch + "/\(name).png"] + extra
     }
 
+    /// The default thread count follows the affinity mask: `taskset -c 0` gives one thread,
+    /// where the online CPU count would start one per CPU on a single allowed CPU.
+    func testDefaultThreadsFollowTheAffinityMask() throws {
+        let taskset = "/usr/bin/taskset"
+        guard FileManager.default.isExecutableFile(atPath: taskset) else { throw XCTSkip("no \(taskset)") }
+        guard sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1 else { throw XCTSkip("one CPU: nothing to confine") }
+        func threads(_ prefix: [String]) throws -> Int? {
+            let args = ["bench", "-m", Self.model, "--skip-kernels", "--skip-phases", "--json"]
+            let run = prefix.isEmpty ? try CLITests.run(args) : try CLITests.runProcess(taskset, prefix + [CLITests.binary] + args)
+            XCTAssertEqual(run.status, 0, run.stderr)
+            return (try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])?["threads"] as? Int
+        }
+        XCTAssertEqual(try threads(["-c", "0"]), 1)
+        XCTAssertEqual(try threads(["-c", "0,1"]), 2)
+        let unconfined = try threads([]) ?? 0
+        XCTAssertTrue((1...Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))).contains(unconfined), "\(unconfined) threads")
+    }
+
     func testBadNamesAreUsageErrors() throws {
         XCTAssertTrue(FileManager.default.fileExists(atPath: Self.model), "setUp converted the model")
         try CLITests.assertFails(generate("bad", ["--kernels", "sse9"]), status: 2, "--kernels: unknown kernel variant 'sse9'")

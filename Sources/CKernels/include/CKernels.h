@@ -275,6 +275,10 @@ void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, const uint8_t *a, 
                            const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                            const float *scale, const float *bias, const float *addend);
 
+/// CPUs in this process's affinity mask (taskset, cpusets; cpu_budget.c), or 0 when it cannot
+/// be read (more than 1024 CPUs).
+int pd_affinity_cpu_count(void);
+
 #ifdef __cplusplus
 }
 #endif
