@@ -8,7 +8,7 @@
 #include <string.h>
 #include "CKernels.h"
 
-void pd_i8_gemm_block_portable(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_portable(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                                const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                const float *scale, const float *bias, const float *addend) {
     enum { W = PD_I8_PANEL_COLUMNS, D = PD_I8_BLOCK_DEPTH };
@@ -28,7 +28,8 @@ void pd_i8_gemm_block_portable(int rows, int columns, int blocks, const uint8_t 
                 memcpy(corr, record + D * W + sizeof xscale, sizeof corr);
                 int32_t s[W];
                 for (int p = 0; p < W; p++) s[p] = -corr[p];
-                for (int k = 0; k < D; k++) {
+                int depth = blk == blocks - 1 ? 4 * last_quads : D;
+                for (int k = 0; k < depth; k++) {
                     int32_t w = row[blk * D + k];
                     for (int p = 0; p < W; p++) s[p] += w * q[((k / 4) * W + p) * 4 + k % 4];
                 }

@@ -69,7 +69,7 @@ enum { W = PD_I8_PANEL_COLUMNS, D = PD_I8_BLOCK_DEPTH, TILE_R = 4, TILE_C = 16 }
 // Rows past `nrows` are computed from readable rows and dropped; `width` (1 … 16) columns
 // are stored.
 PD_DOTPROD
-static void tile(int blocks, const uint8_t *a, ptrdiff_t lda, const uint8_t *panel, int c0, int nrows, int width,
+static void tile(int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda, const uint8_t *panel, int c0, int nrows, int width,
                  float *c, ptrdiff_t ldc, const float *scale, const float *bias, const float *addend) {
     float f[TILE_R][TILE_C];
     for (int r = 0; r < TILE_R; r++)
@@ -88,14 +88,16 @@ static void tile(int blocks, const uint8_t *a, ptrdiff_t lda, const uint8_t *pan
         int32x4_t zero = vdupq_n_s32(0);
         int32x4_t s00 = zero, s01 = zero, s02 = zero, s03 = zero, s10 = zero, s11 = zero, s12 = zero, s13 = zero;
         int32x4_t s20 = zero, s21 = zero, s22 = zero, s23 = zero, s30 = zero, s31 = zero, s32 = zero, s33 = zero;
+        // The last block's quads past `last_quads` are skipped (their bytes are not read).
+        const int quads = blk == blocks - 1 ? last_quads : 8;
         PD_SDOT_QUAD(0, 0, 0);
-        PD_SDOT_QUAD(1, 0, 1);
-        PD_SDOT_QUAD(2, 0, 2);
-        PD_SDOT_QUAD(3, 0, 3);
-        PD_SDOT_QUAD(4, 1, 0);
-        PD_SDOT_QUAD(5, 1, 1);
-        PD_SDOT_QUAD(6, 1, 2);
-        PD_SDOT_QUAD(7, 1, 3);
+        if (quads > 1) PD_SDOT_QUAD(1, 0, 1);
+        if (quads > 2) PD_SDOT_QUAD(2, 0, 2);
+        if (quads > 3) PD_SDOT_QUAD(3, 0, 3);
+        if (quads > 4) PD_SDOT_QUAD(4, 1, 0);
+        if (quads > 5) PD_SDOT_QUAD(5, 1, 1);
+        if (quads > 6) PD_SDOT_QUAD(6, 1, 2);
+        if (quads > 7) PD_SDOT_QUAD(7, 1, 3);
         float32x4_t xs0 = vld1q_f32(xscale), xs1 = vld1q_f32(xscale + 4);
         float32x4_t xs2 = vld1q_f32(xscale + 8), xs3 = vld1q_f32(xscale + 12);
         PD_BLOCK_STEP(0, 0, s00); PD_BLOCK_STEP(0, 1, s01); PD_BLOCK_STEP(0, 2, s02); PD_BLOCK_STEP(0, 3, s03);
@@ -127,7 +129,7 @@ static void tile(int blocks, const uint8_t *a, ptrdiff_t lda, const uint8_t *pan
 }
 
 PD_DOTPROD
-void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                            const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                            const float *scale, const float *bias, const float *addend) {
     for (int p0 = 0; p0 < columns; p0 += W) {
@@ -136,7 +138,7 @@ void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, const uint8_t *a, 
         for (int r0 = 0; r0 < rows; r0 += TILE_R) {
             int nrows = rows - r0 < TILE_R ? rows - r0 : TILE_R;
             for (int c0 = 0; c0 < width; c0 += TILE_C)
-                tile(blocks, a + r0 * lda, lda, panel, c0, nrows, width - c0 < TILE_C ? width - c0 : TILE_C,
+                tile(blocks, last_quads, a + r0 * lda, lda, panel, c0, nrows, width - c0 < TILE_C ? width - c0 : TILE_C,
                      c + r0 * ldc + p0 + c0, ldc, scale ? scale + r0 : NULL, bias ? bias + r0 : NULL,
                      addend ? addend + r0 * ldc + p0 + c0 : NULL);
         }
@@ -147,10 +149,10 @@ void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, const uint8_t *a, 
 
 int pd_i8_sdot_available(void) { return 0; }
 
-void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                            const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                            const float *scale, const float *bias, const float *addend) {
-    (void)rows; (void)columns; (void)blocks; (void)a; (void)lda; (void)b; (void)b_panel_stride;
+    (void)rows; (void)columns; (void)blocks; (void)last_quads; (void)a; (void)lda; (void)b; (void)b_panel_stride;
     (void)c; (void)ldc; (void)scale; (void)bias; (void)addend;
 }
 

@@ -48,8 +48,20 @@ static inline int quad(const uint8_t *p) {
 
 enum { TILE512_ROWS = 6 };
 
+// Quad i of a block for the tile's rows: 2 B loads, R broadcasts, 2R vpdpbusd.
 PD_VNNI512
-static inline void tile512(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda, const uint8_t *b,
+static inline void quad512(const uint8_t *a, ptrdiff_t lda, const uint8_t *b, int i, __m512i s[TILE512_ROWS][2]) {
+    __m512i b0 = _mm512_loadu_si512(b + i * 4 * W), b1 = _mm512_loadu_si512(b + i * 4 * W + 64);
+#pragma clang loop unroll(full)
+    for (int r = 0; r < TILE512_ROWS; r++) {
+        __m512i x = _mm512_set1_epi32(quad(a + r * lda + 4 * i));
+        s[r][0] = _mm512_dpbusd_epi32(s[r][0], x, b0);
+        s[r][1] = _mm512_dpbusd_epi32(s[r][1], x, b1);
+    }
+}
+
+PD_VNNI512
+static inline void tile512(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda, const uint8_t *b,
                            float *c, ptrdiff_t ldc, const float *scale, const float *bias, const float *addend) {
     enum { R = TILE512_ROWS };
     __m512 f[R][2];
@@ -64,15 +76,11 @@ static inline void tile512(int rows, int columns, int blocks, const uint8_t *a, 
             s[r][0] = n0;
             s[r][1] = n1;
         }
+        if (blk < blocks - 1 || last_quads == QUADS) {
 #pragma clang loop unroll(full)
-        for (int i = 0; i < QUADS; i++) {
-            __m512i b0 = _mm512_loadu_si512(b + i * 4 * W), b1 = _mm512_loadu_si512(b + i * 4 * W + 64);
-#pragma clang loop unroll(full)
-            for (int r = 0; r < R; r++) {
-                __m512i x = _mm512_set1_epi32(quad(a + r * lda + 4 * i));
-                s[r][0] = _mm512_dpbusd_epi32(s[r][0], x, b0);
-                s[r][1] = _mm512_dpbusd_epi32(s[r][1], x, b1);
-            }
+            for (int i = 0; i < QUADS; i++) quad512(a, lda, b, i, s);
+        } else {
+            for (int i = 0; i < last_quads; i++) quad512(a, lda, b, i, s);
         }
         __m512 x0 = _mm512_loadu_ps((const float *)(b + SCALE_OFFSET));
         __m512 x1 = _mm512_loadu_ps((const float *)(b + SCALE_OFFSET + 64));
@@ -105,7 +113,7 @@ static inline void tile512(int rows, int columns, int blocks, const uint8_t *a, 
 }
 
 PD_VNNI512
-void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                                  const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                  const float *scale, const float *bias, const float *addend) {
     // Panel by panel (one B panel, blocks × 1280 bytes, stays in L1) over all row tiles.
@@ -114,7 +122,7 @@ void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, const uint8_
         int cols = columns - p0 < W ? columns - p0 : W;
         for (int r0 = 0; r0 < rows; r0 += TILE512_ROWS) {
             int rs = rows - r0 < TILE512_ROWS ? rows - r0 : TILE512_ROWS;
-            tile512(rs, cols, blocks, a + r0 * lda, lda, bp, c + r0 * ldc + p0, ldc,
+            tile512(rs, cols, blocks, last_quads, a + r0 * lda, lda, bp, c + r0 * ldc + p0, ldc,
                     scale ? scale + r0 : 0, bias ? bias + r0 : 0, addend ? addend + r0 * ldc + p0 : 0);
         }
     }
@@ -133,8 +141,21 @@ void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, const uint8_
 
 enum { TILE256_ROWS = 3 };
 
+// Quad i of a block for the tile's rows: 2 B loads, R broadcasts, 2R vpdpbusd.
 PD_AVXVNNI
-static inline void tile256(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda, const uint8_t *b,
+static inline void quad256(const uint8_t *a, ptrdiff_t lda, const uint8_t *b, int i, __m256i s[TILE256_ROWS][2]) {
+    __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + i * 4 * W));
+    __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + i * 4 * W + 32));
+#pragma clang loop unroll(full)
+    for (int r = 0; r < TILE256_ROWS; r++) {
+        __m256i x = _mm256_set1_epi32(quad(a + r * lda + 4 * i));
+        s[r][0] = _mm256_dpbusd_avx_epi32(s[r][0], x, b0);
+        s[r][1] = _mm256_dpbusd_avx_epi32(s[r][1], x, b1);
+    }
+}
+
+PD_AVXVNNI
+static inline void tile256(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda, const uint8_t *b,
                            float *c, ptrdiff_t ldc, const float *scale, const float *bias, const float *addend) {
     enum { R = TILE256_ROWS };
     __m256 f[R][2];
@@ -144,16 +165,11 @@ static inline void tile256(int rows, int columns, int blocks, const uint8_t *a, 
         __m256i s[R][2];
 #pragma clang loop unroll(full)
         for (int r = 0; r < R; r++) s[r][0] = s[r][1] = _mm256_setzero_si256();
+        if (blk < blocks - 1 || last_quads == QUADS) {
 #pragma clang loop unroll(full)
-        for (int i = 0; i < QUADS; i++) {
-            __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + i * 4 * W));
-            __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + i * 4 * W + 32));
-#pragma clang loop unroll(full)
-            for (int r = 0; r < R; r++) {
-                __m256i x = _mm256_set1_epi32(quad(a + r * lda + 4 * i));
-                s[r][0] = _mm256_dpbusd_avx_epi32(s[r][0], x, b0);
-                s[r][1] = _mm256_dpbusd_avx_epi32(s[r][1], x, b1);
-            }
+            for (int i = 0; i < QUADS; i++) quad256(a, lda, b, i, s);
+        } else {
+            for (int i = 0; i < last_quads; i++) quad256(a, lda, b, i, s);
         }
         __m256 x0 = _mm256_loadu_ps((const float *)(b + SCALE_OFFSET));
         __m256 x1 = _mm256_loadu_ps((const float *)(b + SCALE_OFFSET + 32));
@@ -193,7 +209,7 @@ static inline void tile256(int rows, int columns, int blocks, const uint8_t *a, 
 }
 
 PD_AVXVNNI
-void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                               const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                               const float *scale, const float *bias, const float *addend) {
     for (int p0 = 0; p0 < columns; p0 += W) {
@@ -203,7 +219,7 @@ void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *
             // The half panel's q, scale and corr are 64 bytes into each 128-byte row of the record.
             for (int r0 = 0; r0 < rows; r0 += TILE256_ROWS) {
                 int rs = rows - r0 < TILE256_ROWS ? rows - r0 : TILE256_ROWS;
-                tile256(rs, cols, blocks, a + r0 * lda, lda, bp + 4 * h, c + r0 * ldc + p0 + h, ldc,
+                tile256(rs, cols, blocks, last_quads, a + r0 * lda, lda, bp + 4 * h, c + r0 * ldc + p0 + h, ldc,
                         scale ? scale + r0 : 0, bias ? bias + r0 : 0, addend ? addend + r0 * ldc + p0 + h : 0);
             }
         }
@@ -212,18 +228,18 @@ void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *
 
 #else
 
-void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                                  const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                  const float *scale, const float *bias, const float *addend) {
-    (void)rows; (void)columns; (void)blocks; (void)a; (void)lda; (void)b;
+    (void)rows; (void)columns; (void)blocks; (void)last_quads; (void)a; (void)lda; (void)b;
     (void)b_panel_stride; (void)c; (void)ldc;
     (void)scale; (void)bias; (void)addend;
 }
 
-void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                               const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                               const float *scale, const float *bias, const float *addend) {
-    (void)rows; (void)columns; (void)blocks; (void)a; (void)lda; (void)b;
+    (void)rows; (void)columns; (void)blocks; (void)last_quads; (void)a; (void)lda; (void)b;
     (void)b_panel_stride; (void)c; (void)ldc;
     (void)scale; (void)bias; (void)addend;
 }

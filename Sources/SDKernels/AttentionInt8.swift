@@ -121,10 +121,12 @@ extension Attention {
                            scores: UnsafeMutablePointer<Float>) {
         let lanes = V.scalarCount, w = 2 * lanes, bw = I8Gemm.panelColumns
         let queryPanels = (panels * w + bw - 1) / bw
+        // The head's depth in whole quads: d = 40 is one block and two quads, not two blocks.
+        let blocks = s.rowBytes / I8Gemm.blockDepth, lastQuads = (d - (blocks - 1) * I8Gemm.blockDepth + 3) / 4
         for qp in 0..<queryPanels {
             let direct = w == bw
             let c = direct ? scores + qp * blockKeys * w : s.panelScores
-            I8Gemm.block(rows: nk, columns: bw, blocks: s.rowBytes / I8Gemm.blockDepth, a: s.keys + j0 * s.rowBytes,
+            I8Gemm.block(rows: nk, columns: bw, blocks: blocks, lastQuads: lastQuads, a: s.keys + j0 * s.rowBytes,
                          lda: s.rowBytes, b: s.queries + qp * I8Gemm.panelStride(depth: d),
                          panelStride: I8Gemm.panelStride(depth: d), c: c, rowStride: bw, scale: s.scales + j0,
                          bias: nil, addend: nil)

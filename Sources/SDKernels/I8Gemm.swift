@@ -45,7 +45,7 @@ public enum I8Gemm {
         case sdot
 
         /// The C function (every one has the contract's signature).
-        var kernel: @convention(c) (Int32, Int32, Int32, UnsafePointer<UInt8>?, Int, UnsafePointer<UInt8>?, Int,
+        var kernel: @convention(c) (Int32, Int32, Int32, Int32, UnsafePointer<UInt8>?, Int, UnsafePointer<UInt8>?, Int,
                                     UnsafeMutablePointer<Float>?, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                                     UnsafePointer<Float>?) -> Void {
             switch self {
@@ -68,14 +68,15 @@ public enum I8Gemm {
     }
     nonisolated(unsafe) static var implementation: Implementation = Kernels.variant.i8Implementation
 
-    /// C[r, p] = Σ_blocks (int32 block sum) · xscale · scale[r] + bias[r] + addend[r, p] (CKernels.h).
+    /// C[r, p] = Σ_blocks (int32 block sum) · xscale · scale[r] + bias[r] + addend[r, p] (CKernels.h);
+    /// the last block's k end after `lastQuads` quads (the rest of it counts for nothing).
     @inline(__always)
-    static func block(rows: Int, columns: Int, blocks: Int,
+    static func block(rows: Int, columns: Int, blocks: Int, lastQuads: Int = blockDepth / 4,
                       a: UnsafePointer<UInt8>, lda: Int, b: UnsafeRawPointer, panelStride: Int,
                       c: UnsafeMutablePointer<Float>, rowStride ldc: Int,
                       scale: UnsafePointer<Float>?, bias: UnsafePointer<Float>?, addend: UnsafePointer<Float>?) {
-        implementation.kernel(Int32(rows), Int32(columns), Int32(blocks), a, lda, b.assumingMemoryBound(to: UInt8.self),
-                              panelStride, c, ldc, scale, bias, addend)
+        implementation.kernel(Int32(rows), Int32(columns), Int32(blocks), Int32(lastQuads), a, lda,
+                              b.assumingMemoryBound(to: UInt8.self), panelStride, c, ldc, scale, bias, addend)
     }
 
     // MARK: packing

@@ -10,17 +10,17 @@ import CKernels
 ///      definition (its own packing of A and B, Σ (A − 128) · q per block, the fma chain), so a
 ///      wrong reference cannot hide behind agreeing kernels.
 final class I8GemmKernelTests: XCTestCase {
-    typealias Kernel = (Int32, Int32, Int32, UnsafePointer<UInt8>, Int, UnsafePointer<UInt8>, Int,
+    typealias Kernel = (Int32, Int32, Int32, Int32, UnsafePointer<UInt8>, Int, UnsafePointer<UInt8>, Int,
                         UnsafeMutablePointer<Float>, Int, UnsafePointer<Float>?, UnsafePointer<Float>?,
                         UnsafePointer<Float>?) -> Void
 
-    static let portable: Kernel = { pd_i8_gemm_block_portable($0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) }
+    static let portable: Kernel = { pd_i8_gemm_block_portable($0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) }
     /// The native kernels, each with the `pd_cpu_features()` bit it needs.
     static let kernels: [(name: String, feature: Int, run: Kernel)] = [
         ("avx512vnni", Int(PD_CPU_AVX512_VNNI),
-         { pd_i8_gemm_block_avx512vnni($0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) }),
+         { pd_i8_gemm_block_avx512vnni($0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) }),
         ("avxvnni", Int(PD_CPU_AVX_VNNI),
-         { pd_i8_gemm_block_avxvnni($0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) }),
+         { pd_i8_gemm_block_avxvnni($0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) }),
     ]
 
     static let tileRows = Int(PD_I8_TILE_ROWS), panelColumns = Int(PD_I8_PANEL_COLUMNS)
@@ -28,9 +28,10 @@ final class I8GemmKernelTests: XCTestCase {
 
     /// One product's operands: the logical int8 matrices and scales, and A and B packed as the
     /// contract lays them out (A rows up to the next multiple of PD_I8_TILE_ROWS, B panels
-    /// 64-byte aligned).
+    /// 64-byte aligned). With `lastQuads` < 8 the last block's bytes past its quads are
+    /// garbage in A and B: a kernel that reads them into its sums differs from the reference.
     final class Operands {
-        let rows: Int, columns: Int, blocks: Int, depth: Int
+        let rows: Int, columns: Int, blocks: Int, lastQuads: Int, depth: Int
         let weights: [Int8]        // rows × depth
         let q: [Int8]              // depth × columns, k-major
         let xscale: [Float]        // blocks × columns
@@ -39,13 +40,16 @@ final class I8GemmKernelTests: XCTestCase {
         let a: UnsafeMutablePointer<UInt8>
         let b: UnsafeMutableRawPointer
 
-        init(rows: Int, columns: Int, blocks: Int, random: inout SeededRandom) {
+        init(rows: Int, columns: Int, blocks: Int, lastQuads: Int = 8, random: inout SeededRandom) {
             let w = I8GemmKernelTests.panelColumns, d = I8GemmKernelTests.blockDepth
             self.rows = rows
             self.columns = columns
             self.blocks = blocks
-            // A real depth short of the last block's end (where A is 128 and q is 0) on some.
-            depth = max(1, blocks * d - Int(random.next() % 2 == 0 ? 0 : random.next() % UInt64(d)))
+            self.lastQuads = lastQuads
+            // The k the product covers; a real depth short of its end (where A is 128 and q is
+            // 0) on some.
+            let covered = (blocks - 1) * d + 4 * lastQuads
+            depth = max(1, covered - Int(random.next() % 2 == 0 ? 0 : random.next() % UInt64(4 * lastQuads)))
             // Full int8 range in the weights (A from 0 to 255), [−127, 127] in the activations.
             weights = (0..<rows * depth).map { _ in Int8(truncatingIfNeeded: random.next()) }
             q = (0..<depth * columns).map { _ in Int8(Int(random.next() % 255) - 127) }
@@ -63,9 +67,7 @@ final class I8GemmKernelTests: XCTestCase {
             a = .allocate(capacity: paddedRows * lda)
             for i in 0..<paddedRows * lda { a[i] = UInt8(truncatingIfNeeded: random.next()) }  // padding rows too
             for r in 0..<rows {
-                for k in 0..<blocks * d {
-                    a[r * lda + k] = k < depth ? UInt8(Int(weights[r * depth + k]) + 128) : 128
-                }
+                for k in 0..<covered { a[r * lda + k] = k < depth ? UInt8(Int(weights[r * depth + k]) + 128) : 128 }
             }
 
             // B: panels of `blocks` records, sometimes with a gap between panels.
@@ -82,6 +84,10 @@ final class I8GemmKernelTests: XCTestCase {
                         var sum: Int32 = 0
                         for kk in 0..<d {
                             let k = blk * d + kk
+                            guard k < covered else {
+                                qs[((kk / 4) * w + j) * 4 + kk % 4] = Int8(truncatingIfNeeded: random.next() | 1)
+                                continue
+                            }
                             let value: Int8 = p < columns && k < depth ? q[k * columns + p] : 0
                             qs[((kk / 4) * w + j) * 4 + kk % 4] = value
                             sum += Int32(value)
@@ -121,7 +127,7 @@ final class I8GemmKernelTests: XCTestCase {
                     case .separate: addendPointer = ap.baseAddress!
                     case .accumulate: addendPointer = UnsafePointer(c)
                     }
-                    kernel(Int32(rows), Int32(columns), Int32(blocks), a, lda, UnsafePointer(b.assumingMemoryBound(to: UInt8.self)),
+                    kernel(Int32(rows), Int32(columns), Int32(blocks), Int32(lastQuads), a, lda, UnsafePointer(b.assumingMemoryBound(to: UInt8.self)),
                            panelStride, c, ldc, useScale ? sp.baseAddress! : nil, useBias ? bp.baseAddress! : nil,
                            addendPointer)
                 } }
@@ -137,7 +143,9 @@ final class I8GemmKernelTests: XCTestCase {
 
     static let rowCounts = [1, 5, 6, 7, 12, 13, 25, 96]
     static let columnCounts = [1, 7, 31, 32, 33, 64, 100]
-    static let blockCounts = [1, 2, 12]
+    /// (blocks, quads of the last one): whole blocks, and last blocks of 2 quads (attention's
+    /// d = 40 and 80 end so) and 5.
+    static let depths = [(1, 8), (2, 8), (12, 8), (1, 2), (2, 2), (2, 5), (12, 5)]
 
     /// Every kernel against the portable one, bit for bit; skips (naming it) a kernel this CPU
     /// lacks.
@@ -153,10 +161,11 @@ final class I8GemmKernelTests: XCTestCase {
         var failures = 0
         for rows in Self.rowCounts {
             for columns in Self.columnCounts {
-                for blocks in Self.blockCounts {
+                for (blocks, lastQuads) in Self.depths {
                     seed += 1
                     var random = SeededRandom(seed: seed)
-                    let operands = Operands(rows: rows, columns: columns, blocks: blocks, random: &random)
+                    let operands = Operands(rows: rows, columns: columns, blocks: blocks, lastQuads: lastQuads,
+                                            random: &random)
                     let ldc = columns + Int(random.next() % 5)
                     let initial = random.array(rows * columns, -3, 3)
                     // A separate addend with ldc as its row stride, the sentinel in its gaps.
@@ -164,7 +173,7 @@ final class I8GemmKernelTests: XCTestCase {
                     for useScale in [false, true] {
                         for useBias in [false, true] {
                             for addend in AddendKind.allCases {
-                                let label = "\(kernel.name) rows=\(rows) columns=\(columns) blocks=\(blocks) "
+                                let label = "\(kernel.name) rows=\(rows) columns=\(columns) blocks=\(blocks)+\(lastQuads)q "
                                     + "depth=\(operands.depth) ldc=\(ldc) scale=\(useScale) bias=\(useBias) addend=\(addend)"
                                 let start = operands.output(ldc: ldc, initial: addend == .accumulate ? initial : nil)
                                 var expected = start, actual = start
@@ -203,10 +212,10 @@ final class I8GemmKernelTests: XCTestCase {
         var seed: UInt64 = 78_000
         for rows in Self.rowCounts {
             for columns in Self.columnCounts {
-                for blocks in Self.blockCounts {
+                for (blocks, lastQuads) in Self.depths {
                     seed += 1
                     var random = SeededRandom(seed: seed)
-                    let o = Operands(rows: rows, columns: columns, blocks: blocks, random: &random)
+                    let o = Operands(rows: rows, columns: columns, blocks: blocks, lastQuads: lastQuads, random: &random)
                     let ldc = columns + Int(random.next() % 3)
                     let separate = o.output(ldc: ldc, initial: random.array(rows * columns, -3, 3))
                     let (useScale, useBias, addend) = (seed % 2 == 0, seed % 3 != 0, AddendKind.allCases[Int(seed % 3)])
@@ -239,7 +248,7 @@ final class I8GemmKernelTests: XCTestCase {
                     }
                     XCTAssertEqual(actual.count, expected.count)
                     for i in 0..<actual.count where actual[i].bitPattern != expected[i].bitPattern {
-                        XCTFail("portable rows=\(rows) columns=\(columns) blocks=\(blocks) depth=\(o.depth) "
+                        XCTFail("portable rows=\(rows) columns=\(columns) blocks=\(blocks)+\(lastQuads)q depth=\(o.depth) "
                                 + "scale=\(useScale) bias=\(useBias) addend=\(addend): element \(i) is \(actual[i]), "
                                 + "the contract gives \(expected[i])")
                         break

@@ -74,14 +74,14 @@ static void on_fault(int sig) { siglongjmp(fault_jump, sig); }
 
 // Both products on the same operands into their own C: 0, or 1 (sdot) or 2 (portable) when
 // that one touched an unreadable page.
-static int run_products(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda, const uint8_t *b,
+static int run_products(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda, const uint8_t *b,
                         ptrdiff_t stride, float *ck, float *cp, ptrdiff_t ldc, const float *scale, const float *bias,
                         const float *addend, int alias) {
     volatile int stage = 1;
     if (sigsetjmp(fault_jump, 1) != 0) return stage;
-    pd_i8_gemm_block_sdot(rows, columns, blocks, a, lda, b, stride, ck, ldc, scale, bias, alias ? ck : addend);
+    pd_i8_gemm_block_sdot(rows, columns, blocks, last_quads, a, lda, b, stride, ck, ldc, scale, bias, alias ? ck : addend);
     stage = 2;
-    pd_i8_gemm_block_portable(rows, columns, blocks, a, lda, b, stride, cp, ldc, scale, bias, alias ? cp : addend);
+    pd_i8_gemm_block_portable(rows, columns, blocks, last_quads, a, lda, b, stride, cp, ldc, scale, bias, alias ? cp : addend);
     return 0;
 }
 
@@ -91,7 +91,9 @@ int main(void) {
         return 1;
     }
     const int row_counts[] = {1, 4, 5, 12, 13, 25}, column_counts[] = {1, 7, 16, 31, 32, 33, 100};
-    const int block_counts[] = {1, 2, 12};
+    // (blocks, quads of the last one): whole blocks, and partial last blocks (attention's
+    // d = 40 ends after 2 quads), whose skipped bytes of B are garbage below.
+    const int depths[][2] = {{1, 8}, {2, 8}, {12, 8}, {1, 2}, {2, 2}, {12, 5}};
     // Every combination of scale, bias and addend, and the addend as C itself.
     epilogue epilogues[12];
     int ne = 0;
@@ -109,10 +111,11 @@ int main(void) {
     long compared = 0;
     for (size_t ri = 0; ri < sizeof row_counts / sizeof *row_counts; ri++)
     for (size_t ci = 0; ci < sizeof column_counts / sizeof *column_counts; ci++)
-    for (size_t bi = 0; bi < sizeof block_counts / sizeof *block_counts; bi++) {
-        int rows = row_counts[ri], columns = column_counts[ci], blocks = block_counts[bi];
-        // A shorter real depth for some shapes: A 128 and q 0 past it.
-        int depth = blocks * D - (blocks == 2 ? 9 : blocks == 12 ? 1 : 0), wk = blocks * D;
+    for (size_t bi = 0; bi < sizeof depths / sizeof *depths; bi++) {
+        int rows = row_counts[ri], columns = column_counts[ci], blocks = depths[bi][0], last_quads = depths[bi][1];
+        // The k the product covers; a shorter real depth for some shapes: A 128 and q 0 past it.
+        int covered = (blocks - 1) * D + 4 * last_quads;
+        int depth = covered - (blocks == 2 ? (last_quads == 8 ? 9 : 3) : blocks == 12 ? 1 : 0), wk = blocks * D;
         int readable = (rows + PD_I8_TILE_ROWS - 1) / PD_I8_TILE_ROWS * PD_I8_TILE_ROWS;
         int panels = (columns + W - 1) / W;
 
@@ -140,15 +143,16 @@ int main(void) {
             bias[r] = (next_u32() & 1 ? -1.0f : 1.0f) * magnitude(-10, 3);
         }
 
-        // A: weight + 128 as uint8, 128 past the depth; rows up to the next multiple of
-        // PD_I8_TILE_ROWS readable (arbitrary bytes); the bytes between rows arbitrary.
+        // A: weight + 128 as uint8, 128 past the depth, arbitrary bytes past the covered quads;
+        // rows up to the next multiple of PD_I8_TILE_ROWS readable (arbitrary bytes); the bytes
+        // between rows arbitrary.
         ptrdiff_t lda = wk + (columns % 2 ? 8 : 0);
         size_t a_bytes = (size_t)(readable - 1) * lda + wk;
         mapping am, bm;
         uint8_t *a = guarded(a_bytes, &am);
         for (size_t i = 0; i < a_bytes; i++) a[i] = (uint8_t)next_u32();
         for (int r = 0; r < rows; r++)
-            for (int k = 0; k < wk; k++) a[r * lda + k] = (uint8_t)(w[r * wk + k] + 128);
+            for (int k = 0; k < covered; k++) a[r * lda + k] = (uint8_t)(w[r * wk + k] + 128);  // garbage past it
 
         // B: panels of `blocks` records, 64 arbitrary bytes between panels.
         ptrdiff_t stride = (ptrdiff_t)blocks * RECORD + 64;
@@ -163,6 +167,10 @@ int main(void) {
                 for (int p = 0; p < W; p++) {
                     int col = pn * W + p, sum = 0;
                     for (int k = 0; k < D; k++) {
+                        if (b * D + k >= covered) {  // skipped: garbage the kernel must not read
+                            record[((k / 4) * W + p) * 4 + k % 4] = (uint8_t)(next_u32() | 1);
+                            continue;
+                        }
                         int8_t q = col < columns ? x[(b * D + k) * columns + col] : 0;
                         record[((k / 4) * W + p) * 4 + k % 4] = (uint8_t)q;
                         sum += q;
@@ -206,7 +214,7 @@ int main(void) {
                     expect[r * columns + p] = naive(r, p, blocks, depth, w, wk, x, columns, xs, ep.scale ? scale : NULL,
                                                     ep.bias ? bias : NULL, ep.alias ? fp : add, ldc, &overflow);
             const float *sk = ep.scale ? scale : NULL, *bk = ep.bias ? bias : NULL;
-            int fault = run_products(rows, columns, blocks, a, lda, bpack, stride, fk, fp, ldc, sk, bk, add, ep.alias);
+            int fault = run_products(rows, columns, blocks, last_quads, a, lda, bpack, stride, fk, fp, ldc, sk, bk, add, ep.alias);
             if (fault && faults++ == 0)
                 printf("  epilogue %d: %s touched an unreadable page\n", e, fault == 1 ? "sdot" : "portable");
             for (size_t i = 0; !fault && i < total; i++) {
@@ -232,9 +240,9 @@ int main(void) {
             if (dm.map) munmap(dm.map, dm.length);
         }
         int fail = bad_kernel || bad_pad || bad_ref || overflow || faults;
-        printf("%s rows %d columns %d blocks %d (depth %d): %d epilogues, %ld floats: %d differ from portable, "
+        printf("%s rows %d columns %d blocks %d, last %d quads (depth %d): %d epilogues, %ld floats: %d differ from portable, "
                "%d padding words changed, %d faults, portable %s naive%s\n",
-               fail ? "FAIL" : "ok", rows, columns, blocks, depth, ne, floats, bad_kernel, bad_pad, faults,
+               fail ? "FAIL" : "ok", rows, columns, blocks, last_quads, depth, ne, floats, bad_kernel, bad_pad, faults,
                bad_ref ? "differs from" : "equals", overflow ? ", int32 overflow in a block sum" : "");
         shapes++;
         failed += fail;

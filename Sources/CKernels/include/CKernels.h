@@ -241,20 +241,24 @@ enum {
 ///   b: column panels of `blocks` records of PD_I8_PANEL_BLOCK_BYTES each, `b_panel_stride`
 ///      bytes apart (64-byte aligned); q, scale and corr are 0 for columns past `columns` and
 ///      q for k past the real depth.
+///   last_quads (1 … 8): the quads of k (4 each) of the last block; its quads past them count
+///      for nothing and their bytes of B are not read (A rows stay readable to the block's
+///      end): attention's head depth of 40 is one block and two quads, not two blocks. Every
+///      other block has all 8. corr_b of the last block covers only its quads.
 ///   scale, bias, addend may be NULL (1, 0, 0); addend has row stride ldc and may be c.
 /// `portable` is plain C for every CPU and the reference of the others, which are bitwise equal
 /// to it (integer sums are exact in any order; the f32 steps are fixed above).
-void pd_i8_gemm_block_portable(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_portable(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                                const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                const float *scale, const float *bias, const float *addend);
 /// The same product with vpdpbusd (i8_vnni.c), bitwise equal to `portable`: AVX512-VNNI on zmm
 /// (6 × 32 tiles) and AVX-VNNI on ymm (3 × 16 tiles). Only call them where `pd_cpu_features()`
 /// reports PD_CPU_AVX512_VNNI or PD_CPU_AVX_VNNI respectively (stubs off x86_64). B is read
 /// with unaligned loads, A a 32-bit quad at a time: neither needs more alignment than above.
-void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_avx512vnni(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                                  const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                                  const float *scale, const float *bias, const float *addend);
-void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_avxvnni(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                               const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                               const float *scale, const float *bias, const float *addend);
 
@@ -271,7 +275,7 @@ void pd_i8_quantize_record_avx512(const float *low_half, const float *high_half,
 /// `pd_i8_sdot_available()` returns 1 (the CPU reports HWCAP_ASIMDDP); off arm64 the
 /// availability is 0 and the product a stub that does nothing.
 int pd_i8_sdot_available(void);
-void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, const uint8_t *a, ptrdiff_t lda,
+void pd_i8_gemm_block_sdot(int rows, int columns, int blocks, int last_quads, const uint8_t *a, ptrdiff_t lda,
                            const uint8_t *b, ptrdiff_t b_panel_stride, float *c, ptrdiff_t ldc,
                            const float *scale, const float *bias, const float *addend);
 
