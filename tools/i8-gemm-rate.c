@@ -19,7 +19,7 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-typedef void (*i8_kernel)(int, int, int, const uint8_t *, ptrdiff_t, const uint8_t *, ptrdiff_t, float *,
+typedef void (*i8_kernel)(int, int, int, int, const uint8_t *, ptrdiff_t, const uint8_t *, ptrdiff_t, float *,
                           ptrdiff_t, const float *, const float *, const float *);
 
 // Best seconds per call of `body` over 7 runs of `n` calls.
@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         {"int8 avx512vnni", pd_i8_gemm_block_avx512vnni, !!(features & PD_CPU_AVX512_VNNI)},
         {"int8 avxvnni", pd_i8_gemm_block_avxvnni, !!(features & PD_CPU_AVX_VNNI)},
     };
-    pd_i8_gemm_block_portable(rows, columns, blocks, a, lda, b, stride, ref, columns, scale, bias, 0);
+    pd_i8_gemm_block_portable(rows, columns, blocks, 8, a, lda, b, stride, ref, columns, scale, bias, 0);
     double portable = 0;
     for (int i = 0; i < 3; i++) {
         if (!kernels[i].available) {
@@ -80,10 +80,10 @@ int main(int argc, char **argv) {
             continue;
         }
         memset(c, 0, sizeof(float) * rows * columns);
-        kernels[i].kernel(rows, columns, blocks, a, lda, b, stride, c, columns, scale, bias, 0);
+        kernels[i].kernel(rows, columns, blocks, 8, a, lda, b, stride, c, columns, scale, bias, 0);
         int same = memcmp(c, ref, sizeof(float) * rows * columns) == 0;
         double t = BEST(i == 0 ? 3 : 200,
-                        kernels[i].kernel(rows, columns, blocks, a, lda, b, stride, c, columns, scale, bias, 0));
+                        kernels[i].kernel(rows, columns, blocks, 8, a, lda, b, stride, c, columns, scale, bias, 0));
         if (i == 0) portable = t;
         printf("%-16s %7.1f GMAC/s  %6.1fx portable  %s\n", kernels[i].name, macs / t * 1e-9, portable / t,
                same ? "bitwise equal to portable" : "DIFFERS FROM PORTABLE");
