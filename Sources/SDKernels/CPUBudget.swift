@@ -6,9 +6,9 @@ import Glibc
 /// by an affinity mask (`taskset`, a cpuset) or by a cgroup CPU quota (`docker run
 /// --cpus 2` on a large host, a systemd `CPUQuota=`), where a thread per host CPU would
 /// share the allowed time and every product would wait on its slowest, descheduled part.
-public enum CPUBudget {
+enum CPUBudget {
     /// min(online CPUs, CPUs in the affinity mask, the cgroup quota rounded up), at least 1.
-    public static var threads: Int {
+    static var threads: Int {
         let affinity = Int(pd_affinity_cpu_count())
         return threads(online: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), affinity: affinity > 0 ? affinity : nil,
                        quota: cgroupQuota())
